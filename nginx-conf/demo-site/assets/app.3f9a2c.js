@@ -1,0 +1,1 @@
+console.log("nginx-shield demo");

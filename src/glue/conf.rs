@@ -1,0 +1,417 @@
+//! Per-location configuration: the `shield_*` directives, their unset → merge → default
+//! lifecycle, and the policies resolved once at merge time so requests do no parsing.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
+};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::ngx_string;
+
+use super::util::{directive, pool_str, set_once, ComplexValue};
+use crate::cache::{CachePolicy, CacheRule};
+use crate::cors::{self, CorsPolicy};
+use crate::headers::{self, CookieFlags, HeaderPolicy, Mode};
+use crate::parse;
+
+/// A response header ready to send: name in configuration memory, value compiled.
+#[derive(Clone, Copy)]
+pub struct OutHeader {
+    pub name: ngx_str_t,
+    pub value: ComplexValue,
+    pub tls_only: bool,
+}
+
+/// CORS settings as written in one block; inherited field by field.
+#[derive(Default)]
+struct CorsConf {
+    enabled: Option<bool>,
+    origins: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
+    headers: Option<Vec<String>>,
+    expose: Option<Vec<String>>,
+    credentials: Option<bool>,
+    max_age: Option<u32>,
+}
+
+/// Cache settings as written in one block.
+#[derive(Default)]
+struct CacheConf {
+    /// `Some(empty)` is `shield_cache_control off`.
+    rules: Option<Vec<CacheRule>>,
+    off: bool,
+    override_upstream: Option<bool>,
+    private_no_store: Option<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    Prometheus,
+    Json,
+}
+
+#[derive(Default)]
+pub struct LocConf {
+    headers: HeaderPolicy<ComplexValue>,
+    cors: CorsConf,
+    cache: CacheConf,
+    pub status: Option<StatusFormat>,
+
+    // Resolved at merge time.
+    pub out_headers: Vec<OutHeader>,
+    pub strip: Vec<ngx_str_t>,
+    pub cookie: Option<CookieFlags>,
+    pub cors_policy: Option<CorsPolicy>,
+    pub cache_policy: Option<CachePolicy>,
+}
+
+impl LocConf {
+    /// Whether the header filter has anything to do here (the fast path skips it otherwise).
+    pub fn filters_headers(&self) -> bool {
+        !self.out_headers.is_empty()
+            || !self.strip.is_empty()
+            || self.cookie.is_some()
+            || self.cors_policy.is_some()
+            || self.cache_policy.is_some()
+    }
+
+    pub fn merge(&mut self, cf: &mut ngx_conf_t, prev: &LocConf) -> Result<(), String> {
+        self.headers.merge(&prev.headers);
+        let preset = if self.headers.mode == Mode::On {
+            headers::PRESET
+                .iter()
+                .map(|(_, v)| Ok((*v, ComplexValue::compile(cf, v)?)))
+                .collect::<Result<Vec<_>, String>>()?
+        } else {
+            Vec::new()
+        };
+        let effective = self.headers.effective(|v| {
+            preset.iter().find(|(s, _)| *s == v).map(|(_, cv)| *cv).expect("preset values are compiled above")
+        });
+        self.out_headers = effective
+            .into_iter()
+            .filter_map(|rule| {
+                let value = rule.value?;
+                let name = pool_str(cf.pool, rule.name.as_bytes())?;
+                Some(OutHeader { name, value, tls_only: headers::tls_only(&rule.name) })
+            })
+            .collect();
+        self.strip = self
+            .headers
+            .effective_strip()
+            .iter()
+            .filter_map(|n| pool_str(cf.pool, n.as_bytes()))
+            .collect();
+        self.cookie = self.headers.effective_cookie();
+        if self.strip.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(b"server")) {
+            // Hiding the Server header should also hide the version nginx prints in the
+            // footer of its own error pages.
+            if let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) {
+                clcf.server_tokens = NGX_HTTP_SERVER_TOKENS_OFF as _;
+            }
+        }
+
+        self.merge_cors(&prev.cors)?;
+        self.merge_cache(&prev.cache);
+        Ok(())
+    }
+
+    fn merge_cors(&mut self, prev: &CorsConf) -> Result<(), String> {
+        let c = &mut self.cors;
+        c.enabled = c.enabled.or(prev.enabled);
+        inherit(&mut c.origins, &prev.origins);
+        inherit(&mut c.methods, &prev.methods);
+        inherit(&mut c.headers, &prev.headers);
+        inherit(&mut c.expose, &prev.expose);
+        c.credentials = c.credentials.or(prev.credentials);
+        c.max_age = c.max_age.or(prev.max_age);
+        if c.enabled != Some(true) {
+            self.cors_policy = None;
+            return Ok(());
+        }
+        let mut policy = CorsPolicy {
+            credentials: c.credentials.unwrap_or(false),
+            methods: c.methods.clone().unwrap_or_else(|| cors::DEFAULT_METHODS.iter().map(|m| m.to_string()).collect()),
+            headers: c.headers.clone().unwrap_or_default(),
+            expose: c.expose.clone().unwrap_or_default(),
+            max_age: c.max_age.unwrap_or(cors::DEFAULT_MAX_AGE),
+            ..Default::default()
+        };
+        for origin in c.origins.as_deref().unwrap_or_default() {
+            policy.add_origin(origin).map_err(|e| format!("shield_cors_origins: {e}"))?;
+        }
+        policy.validate().map_err(|e| format!("shield_cors: {e}"))?;
+        self.cors_policy = Some(policy);
+        Ok(())
+    }
+
+    fn merge_cache(&mut self, prev: &CacheConf) {
+        let c = &mut self.cache;
+        if c.rules.is_none() {
+            c.rules.clone_from(&prev.rules);
+        }
+        c.override_upstream = c.override_upstream.or(prev.override_upstream);
+        c.private_no_store = c.private_no_store.or(prev.private_no_store);
+        let rules = c.rules.clone().unwrap_or_default();
+        let active = !rules.is_empty() || c.private_no_store == Some(true);
+        self.cache_policy = active.then(|| CachePolicy {
+            rules,
+            override_upstream: c.override_upstream.unwrap_or(false),
+            private_no_store: c.private_no_store.unwrap_or(true),
+        });
+    }
+}
+
+fn inherit<T: Clone>(slot: &mut Option<T>, prev: &Option<T>) {
+    if slot.is_none() {
+        slot.clone_from(prev);
+    }
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn flag(slot: &mut Option<bool>, args: &[&str]) -> Result<(), String> {
+    let v = parse::flag(args[0]).map_err(|e| e.0)?;
+    set_once(slot, v)
+}
+
+// --- directive handlers -------------------------------------------------------------------
+
+extern "C" fn set_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        if lc.headers.mode != Mode::Unset {
+            return Err("value is duplicate".into());
+        }
+        lc.headers.mode = if parse::flag(args[0]).map_err(|e| e.0)? { Mode::On } else { Mode::Off };
+        Ok(())
+    })
+}
+
+extern "C" fn set_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let name = parse::header_name(args[0]).map_err(|e| e.0)?;
+        if name.eq_ignore_ascii_case(headers::HSTS) {
+            return Err(format!("\"{name}\" is set with \"shield_hsts\""));
+        }
+        if name.eq_ignore_ascii_case(headers::CSP) || name.eq_ignore_ascii_case(headers::CSP_REPORT_ONLY) {
+            return Err(format!("\"{name}\" is set with \"shield_csp\""));
+        }
+        let value = header_value(cf, args[1])?;
+        lc.headers.set(name, value).map_err(|e| e.0)
+    })
+}
+
+/// `off` removes the header; anything else is a (possibly variable) value.
+fn header_value(cf: &mut ngx_conf_t, arg: &str) -> Result<Option<ComplexValue>, String> {
+    if arg == "off" {
+        return Ok(None);
+    }
+    parse::header_value(arg).map_err(|e| e.0)?;
+    ComplexValue::compile(cf, arg).map(Some)
+}
+
+extern "C" fn set_csp(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        if args[0].is_empty() {
+            return Err("empty policy".into());
+        }
+        let value = header_value(cf, args[0])?;
+        lc.headers.set(headers::CSP, value).map_err(|_| "value is duplicate".to_string())
+    })
+}
+
+extern "C" fn set_csp_report_only(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.headers.csp_report_only, args))
+}
+
+extern "C" fn set_hsts(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let value = if args == ["off"] {
+            None
+        } else {
+            let v = headers::parse_hsts(args).map_err(|e| e.0)?;
+            Some(ComplexValue::compile(cf, &v)?)
+        };
+        lc.headers.set(headers::HSTS, value).map_err(|_| "value is duplicate".to_string())
+    })
+}
+
+extern "C" fn set_strip(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let list = if args == ["off"] {
+            Vec::new()
+        } else {
+            args.iter().map(|a| parse::header_name(a).map(str::to_string).map_err(|e| e.0)).collect::<Result<_, _>>()?
+        };
+        set_once(&mut lc.headers.strip, list)
+    })
+}
+
+extern "C" fn set_cookie_flags(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let flags = CookieFlags::parse(args).map_err(|e| e.0)?;
+        set_once(&mut lc.headers.cookie, flags)
+    })
+}
+
+extern "C" fn set_cors(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cors.enabled, args))
+}
+
+extern "C" fn set_cors_origins(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        // Validate now so the error points at this line; merge re-checks combinations.
+        let mut probe = CorsPolicy::default();
+        for a in args {
+            probe.add_origin(a).map_err(|e| e.0)?;
+        }
+        if probe.any && lc.cors.credentials == Some(true) {
+            return Err("\"*\" origin cannot be used with credentials".into());
+        }
+        set_once(&mut lc.cors.origins, owned(args))
+    })
+}
+
+extern "C" fn set_cors_methods(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let methods = args
+            .iter()
+            .map(|m| {
+                if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Ok(m.to_ascii_uppercase())
+                } else {
+                    Err(format!("invalid method \"{m}\""))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        set_once(&mut lc.cors.methods, methods)
+    })
+}
+
+fn header_list(args: &[&str], allow_star: bool) -> Result<Vec<String>, String> {
+    args.iter()
+        .map(|h| {
+            if allow_star && *h == "*" {
+                return Ok("*".to_string());
+            }
+            parse::header_name(h).map(|h| h.to_ascii_lowercase()).map_err(|e| e.0)
+        })
+        .collect()
+}
+
+extern "C" fn set_cors_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| set_once(&mut lc.cors.headers, header_list(args, true)?))
+}
+
+extern "C" fn set_cors_expose(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let list = args.iter().map(|h| parse::header_name(h).map(str::to_string).map_err(|e| e.0)).collect::<Result<_, _>>()?;
+        set_once(&mut lc.cors.expose, list)
+    })
+}
+
+extern "C" fn set_cors_credentials(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        flag(&mut lc.cors.credentials, args)?;
+        if lc.cors.credentials == Some(true) && lc.cors.origins.as_ref().is_some_and(|o| o.iter().any(|o| o == "*")) {
+            return Err("\"*\" origin cannot be used with credentials".into());
+        }
+        Ok(())
+    })
+}
+
+extern "C" fn set_cors_max_age(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let secs = parse::time(args[0]).map_err(|e| e.0)?.as_secs();
+        set_once(&mut lc.cors.max_age, u32::try_from(secs).map_err(|_| format!("invalid time \"{}\"", args[0]))?)
+    })
+}
+
+extern "C" fn set_cache_control(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        // `off` stands alone in its block: it switches inherited rules off.
+        let rules = lc.cache.rules.get_or_insert_with(Vec::new);
+        if args == ["off"] || lc.cache.off {
+            if !rules.is_empty() || lc.cache.off {
+                return Err("\"off\" cannot be combined with other rules".into());
+            }
+            lc.cache.off = true;
+            return Ok(());
+        }
+        rules.push(CacheRule::parse(args).map_err(|e| e.0)?);
+        Ok(())
+    })
+}
+
+extern "C" fn set_cache_override(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cache.override_upstream, args))
+}
+
+extern "C" fn set_cache_private(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cache.private_no_store, args))
+}
+
+extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let format = match args.first().copied() {
+            None | Some("prometheus") => StatusFormat::Prometheus,
+            Some("json") => StatusFormat::Json,
+            Some(other) => return Err(format!("invalid parameter \"{other}\"")),
+        };
+        set_once(&mut lc.status, format)?;
+        super::status::set_content_handler(cf);
+        Ok(())
+    })
+}
+
+// --- the command table --------------------------------------------------------------------
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+type Handler = extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (ANY_LEVEL | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 19] = [
+    command(ngx_string!("shield_headers"), NGX_CONF_FLAG, set_headers),
+    command(ngx_string!("shield_header"), NGX_CONF_TAKE2, set_header),
+    command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, set_csp),
+    command(ngx_string!("shield_csp_report_only"), NGX_CONF_FLAG, set_csp_report_only),
+    command(ngx_string!("shield_hsts"), NGX_CONF_1MORE, set_hsts),
+    command(ngx_string!("shield_strip_headers"), NGX_CONF_1MORE, set_strip),
+    command(ngx_string!("shield_cookie_flags"), NGX_CONF_1MORE, set_cookie_flags),
+    command(ngx_string!("shield_cors"), NGX_CONF_FLAG, set_cors),
+    command(ngx_string!("shield_cors_origins"), NGX_CONF_1MORE, set_cors_origins),
+    command(ngx_string!("shield_cors_methods"), NGX_CONF_1MORE, set_cors_methods),
+    command(ngx_string!("shield_cors_headers"), NGX_CONF_1MORE, set_cors_headers),
+    command(ngx_string!("shield_cors_expose_headers"), NGX_CONF_1MORE, set_cors_expose),
+    command(ngx_string!("shield_cors_credentials"), NGX_CONF_FLAG, set_cors_credentials),
+    command(ngx_string!("shield_cors_max_age"), NGX_CONF_TAKE1, set_cors_max_age),
+    command(ngx_string!("shield_cache_control"), NGX_CONF_1MORE, set_cache_control),
+    command(ngx_string!("shield_cache_override"), NGX_CONF_FLAG, set_cache_override),
+    command(ngx_string!("shield_cache_private_no_store"), NGX_CONF_FLAG, set_cache_private),
+    ngx_command_t {
+        name: ngx_string!("shield_status"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_status),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];

@@ -1,0 +1,66 @@
+//! `$shield_*` variables for `log_format`, header values and `sub_filter`.
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
+    ngx_str_t, NGX_ERROR, NGX_OK,
+};
+use ngx::ngx_string;
+
+use super::util::{guard, pool_str};
+use super::RequestCtx;
+
+type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_variable_value_t, usize) -> ngx_int_t;
+
+const VARIABLES: &[(ngx_str_t, Getter)] = &[(ngx_string!("shield_csp_nonce"), csp_nonce)];
+
+pub fn register(cf: &mut ngx_conf_t) -> Status {
+    for (name, get) in VARIABLES {
+        let mut name = *name;
+        // SAFETY: cf is live; the variable entry is owned by the core module's hash.
+        let var = unsafe { ngx_http_add_variable(cf, &mut name, 0) };
+        if var.is_null() {
+            return Status::NGX_ERROR;
+        }
+        // SAFETY: non-null entry just returned for us to fill.
+        unsafe { (*var).get_handler = Some(*get) };
+    }
+    Status::NGX_OK
+}
+
+fn set_value(v: *mut ngx_http_variable_value_t, s: ngx_str_t) {
+    // SAFETY: nginx passes a valid value slot to get handlers.
+    unsafe {
+        (*v).set_len(s.len as u32);
+        (*v).set_valid(1);
+        (*v).set_no_cacheable(0);
+        (*v).set_not_found(0);
+        (*v).data = s.data;
+    }
+}
+
+/// A fresh 128-bit random nonce per request, base64-encoded, stable within the request so the
+/// CSP header and the page (via `sub_filter`, SSI or an upstream header) agree.
+unsafe extern "C" fn csp_nonce(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+    // SAFETY: nginx calls variable handlers with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_csp_nonce", NGX_ERROR as ngx_int_t, || {
+        let Some(ctx) = RequestCtx::get(r) else { return NGX_ERROR as ngx_int_t };
+        if ctx.nonce.is_none() {
+            let mut raw = [0u8; 16];
+            if getrandom::fill(&mut raw).is_err() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            let encoded = crate::base64::encode(&raw);
+            // SAFETY: r is live; the nonce lives in its pool.
+            ctx.nonce = pool_str(unsafe { (*r).pool }, encoded.as_bytes());
+        }
+        match ctx.nonce {
+            Some(nonce) => {
+                set_value(v, nonce);
+                NGX_OK as ngx_int_t
+            }
+            None => NGX_ERROR as ngx_int_t,
+        }
+    })
+}
