@@ -14,6 +14,7 @@ pub mod headers;
 
 pub mod metrics;
 pub mod parse;
+pub mod shm_table;
 
 
 

@@ -64,6 +64,7 @@ pub struct LocConf {
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
     pub strip: Vec<ngx_str_t>,
+    pub strips_server: bool,
     pub cookie: Option<CookieFlags>,
     pub cors_policy: Option<CorsPolicy>,
     pub cache_policy: Option<CachePolicy>,
@@ -107,7 +108,8 @@ impl LocConf {
             .filter_map(|n| pool_str(cf.pool, n.as_bytes()))
             .collect();
         self.cookie = self.headers.effective_cookie();
-        if self.strip.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(b"server")) {
+        self.strips_server = self.strip.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(b"server"));
+        if self.strips_server {
             // Hiding the Server header should also hide the version nginx prints in the
             // footer of its own error pages.
             if let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) {

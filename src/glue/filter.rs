@@ -73,23 +73,29 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
     let tls = is_tls(r);
     let rp: *mut ngx_http_request_t = r;
 
+    // One pass over the response's headers drops every copy we replace or strip.
+    for h in headers(&r.headers_out.headers) {
+        // SAFETY: h is a live element of the response header list.
+        let key = unsafe { (*h).key };
+        let ours = lc.out_headers.iter().any(|o| (tls || !o.tls_only) && same_name(o.name, key))
+            || lc.strip.iter().any(|&n| same_name(n, key));
+        if ours {
+            // SAFETY: as above; nginx skips elements whose hash is 0.
+            unsafe { (*h).hash = 0 };
+        }
+    }
     for h in &lc.out_headers {
         if h.tls_only && !tls {
             continue;
         }
         let value = h.value.eval(rp)?;
-        remove_headers(&r.headers_out.headers, h.name.as_bytes());
         push_header(&mut r.headers_out.headers, h.name, value)?;
     }
     if !lc.out_headers.is_empty() {
         count(mcf, |s| s.headers_applied);
     }
-
-    for name in &lc.strip {
-        remove_headers(&r.headers_out.headers, name.as_bytes());
-        if name.as_bytes().eq_ignore_ascii_case(b"server") {
-            suppress_server_header(r)?;
-        }
+    if lc.strips_server {
+        suppress_server_header(r)?;
     }
 
     if let Some(flags) = &lc.cookie {
@@ -112,6 +118,10 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
         apply_cache(r, policy, mcf)?;
     }
     Some(())
+}
+
+fn same_name(a: ngx_str_t, b: ngx_str_t) -> bool {
+    a.len == b.len && a.as_bytes().eq_ignore_ascii_case(b.as_bytes())
 }
 
 /// nginx writes its own `Server: nginx[/version]` unless `headers_out.server` is set; a

@@ -189,7 +189,7 @@ fn health_json(mcf: &MainConf, values: &[u64]) -> String {
         "status": if mcf.shm.is_null() { "degraded" } else { "ok" },
         "module": "ngx_http_shield_module",
         "version": env!("CARGO_PKG_VERSION"),
-        "nginx": core::str::from_utf8(ngx::ffi::NGINX_VERSION).unwrap_or("").trim_end_matches('\0'),
+        "nginx": ngx::ffi::NGINX_VERSION.to_str().unwrap_or(""),
         "checks": {
             "metrics_zone": if mcf.shm.is_null() { "missing" } else { "ok" },
         },

@@ -68,6 +68,8 @@ pub fn directive<C>(
         match result {
             Ok(()) => NGX_CONF_OK,
             Err(err) => {
+                // nginx's log format is one line per message; some errors (regex) span several.
+                let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
                 ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{err} in \"{name}\" directive");
                 NGX_CONF_ERROR
             }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Throughput benchmark: wrk on loopback against Debian's nginx, bare (no module) and with each
+# shield feature, all in one run. Rounds are interleaved (bare, A, B, bare, A, B, ...) and the
+# median per scenario is reported with its ratio to bare nginx.
+#
+#   scripts/bench.sh [seconds-per-run=5] [rounds=3] [connections=50]
+#
+# nginx runs 1 worker (one core), wrk 1 thread (the other core). Every run is bounded by
+# wrk's -d; nothing here is a test assertion: numbers are reported, not judged.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+install_deps
+SECS="${1:-5}"; ROUNDS="${2:-3}"; CONNS="${3:-50}"
+so="$(build_module debian)"
+WORK="$BUILD/bench"; rm -rf "$WORK"; mkdir -p "$WORK/html"
+printf 'hello from the benchmark\n' >"$WORK/html/index.html"
+user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
+
+# scenario NAME LOAD_MODULE(yes|no) PATH WRK_SCRIPT HTTP_SNIPPET
+SCENARIOS=()
+scenario() { SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
+
+scenario bare no / "" ""
+# What the preset's bytes alone cost: the same eight headers with plain add_header, no module.
+scenario add_header_same no / "" "add_header Content-Security-Policy \"default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'\" always; add_header X-Frame-Options DENY always; add_header X-Content-Type-Options nosniff always; add_header Referrer-Policy strict-origin-when-cross-origin always; add_header Permissions-Policy \"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()\" always; add_header Cross-Origin-Opener-Policy same-origin always; add_header Cross-Origin-Resource-Policy same-origin always;"
+scenario headers yes / "" "shield_headers on;"
+scenario headers_cors_cache yes / "" "shield_headers on; shield_cors on; shield_cors_origins https://a.example; shield_cache_control \"no-cache\" type=text/html;"
+# Later features add their scenarios here (see README "Benchmarks").
+[ -f "$ROOT/scripts/bench-scenarios.sh" ] && source "$ROOT/scripts/bench-scenarios.sh"
+
+port=18480
+start_nginx() { # name -> pid
+    local name="$1" dir="$WORK/$1" mod conf
+    mkdir -p "$dir"
+    eval "mod=\$S_MOD_$name; conf=\$S_CONF_$name"
+    {
+        [ "$mod" = yes ] && echo "load_module $so;"
+        echo "daemon off; worker_processes 1; error_log $dir/error.log warn; pid $dir/nginx.pid; $user_line"
+        echo "events { worker_connections 4096; }"
+        echo "http { access_log off; keepalive_requests 100000;"
+        echo "  client_body_temp_path $dir/cb; proxy_temp_path $dir/px; fastcgi_temp_path $dir/fc; uwsgi_temp_path $dir/uw; scgi_temp_path $dir/sc;"
+        echo "  include /etc/nginx/mime.types;"
+        echo "  $conf"
+        echo "  server { listen 127.0.0.1:$port; root $WORK/html; location / { } }"
+        echo "}"
+    } >"$dir/nginx.conf"
+    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
+    echo $! >"$dir/pid"
+    for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return; sleep 0.1; done
+    echo "nginx for $name did not start" >&2; cat "$dir/error.log" >&2; exit 1
+}
+stop_nginx() { kill "$(cat "$WORK/$1/pid")" 2>/dev/null || true; wait "$(cat "$WORK/$1/pid")" 2>/dev/null || true; }
+
+declare -A RESULTS
+for round in $(seq "$ROUNDS"); do
+    for name in "${SCENARIOS[@]}"; do
+        start_nginx "$name"
+        eval "path=\$S_PATH_$name; lua=\$S_LUA_$name"
+        args=(-t1 -c"$CONNS" -d"${SECS}s" --latency)
+        [ -n "$lua" ] && args+=(-s "$lua")
+        out="$(wrk "${args[@]}" "http://127.0.0.1:$port$path")"
+        rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+        p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
+        non2xx="$(awk '/Non-2xx/ {print $4}' <<<"$out")"
+        RESULTS[$name]+="$rps "; eval "P99_$name=\$p99; NON2XX_$name=\${non2xx:-0}"
+        stop_nginx "$name"
+        log "round $round $name: $rps req/s (p99 $p99)"
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+bare="$(median <<<"${RESULTS[bare]}")"
+echo
+echo "nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds, $(date -u +%F)"
+printf '| %-22s | %10s | %7s | %9s | %8s |\n' scenario "req/s" "x bare" "p99 (last)" "non-2xx"
+printf '|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "---------" "-----------" "----------"
+for name in "${SCENARIOS[@]}"; do
+    m="$(median <<<"${RESULTS[$name]}")"
+    eval "p99=\$P99_$name; n2=\$NON2XX_$name"
+    printf '| %-22s | %10.0f | %7.3f | %9s | %8s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$bare" 'BEGIN{print a/b}')" "$p99" "$n2"
+done
