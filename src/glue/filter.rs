@@ -149,7 +149,7 @@ fn apply_cors(r: &mut ngx_http_request_t, policy: &crate::cors::CorsPolicy) -> O
         push_header(&mut r.headers_out.headers, static_str("Vary"), static_str("Origin"))?;
     }
     let rp: *mut ngx_http_request_t = r;
-    if RequestCtx::get(rp).is_some_and(|ctx| ctx.preflight) {
+    if RequestCtx::peek(rp).is_some_and(|ctx| ctx.preflight) {
         // The preflight handler already answered, with or (when refused) without CORS headers.
         return Some(());
     }

@@ -126,6 +126,12 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The request's context if one was created, without allocating one.
+    pub fn peek(r: *mut ngx_http_request_t) -> Option<&'static RequestCtx> {
+        // SAFETY: as in get().
+        unsafe { (*(*r).ctx.add(Shield::module().ctx_index)).cast::<RequestCtx>().as_ref() }
+    }
+
     pub fn get(r: *mut ngx_http_request_t) -> Option<&'static mut RequestCtx> {
         // SAFETY: r is a live request; the ctx slot for this module is either NULL or a
         // RequestCtx allocated below from the request pool.

@@ -126,7 +126,15 @@ impl ComplexValue {
     }
 
     /// Evaluates the value for `r`; `None` when a variable fails to evaluate.
+    #[inline]
     pub fn eval(&self, r: *mut ngx_http_request_t) -> Option<ngx_str_t> {
+        // SAFETY: self.0 was compiled at configuration time and is never freed before the
+        // cycle. A value without variables has no length codes: it is its own result.
+        unsafe {
+            if (*self.0).lengths.is_null() {
+                return Some((*self.0).value);
+            }
+        }
         let mut out = ngx_str_t::default();
         // SAFETY: self.0 was compiled at configuration time; r is a live request.
         let rc = unsafe { ngx_http_complex_value(r, self.0, &mut out) };
