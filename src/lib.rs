@@ -14,6 +14,10 @@ pub mod headers;
 
 pub mod metrics;
 pub mod parse;
+pub mod ratelimit;
+pub mod redis_script;
+pub mod resp;
+pub mod sha1;
 pub mod shm_table;
 
 

@@ -1,0 +1,444 @@
+//! Rate-limit arithmetic: GCRA and the sliding-window counter, as pure functions of a state
+//! (three `u64`s per key), the time and the limit's parameters.
+//!
+//! The same math runs in three places and must agree: here (local shared-memory backend and
+//! its tests), in the Redis Lua script (`redis_script.rs`, one script for all limits of a
+//! request), and in the tests that run both side by side.
+//!
+//! Time is in microseconds. Time comes from a [`Clock`] so tests advance a fake clock instead
+//! of sleeping; the Redis backend uses Redis `TIME` so node clocks don't matter.
+//!
+//! Semantics follow nginx's `limit_req`: `rate` admits one request every `period / requests`;
+//! `burst` lets that many extra requests queue; without `nodelay` queued requests are delayed
+//! so they leave at the rate; `delay=N` lets the first N excess requests through at once and
+//! delays the rest; `nodelay` delays none. A request beyond the burst is rejected.
+
+use crate::parse::Rate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Generic cell rate algorithm: one theoretical arrival time per key.
+    Gcra,
+    /// Two adjacent fixed windows weighted by overlap: no 2x burst at a window boundary.
+    SlidingWindow,
+}
+
+/// One limit as applied to one request (zone parameters plus `shield_limit`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub algorithm: Algorithm,
+    pub rate: Rate,
+    pub burst: u64,
+    /// Excess requests allowed through without delay (`nodelay` = `burst`).
+    pub delay: u64,
+    pub cost: u64,
+}
+
+impl Limit {
+    /// GCRA emission interval T in µs.
+    pub fn interval_us(&self) -> u64 {
+        (self.rate.interval_nanos() / 1000).max(1)
+    }
+
+    pub fn period_us(&self) -> u64 {
+        self.rate.period.as_micros() as u64
+    }
+
+    /// Requests per window for the sliding window (and the `q=` of RateLimit-Policy).
+    pub fn quota(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::Gcra => self.burst + 1,
+            Algorithm::SlidingWindow => self.rate.requests + self.burst,
+        }
+    }
+
+    /// Window of the RateLimit-Policy `w=` parameter, in seconds.
+    pub fn window_secs(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::Gcra => ((self.burst + 1) * self.interval_us()).div_ceil(1_000_000).max(1),
+            Algorithm::SlidingWindow => self.rate.period.as_secs().max(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Passed,
+    Delayed,
+    Rejected,
+}
+
+/// The answer for one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// How many more requests (of this cost) would be admitted right now.
+    pub remaining: u64,
+    /// µs until the limit is fully replenished (RateLimit `t=`, X-RateLimit-Reset).
+    pub reset_us: u64,
+    /// Delayed: µs to wait. Rejected: µs until a retry could pass (Retry-After).
+    pub wait_us: u64,
+}
+
+impl Decision {
+    /// Orders decisions so the strictest wins: rejected > delayed (longer first) > passed
+    /// (fewer remaining first).
+    pub fn stricter_than(&self, other: &Decision) -> bool {
+        (self.outcome, self.wait_us, u64::MAX - self.remaining)
+            > (other.outcome, other.wait_us, u64::MAX - other.remaining)
+    }
+}
+
+pub type State = [u64; 3];
+
+/// Computes the decision and the state to store if the request is admitted. A rejection
+/// returns the state unchanged: rejected requests consume nothing.
+pub fn check(limit: &Limit, state: State, now_us: u64) -> (Decision, State) {
+    match limit.algorithm {
+        Algorithm::Gcra => gcra(limit, state, now_us),
+        Algorithm::SlidingWindow => sliding(limit, state, now_us),
+    }
+}
+
+fn gcra(limit: &Limit, state: State, now: u64) -> (Decision, State) {
+    let t = limit.interval_us();
+    let increment = limit.cost * t;
+    let tolerance = (limit.burst + 1) * t;
+    let tat = state[0].max(now);
+    let new_tat = tat + increment;
+    let ahead = new_tat - now; // how far the schedule runs ahead of now, this request included
+    if ahead > tolerance {
+        let decision = Decision {
+            outcome: Outcome::Rejected,
+            remaining: 0,
+            reset_us: tat - now,
+            wait_us: ahead - tolerance,
+        };
+        return (decision, state);
+    }
+    // Excess requests, as nginx counts them: those beyond the one the rate allows now.
+    let excess_us = ahead.saturating_sub(t);
+    let free_us = limit.delay * t;
+    let (outcome, wait_us) = if excess_us > free_us {
+        (Outcome::Delayed, excess_us - free_us)
+    } else {
+        (Outcome::Passed, 0)
+    };
+    let remaining = (tolerance - ahead) / t / limit.cost.max(1);
+    (Decision { outcome, remaining, reset_us: ahead, wait_us }, [new_tat, 0, 0])
+}
+
+fn sliding(limit: &Limit, state: State, now: u64) -> (Decision, State) {
+    let w = limit.period_us().max(1);
+    let quota = limit.quota();
+    let window = now - now % w;
+    let [mut start, mut previous, mut current] = state;
+    if start != window {
+        // Roll forward: the current window becomes the previous one if adjacent.
+        previous = if start + w == window { current } else { 0 };
+        current = 0;
+        start = window;
+    }
+    let elapsed = now - window;
+    // Weighted count, in fixed point (×w) to stay exact in integers.
+    let weighted = previous * (w - elapsed) + current * w;
+    let needed = (current + limit.cost) * w + previous * (w - elapsed);
+    let reset_us = w - elapsed + if current > 0 { w } else { 0 };
+    if needed > quota * w {
+        // Time until the previous window's weight has decayed enough for this request.
+        let wait_us = if previous == 0 {
+            w - elapsed
+        } else {
+            let excess = needed - quota * w; // must drop this much weight, at `previous` per µs
+            excess.div_ceil(previous).min(w - elapsed)
+        };
+        let decision = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us, wait_us: wait_us.max(1) };
+        return (decision, [start, previous, current]);
+    }
+    let used = (weighted / w) + limit.cost;
+    let remaining = quota.saturating_sub(used) / limit.cost.max(1);
+    (
+        Decision { outcome: Outcome::Passed, remaining, reset_us, wait_us: 0 },
+        [start, previous, current + limit.cost],
+    )
+}
+
+/// How long a key's state must be kept, in µs after `now`, for the math to stay exact.
+pub fn ttl_us(limit: &Limit, state: State, now: u64) -> u64 {
+    match limit.algorithm {
+        Algorithm::Gcra => state[0].saturating_sub(now) + 1_000_000,
+        Algorithm::SlidingWindow => 2 * limit.period_us(),
+    }
+}
+
+/// Checks every limit of a request and admits it only if all admit it (two-phase: a request
+/// rejected by one limit consumes none of the others). Returns each decision, the strictest
+/// one's index, and the states to store (None when rejected).
+pub fn check_all(limits: &[(Limit, State)], now_us: u64) -> (Vec<Decision>, Option<usize>, Option<Vec<State>>) {
+    let results: Vec<(Decision, State)> = limits.iter().map(|(l, s)| check(l, *s, now_us)).collect();
+    let strictest = (0..results.len()).reduce(|a, b| if results[b].0.stricter_than(&results[a].0) { b } else { a });
+    let rejected = results.iter().any(|(d, _)| d.outcome == Outcome::Rejected);
+    let decisions = results.iter().map(|(d, _)| *d).collect();
+    let commit = (!rejected).then(|| results.into_iter().map(|(_, s)| s).collect());
+    (decisions, strictest, commit)
+}
+
+/// Penalty box: counts matching responses per key in a window; `threshold` of them ban the
+/// key for `ban_us`. State: [window_start, count, banned_until].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ban {
+    pub threshold: u64,
+    pub window_us: u64,
+    pub ban_us: u64,
+}
+
+impl Ban {
+    /// Records one matching response; returns the new state.
+    pub fn record(&self, state: State, now: u64) -> State {
+        let [start, count, until] = state;
+        let (start, count) = if now >= start + self.window_us { (now, 1) } else { (start, count + 1) };
+        let until = if count >= self.threshold { now + self.ban_us } else { until };
+        [start, count, until]
+    }
+
+    /// µs left on the ban, if the key is banned.
+    pub fn banned_for(&self, state: State, now: u64) -> Option<u64> {
+        (state[2] > now).then(|| state[2] - now)
+    }
+
+    pub fn ttl_us(&self, state: State, now: u64) -> u64 {
+        (state[0] + self.window_us).max(state[2]).saturating_sub(now) + 1_000_000
+    }
+}
+
+/// A clock in µs. The real one is the nginx cached time; tests use [`FakeClock`].
+pub trait Clock {
+    fn now_us(&self) -> u64;
+}
+
+#[derive(Debug, Default)]
+pub struct FakeClock(pub std::cell::Cell<u64>);
+
+impl FakeClock {
+    pub fn advance_ms(&self, ms: u64) {
+        self.0.set(self.0.get() + ms * 1000);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now_us(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Response headers for the strictest decision.
+pub struct HeaderSet {
+    pub draft: bool,
+    pub legacy: bool,
+}
+
+impl HeaderSet {
+    /// `(name, value)` pairs: IETF draft `RateLimit-Policy`/`RateLimit` (structured fields)
+    /// and legacy `X-RateLimit-*`, plus `Retry-After` on rejection.
+    pub fn render(&self, zone: &str, limit: &Limit, d: &Decision) -> Vec<(&'static str, String)> {
+        let reset = secs_ceil(d.reset_us);
+        let mut out = Vec::with_capacity(6);
+        if self.draft {
+            out.push(("RateLimit-Policy", format!("\"{zone}\";q={};w={}", limit.quota(), limit.window_secs())));
+            out.push(("RateLimit", format!("\"{zone}\";r={};t={reset}", d.remaining)));
+        }
+        if self.legacy {
+            out.push(("X-RateLimit-Limit", limit.quota().to_string()));
+            out.push(("X-RateLimit-Remaining", d.remaining.to_string()));
+            out.push(("X-RateLimit-Reset", reset.to_string()));
+        }
+        if d.outcome == Outcome::Rejected {
+            out.push(("Retry-After", secs_ceil(d.wait_us).max(1).to_string()));
+        }
+        out
+    }
+}
+
+pub fn secs_ceil(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::rate;
+
+    fn limit(r: &str, burst: u64, delay: u64, algorithm: Algorithm) -> Limit {
+        Limit { algorithm, rate: rate(r).unwrap(), burst, delay, cost: 1 }
+    }
+
+    /// Runs one request through `limit` at the clock's time, committing when admitted.
+    fn hit(l: &Limit, state: &mut State, clock: &FakeClock) -> Decision {
+        let (d, s) = check(l, *state, clock.now_us());
+        *state = s;
+        d
+    }
+
+    #[test]
+    fn gcra_without_burst_admits_one_per_interval() {
+        let l = limit("10r/s", 0, 0, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        clock.advance_ms(1_000_000);
+        let mut s = [0; 3];
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Passed);
+        let d = hit(&l, &mut s, &clock);
+        assert_eq!(d.outcome, Outcome::Rejected);
+        assert_eq!(d.wait_us, 100_000, "next slot in one interval");
+        clock.advance_ms(99);
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Rejected, "window edge: 1 ms early");
+        clock.advance_ms(1);
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Passed, "window edge: exactly on time");
+    }
+
+    #[test]
+    fn gcra_burst_nodelay_admits_burst_plus_one_then_rate() {
+        let l = limit("100r/h", 99, 99, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        let mut s = [0; 3];
+        let admitted = (0..300).filter(|_| hit(&l, &mut s, &clock).outcome == Outcome::Passed).count();
+        assert_eq!(admitted, 100, "exactly the quota");
+        clock.advance_ms(36_000); // one interval
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Passed);
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Rejected);
+    }
+
+    #[test]
+    fn gcra_burst_without_nodelay_delays_excess_at_the_rate() {
+        let l = limit("10r/s", 5, 0, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        let mut s = [0; 3];
+        let first = hit(&l, &mut s, &clock);
+        assert_eq!((first.outcome, first.wait_us), (Outcome::Passed, 0));
+        for i in 1..=5 {
+            let d = hit(&l, &mut s, &clock);
+            assert_eq!(d.outcome, Outcome::Delayed);
+            assert_eq!(d.wait_us, i * 100_000, "excess request {i} leaves at the rate");
+        }
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Rejected, "beyond the burst");
+    }
+
+    #[test]
+    fn gcra_delay_threshold_lets_first_excess_through() {
+        let l = limit("10r/s", 5, 2, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        let mut s = [0; 3];
+        let outcomes: Vec<_> = (0..7).map(|_| hit(&l, &mut s, &clock)).collect();
+        assert_eq!(outcomes[0].outcome, Outcome::Passed);
+        assert_eq!(outcomes[1].outcome, Outcome::Passed);
+        assert_eq!(outcomes[2].outcome, Outcome::Passed, "2 excess without delay");
+        assert_eq!((outcomes[3].outcome, outcomes[3].wait_us), (Outcome::Delayed, 100_000));
+        assert_eq!(outcomes[5].outcome, Outcome::Delayed);
+        assert_eq!(outcomes[6].outcome, Outcome::Rejected);
+    }
+
+    #[test]
+    fn gcra_remaining_reset_and_cost() {
+        let mut l = limit("60r/m", 9, 9, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        let mut s = [0; 3];
+        let d = hit(&l, &mut s, &clock);
+        assert_eq!((d.remaining, d.reset_us), (9, 1_000_000));
+        l.cost = 3;
+        let d = hit(&l, &mut s, &clock);
+        assert_eq!((d.remaining, d.reset_us), (2, 4_000_000), "cost 3: 6 left = 2 more requests");
+        assert_eq!(l.quota(), 10);
+        assert_eq!(l.window_secs(), 10);
+    }
+
+    #[test]
+    fn rejected_requests_consume_nothing() {
+        let l = limit("1r/s", 0, 0, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        let mut s = [0; 3];
+        hit(&l, &mut s, &clock);
+        let before = s;
+        for _ in 0..100 {
+            assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Rejected);
+        }
+        assert_eq!(s, before, "a flood does not push the schedule out");
+        clock.advance_ms(1000);
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Passed);
+    }
+
+    #[test]
+    fn sliding_window_has_no_boundary_double_burst() {
+        let l = limit("10r/m", 0, 0, Algorithm::SlidingWindow);
+        let clock = FakeClock::default();
+        clock.advance_ms(60_000 * 1000);
+        clock.advance_ms(59_000); // 1 s before a window boundary
+        let mut s = [0; 3];
+        let first = (0..20).filter(|_| hit(&l, &mut s, &clock).outcome == Outcome::Passed).count();
+        assert_eq!(first, 10);
+        clock.advance_ms(2_000); // 1 s after the boundary: a fixed window would admit 10 more
+        let second = (0..20).filter(|_| hit(&l, &mut s, &clock).outcome == Outcome::Passed).count();
+        assert_eq!(second, 0, "previous window still weighs ~98%");
+        clock.advance_ms(30_000); // half way: previous window weighs ~48%
+        let third = (0..20).filter(|_| hit(&l, &mut s, &clock).outcome == Outcome::Passed).count();
+        assert_eq!(third, 5);
+        clock.advance_ms(120_000); // two windows later: fresh
+        let fresh = (0..20).filter(|_| hit(&l, &mut s, &clock).outcome == Outcome::Passed).count();
+        assert_eq!(fresh, 10);
+    }
+
+    #[test]
+    fn sliding_window_rejection_says_when_to_retry() {
+        let l = limit("2r/s", 0, 0, Algorithm::SlidingWindow);
+        let clock = FakeClock::default();
+        clock.advance_ms(10_000);
+        let mut s = [0; 3];
+        hit(&l, &mut s, &clock);
+        let d = hit(&l, &mut s, &clock);
+        assert_eq!((d.outcome, d.remaining), (Outcome::Passed, 0));
+        let r = hit(&l, &mut s, &clock);
+        assert_eq!(r.outcome, Outcome::Rejected);
+        assert_eq!(r.wait_us, 1_000_000, "no previous window: wait for the next one");
+    }
+
+    #[test]
+    fn check_all_is_two_phase_and_reports_strictest() {
+        let loose = limit("100r/s", 10, 10, Algorithm::Gcra);
+        let strict = limit("1r/m", 0, 0, Algorithm::Gcra);
+        let (d, strictest, commit) = check_all(&[(loose, [0; 3]), (strict, [0; 3])], 0);
+        assert!(commit.is_some());
+        assert_eq!(strictest, Some(1), "fewer remaining");
+        let states = commit.unwrap();
+        let (d2, strictest2, commit2) = check_all(&[(loose, states[0]), (strict, states[1])], 0);
+        assert_eq!(d2[1].outcome, Outcome::Rejected);
+        assert_eq!(strictest2, Some(1));
+        assert!(commit2.is_none(), "rejected by one: neither is consumed");
+        assert_eq!(d[0].remaining, 10);
+    }
+
+    #[test]
+    fn ban_after_threshold_then_expires() {
+        let ban = Ban { threshold: 3, window_us: 60_000_000, ban_us: 300_000_000 };
+        let mut s = [0; 3];
+        for t in [1, 2] {
+            s = ban.record(s, t * 1_000_000);
+            assert_eq!(ban.banned_for(s, t * 1_000_000), None);
+        }
+        s = ban.record(s, 3_000_000);
+        assert_eq!(ban.banned_for(s, 3_000_000), Some(300_000_000));
+        assert_eq!(ban.banned_for(s, 303_000_000), None, "ban expires");
+        let fresh = ban.record(s, 200_000_000);
+        assert_eq!(fresh[1], 1, "a new window starts the count again");
+    }
+
+    #[test]
+    fn headers_render_draft_and_legacy() {
+        let l = limit("100r/m", 99, 99, Algorithm::Gcra);
+        let d = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: 17_500_000, wait_us: 600_000 };
+        let h = HeaderSet { draft: true, legacy: true }.render("api", &l, &d);
+        assert!(h.contains(&("RateLimit-Policy", "\"api\";q=100;w=60".into())));
+        assert!(h.contains(&("RateLimit", "\"api\";r=0;t=18".into())));
+        assert!(h.contains(&("X-RateLimit-Limit", "100".into())));
+        assert!(h.contains(&("Retry-After", "1".into())));
+        let none = HeaderSet { draft: false, legacy: false }.render("api", &l, &Decision { outcome: Outcome::Passed, ..d });
+        assert!(none.is_empty());
+    }
+}
