@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod parse;
 pub mod ratelimit;
 pub mod redis_script;
+pub mod redis_url;
 pub mod resp;
 pub mod sha1;
 pub mod shm_table;

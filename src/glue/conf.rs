@@ -6,7 +6,8 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
@@ -60,6 +61,7 @@ pub struct LocConf {
     cors: CorsConf,
     cache: CacheConf,
     pub status: Option<StatusFormat>,
+    pub limit: super::limit::LimitLoc,
 
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
@@ -117,6 +119,7 @@ impl LocConf {
             }
         }
 
+        self.limit.merge(&prev.limit);
         self.merge_cors(&prev.cors)?;
         self.merge_cache(&prev.cache);
         Ok(())
@@ -389,7 +392,20 @@ const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 19] = [
+const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: (NGX_HTTP_MAIN_CONF | args) as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+use super::limit;
+
+pub static mut COMMANDS: [ngx_command_t; 28] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, set_csp),
@@ -407,6 +423,15 @@ pub static mut COMMANDS: [ngx_command_t; 19] = [
     command(ngx_string!("shield_cache_control"), NGX_CONF_1MORE, set_cache_control),
     command(ngx_string!("shield_cache_override"), NGX_CONF_FLAG, set_cache_override),
     command(ngx_string!("shield_cache_private_no_store"), NGX_CONF_FLAG, set_cache_private),
+    main_command(ngx_string!("shield_redis"), NGX_CONF_1MORE, limit::set_redis),
+    main_command(ngx_string!("shield_limit_zone"), NGX_CONF_2MORE, limit::set_zone),
+    command(ngx_string!("shield_limit"), NGX_CONF_1MORE, limit::set_limit),
+    command(ngx_string!("shield_limit_status"), NGX_CONF_TAKE1, limit::set_status),
+    command(ngx_string!("shield_limit_dry_run"), NGX_CONF_FLAG, limit::set_dry_run),
+    command(ngx_string!("shield_limit_log_level"), NGX_CONF_TAKE1, limit::set_log_level),
+    command(ngx_string!("shield_limit_fail"), NGX_CONF_TAKE1, limit::set_fail),
+    command(ngx_string!("shield_limit_headers"), NGX_CONF_TAKE1, limit::set_headers),
+    command(ngx_string!("shield_ban"), NGX_CONF_1MORE, limit::set_ban),
     ngx_command_t {
         name: ngx_string!("shield_status"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,

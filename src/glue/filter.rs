@@ -44,7 +44,7 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         let req = unsafe { &mut *r };
         if ptr::eq(r, req.main) {
             let lc = Shield::location_conf(req);
-            if let Some(lc) = lc.filter(|lc| lc.filters_headers()) {
+            if let Some(lc) = lc.filter(|lc| lc.filters_headers() || super::limit::has_headers(r)) {
                 if apply(req, lc).is_none() {
                     return NGX_ERROR as ngx_int_t;
                 }
@@ -111,6 +111,13 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
         }
     }
 
+    if let Some(mcf) = mcf {
+        for (name, value) in super::limit::response_headers(rp, lc, mcf) {
+            remove_headers(&r.headers_out.headers, name.as_bytes());
+            let value = pool_str(r.pool, value.as_bytes())?;
+            push_header(&mut r.headers_out.headers, static_str(name), value)?;
+        }
+    }
     if let Some(policy) = &lc.cors_policy {
         apply_cors(r, policy)?;
     }

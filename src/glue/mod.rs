@@ -9,7 +9,9 @@
 
 mod conf;
 mod filter;
+mod limit;
 mod phases;
+mod redis;
 mod status;
 mod util;
 mod variables;
@@ -92,6 +94,21 @@ extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut 
     })
 }
 
+extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx calls this with the worker's cycle.
+    util::guard(unsafe { (*cycle).log }, "init_process", Status::NGX_ERROR.0, || {
+        // SAFETY: the cycle is live for the worker's lifetime, and so is its configuration.
+        if let Some(mcf) = Shield::main_conf(unsafe { &*cycle }) {
+            limit::init_process(mcf);
+        }
+        Status::NGX_OK.0
+    })
+}
+
+extern "C" fn exit_process(cycle: *mut ngx::ffi::ngx_cycle_t) {
+    util::guard(unsafe { (*cycle).log }, "exit_process", (), limit::exit_process)
+}
+
 static NGX_HTTP_SHIELD_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(preconfiguration),
     postconfiguration: Some(postconfiguration),
@@ -112,6 +129,8 @@ pub static mut ngx_http_shield_module: ngx_module_t = ngx_module_t {
     // SAFETY: the command table is a static array terminated by an empty command.
     commands: unsafe { ptr::addr_of_mut!(conf::COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };
 
@@ -123,6 +142,7 @@ pub struct RequestCtx {
     pub nonce: Option<ngx::ffi::ngx_str_t>,
     /// The request was a CORS preflight this module answered (204) or refused (403).
     pub preflight: bool,
+    pub limit: limit::LimitCtx,
 }
 
 impl RequestCtx {

@@ -7,7 +7,8 @@
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_REWRITE_PHASE,
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE,
+    ngx_http_phases_NGX_HTTP_REWRITE_PHASE,
     ngx_http_discard_request_body, ngx_http_request_t, ngx_http_send_header, ngx_int_t, NGX_OK, NGX_DECLINED, NGX_HTTP_FORBIDDEN,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NO_CONTENT, NGX_HTTP_OPTIONS,
 };
@@ -18,7 +19,35 @@ use super::{RequestCtx, Shield};
 use crate::cors::Preflight;
 
 pub fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
-    add_handler(cf, ngx_http_phases_NGX_HTTP_REWRITE_PHASE as usize, rewrite_phase)
+    add_handler(cf, ngx_http_phases_NGX_HTTP_REWRITE_PHASE as usize, rewrite_phase)?;
+    add_handler(cf, ngx_http_phases_NGX_HTTP_PREACCESS_PHASE as usize, preaccess_phase)?;
+    add_handler(cf, ngx_http_phases_NGX_HTTP_LOG_PHASE as usize, log_phase)
+}
+
+extern "C" fn preaccess_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "preaccess phase", NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {
+        // SAFETY: as above.
+        let req = unsafe { &mut *r };
+        if !ptr::eq(r, req.main) {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        super::limit::preaccess(req)
+    })
+}
+
+extern "C" fn log_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "log phase", NGX_OK as ngx_int_t, || {
+        // SAFETY: as above.
+        let req = unsafe { &mut *r };
+        if ptr::eq(r, req.main) {
+            super::limit::log_phase(req);
+        }
+        NGX_OK as ngx_int_t
+    })
 }
 
 fn add_handler(

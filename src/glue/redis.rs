@@ -25,7 +25,7 @@ use ngx::ffi::{
 use ngx::ngx_log_error;
 
 use super::util::guard;
-use crate::redis::resp::{self, Reply};
+use crate::resp::{self, Reply};
 
 /// Where and how to reach Redis; resolved at configuration time.
 #[derive(Clone)]
@@ -240,15 +240,18 @@ impl Client {
             return;
         }
         while self.written < self.out.len() {
-            let Some(c) = self.conn() else { return };
-            let send = c.send.expect("connections always have send");
-            let chunk_ptr = self.out[self.written..].as_ptr().cast_mut();
-            let chunk_len = self.out.len() - self.written;
-            // SAFETY: c is live; the buffer is valid for chunk_len bytes.
-            let n = unsafe { send(c, chunk_ptr, chunk_len) };
+            let c = self.pc.connection;
+            if c.is_null() {
+                return;
+            }
+            // SAFETY: c is our live connection; the buffer is valid for the given length.
+            let n = unsafe {
+                let send = (*c).send.expect("connections always have send");
+                send(c, self.out[self.written..].as_ptr().cast_mut(), self.out.len() - self.written)
+            };
             if n == NGX_AGAIN as isize {
                 // SAFETY: c is live; re-arm the write event for the rest.
-                if unsafe { ngx_handle_write_event(c.write, 0) } != NGX_OK as isize {
+                if unsafe { ngx_handle_write_event((*c).write, 0) } != NGX_OK as isize {
                     self.fail(RedisError::Down);
                 }
                 return;
@@ -283,16 +286,21 @@ impl Client {
 
     fn read(&mut self) {
         loop {
-            let Some(c) = self.conn() else { return };
-            let recv = c.recv.expect("connections always have recv");
+            let c = self.pc.connection;
+            if c.is_null() {
+                return;
+            }
             let start = self.input.len();
             self.input.resize(start + READ_CHUNK, 0);
-            // SAFETY: c is live; the buffer has READ_CHUNK writable bytes after `start`.
-            let n = unsafe { recv(c, self.input.as_mut_ptr().add(start), READ_CHUNK) };
+            // SAFETY: c is our live connection; the buffer has READ_CHUNK writable bytes.
+            let n = unsafe {
+                let recv = (*c).recv.expect("connections always have recv");
+                recv(c, self.input.as_mut_ptr().add(start), READ_CHUNK)
+            };
             self.input.truncate(start + n.max(0) as usize);
             if n == NGX_AGAIN as isize {
                 // SAFETY: c is live.
-                if unsafe { ngx_handle_read_event(c.read, 0) } != NGX_OK as isize {
+                if unsafe { ngx_handle_read_event((*c).read, 0) } != NGX_OK as isize {
                     self.fail(RedisError::Down);
                 }
                 break;

@@ -64,6 +64,7 @@ impl ShmMetrics {
 pub struct MainConf {
     pub registry: Registry,
     pub slots: Slots,
+    pub limits: super::limit::LimitMain,
     shm: *mut ShmMetrics,
 }
 
@@ -71,7 +72,7 @@ impl Default for MainConf {
     fn default() -> Self {
         let mut registry = Registry::default();
         let slots = Slots::register(&mut registry);
-        MainConf { registry, slots, shm: ptr::null_mut() }
+        MainConf { registry, slots, limits: Default::default(), shm: ptr::null_mut() }
     }
 }
 
@@ -192,6 +193,11 @@ fn health_json(mcf: &MainConf, values: &[u64]) -> String {
         "nginx": ngx::ffi::NGINX_VERSION.to_str().unwrap_or(""),
         "checks": {
             "metrics_zone": if mcf.shm.is_null() { "missing" } else { "ok" },
+            "redis": match super::limit::redis_health() {
+                None => "not configured",
+                Some(true) => "connected",
+                Some(false) => "disconnected",
+            },
         },
         "metrics_series": values.len(),
     });

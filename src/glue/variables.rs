@@ -12,7 +12,8 @@ use super::RequestCtx;
 
 type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_variable_value_t, usize) -> ngx_int_t;
 
-const VARIABLES: &[(ngx_str_t, Getter)] = &[(ngx_string!("shield_csp_nonce"), csp_nonce)];
+const VARIABLES: &[(ngx_str_t, Getter)] =
+    &[(ngx_string!("shield_csp_nonce"), csp_nonce), (ngx_string!("shield_limit_status"), limit_status)];
 
 pub fn register(cf: &mut ngx_conf_t) -> Status {
     for (name, get) in VARIABLES {
@@ -62,5 +63,20 @@ unsafe extern "C" fn csp_nonce(r: *mut ngx_http_request_t, v: *mut ngx_http_vari
             }
             None => NGX_ERROR as ngx_int_t,
         }
+    })
+}
+
+/// PASSED, DELAYED, REJECTED, DELAYED_DRY_RUN, REJECTED_DRY_RUN or ERROR; empty when no
+/// limit applied to the request.
+unsafe extern "C" fn limit_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+    // SAFETY: nginx calls variable handlers with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_limit_status", NGX_ERROR as ngx_int_t, || {
+        match super::limit::status_variable(r) {
+            Some(s) => set_value(v, super::util::static_str(s)),
+            // SAFETY: nginx passes a valid value slot.
+            None => unsafe { (*v).set_not_found(1) },
+        }
+        NGX_OK as ngx_int_t
     })
 }
