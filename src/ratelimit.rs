@@ -252,7 +252,7 @@ impl HeaderSet {
             out.push(("X-RateLimit-Remaining", d.remaining.to_string()));
             out.push(("X-RateLimit-Reset", reset.to_string()));
         }
-        if d.outcome == Outcome::Rejected {
+        if d.outcome == Outcome::Rejected && (self.draft || self.legacy) {
             out.push(("Retry-After", secs_ceil(d.wait_us).max(1).to_string()));
         }
         out
@@ -438,7 +438,7 @@ mod tests {
         assert!(h.contains(&("RateLimit", "\"api\";r=0;t=18".into())));
         assert!(h.contains(&("X-RateLimit-Limit", "100".into())));
         assert!(h.contains(&("Retry-After", "1".into())));
-        let none = HeaderSet { draft: false, legacy: false }.render("api", &l, &Decision { outcome: Outcome::Passed, ..d });
+        let none = HeaderSet { draft: false, legacy: false }.render("api", &l, &d);
         assert!(none.is_empty());
     }
 }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_request_t,
     ngx_http_test_reading, ngx_int_t, ngx_post_event, ngx_posted_events, ngx_shared_memory_add,
-    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
+    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t,
     ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
     NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
     NGX_LOG_WARN, NGX_OK,
@@ -267,9 +267,9 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             pool: ptr::null_mut(),
             slots,
         });
-        let mut shm_name_bytes = format!("shield_limit_{name}").into_bytes();
-        let mut shm_name = ngx_str_t { len: shm_name_bytes.len(), data: shm_name_bytes.as_mut_ptr() };
-        // SAFETY: cf is live; nginx copies the name; the module address tags the zone.
+        // nginx keeps this pointer (it does not copy the name): it must live in the cycle's pool.
+        let mut shm_name = super::util::pool_str(cf.pool, format!("shield_limit_{name}").as_bytes()).ok_or("out of memory")?;
+        // SAFETY: cf is live; the module address tags the zone.
         let shm = unsafe { ngx_shared_memory_add(cf, &mut shm_name, size, ptr::addr_of_mut!(super::ngx_http_shield_module).cast()) };
         // SAFETY: NULL or a zone owned by the cycle.
         let shm = unsafe { shm.as_mut() }.ok_or("cannot add shared memory zone")?;

@@ -1,0 +1,360 @@
+//! Distributed rate limiting against real nginx instances and a real redis-server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{assert_config_error, http_request, parallel, try_http_request, Nginx, Redis};
+
+/// Two nginx instances, two workers each, sharing one Redis: the cluster admits exactly the
+/// quota, not the quota per node or per worker.
+#[test]
+fn exact_admission_across_two_instances_sharing_redis() {
+    let redis = Redis::start();
+    let http = r#"
+        shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;
+        shield_limit_zone $http_x_client zone=api:1m rate=100r/h;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / { shield_limit zone=api burst=99 nodelay; }
+        }"#;
+    let a = Nginx::builder().var("REDIS", redis.port).http(http).start();
+    let b = Nginx::builder().var("REDIS", redis.port).http(http).start();
+    let ports = [a.port, b.port];
+    let statuses = parallel(300, 16, Duration::from_secs(60), move |i| {
+        try_http_request(ports[i % 2], "GET", "/index.html", &[("X-Client", "tenant-1")], None).map(|r| r.status)
+    });
+    assert_eq!(statuses.len(), 300, "every request answered");
+    let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
+    let limited = statuses.iter().filter(|s| **s == Ok(429)).count();
+    assert_eq!((ok, limited), (100, 200), "exactly the quota across 2 nodes x 2 workers");
+
+    // Another key has its own quota.
+    let other = http_request(a.port, "GET", "/index.html", &[("X-Client", "tenant-2")], None);
+    assert_eq!(other.status, 200);
+    // No key at all: not limited (like limit_req's empty key).
+    for _ in 0..3 {
+        assert_eq!(http_request(b.port, "GET", "/index.html", &[], None).status, 200);
+    }
+}
+
+#[test]
+fn headers_dry_run_and_status_variable() {
+    let redis = Redis::start();
+    let nginx = Nginx::builder()
+        .var("REDIS", redis.port)
+        .http(
+            r#"
+        shield_redis redis://127.0.0.1:%%REDIS%%;
+        shield_limit_zone $binary_remote_addr zone=api:1m rate=2r/m;
+        log_format limits "$uri $status $shield_limit_status";
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            access_log %%TMP%%/limits.log limits;
+            location /strict/ { alias %%HTML%%/; shield_limit zone=api burst=1 nodelay; shield_limit_status 503; }
+            location /dry/ { alias %%HTML%%/; shield_limit zone=api burst=1 nodelay; shield_limit_dry_run on; }
+            location /quiet/ { alias %%HTML%%/; shield_limit zone=api burst=1 nodelay; shield_limit_headers off; }
+        }"#,
+        )
+        .start();
+    let first = http_request(nginx.port, "GET", "/strict/index.html", &[], None);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("RateLimit-Policy"), Some("\"api\";q=2;w=60"));
+    assert_eq!(first.header("RateLimit"), Some("\"api\";r=1;t=30"));
+    assert_eq!(first.header("X-RateLimit-Limit"), Some("2"));
+    assert_eq!(first.header("X-RateLimit-Remaining"), Some("1"));
+    assert_eq!(http_request(nginx.port, "GET", "/strict/index.html", &[], None).status, 200);
+    let limited = http_request(nginx.port, "GET", "/strict/index.html", &[], None);
+    assert_eq!(limited.status, 503, "shield_limit_status");
+    let retry: u64 = limited.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!((1..=30).contains(&retry), "Retry-After {retry}");
+
+    let dry = http_request(nginx.port, "GET", "/dry/index.html", &[], None);
+    assert_eq!(dry.status, 200, "dry run lets it through");
+    let quiet = http_request(nginx.port, "GET", "/quiet/index.html", &[], None);
+    assert_eq!(quiet.status, 429);
+    assert!(quiet.header("RateLimit").is_none() && quiet.header("X-RateLimit-Limit").is_none());
+    assert!(quiet.header("Retry-After").is_none(), "all rate-limit headers off");
+
+    drop(nginx.error_log()); // flush order: the access log is written per request
+    let log = std::fs::read_to_string(nginx.dir.path().join("limits.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "/strict/index.html 200 PASSED");
+    assert_eq!(lines[2], "/strict/index.html 503 REJECTED");
+    assert_eq!(lines[3], "/dry/index.html 200 REJECTED_DRY_RUN");
+}
+
+#[test]
+fn burst_without_nodelay_delays_and_delay_threshold() {
+    let nginx = Nginx::start(
+        r#"
+        shield_limit_zone $http_x_client zone=slow:1m rate=10r/s;
+        log_format limits "$http_x_client $status $shield_limit_status";
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            access_log %%TMP%%/limits.log limits;
+            location /queue/ { alias %%HTML%%/; shield_limit zone=slow burst=5; }
+            location /mixed/ { alias %%HTML%%/; shield_limit zone=slow burst=5 delay=3; }
+        }"#,
+    );
+    let port = nginx.port;
+    let start = Instant::now();
+    let statuses = parallel(6, 6, Duration::from_secs(30), move |_| {
+        http_request(port, "GET", "/queue/index.html", &[("X-Client", "q")], None).status
+    });
+    assert_eq!(statuses, vec![200; 6], "the burst is queued, not rejected");
+    assert!(start.elapsed() >= Duration::from_millis(400), "excess requests were spaced at the rate");
+    assert_eq!(http_request(port, "GET", "/queue/index.html", &[("X-Client", "q2")], None).status, 200);
+
+    let statuses = parallel(7, 7, Duration::from_secs(30), move |_| {
+        http_request(port, "GET", "/mixed/index.html", &[("X-Client", "m")], None).status
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "burst 5 + 1");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "beyond the burst");
+    let log = std::fs::read_to_string(nginx.dir.path().join("limits.log")).unwrap();
+    let mixed: Vec<&str> = log.lines().filter(|l| l.starts_with("m ")).collect();
+    assert_eq!(mixed.iter().filter(|l| l.ends_with("200 PASSED")).count(), 4, "1 + delay=3 pass at once: {mixed:?}");
+    assert_eq!(mixed.iter().filter(|l| l.ends_with("200 DELAYED")).count(), 2, "{mixed:?}");
+}
+
+#[test]
+fn several_limits_strictest_wins_and_rejections_consume_nothing() {
+    let redis = Redis::start();
+    let nginx = Nginx::builder()
+        .var("REDIS", redis.port)
+        .http(
+            r#"
+        shield_redis redis://127.0.0.1:%%REDIS%%;
+        shield_limit_zone $http_x_client zone=loose:1m rate=100r/h;
+        shield_limit_zone $http_x_client zone=strict:1m rate=2r/h;
+        shield_limit_zone $http_x_client zone=local:1m rate=100r/h backend=local;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location /both/ {
+                alias %%HTML%%/;
+                shield_limit zone=loose burst=9 nodelay;
+                shield_limit zone=strict burst=1 nodelay;
+                shield_limit zone=local burst=9 nodelay;
+            }
+            location /loose/ { alias %%HTML%%/; shield_limit zone=loose burst=9 nodelay; }
+            location /local/ { alias %%HTML%%/; shield_limit zone=local burst=9 nodelay; }
+            location /heavy/ { alias %%HTML%%/; shield_limit zone=loose burst=9 nodelay cost=5; }
+        }"#,
+        )
+        .start();
+    let get = |path: &str, client: &str| http_request(nginx.port, "GET", path, &[("X-Client", client)], None);
+    assert_eq!(get("/both/index.html", "a").status, 200);
+    assert_eq!(get("/both/index.html", "a").status, 200);
+    for _ in 0..5 {
+        let r = get("/both/index.html", "a");
+        assert_eq!(r.status, 429, "the strict limit rejects");
+        assert_eq!(r.header("RateLimit-Policy"), Some("\"strict\";q=2;w=3600"), "headers name the strictest");
+    }
+    // 2 of 10 used on both loose and local: 8 left on each, none taken by the 5 rejections.
+    let loose: Vec<u16> = (0..9).map(|_| get("/loose/index.html", "a").status).collect();
+    assert_eq!(loose.iter().filter(|s| **s == 200).count(), 8);
+    let local: Vec<u16> = (0..9).map(|_| get("/local/index.html", "a").status).collect();
+    assert_eq!(local.iter().filter(|s| **s == 200).count(), 8);
+    // cost=5: two requests use the whole burst of 10.
+    assert_eq!(get("/heavy/index.html", "b").status, 200);
+    assert_eq!(get("/heavy/index.html", "b").status, 200);
+    assert_eq!(get("/heavy/index.html", "b").status, 429);
+}
+
+fn fail_policy_nginx(redis: &Redis) -> Nginx {
+    Nginx::builder()
+        .var("REDIS", redis.port)
+        .http(
+            r#"
+        shield_redis redis://127.0.0.1:%%REDIS%% timeout=200ms;
+        shield_limit_zone $http_x_client zone=api:1m rate=2r/h;
+        log_format limits "$uri $status $shield_limit_status";
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            access_log %%TMP%%/limits.log limits;
+            location /open/ { alias %%HTML%%/; shield_limit zone=api burst=1 nodelay; shield_limit_fail open; }
+            location /closed/ { alias %%HTML%%/; shield_limit zone=api burst=1 nodelay; shield_limit_fail closed; }
+            location /local/ { alias %%HTML%%/; shield_limit zone=api burst=1 nodelay; shield_limit_fail local; }
+        }"#,
+        )
+        .start()
+}
+
+#[test]
+fn redis_outage_follows_each_fail_policy_and_recovers() {
+    let mut redis = Redis::start();
+    let nginx = fail_policy_nginx(&redis);
+    nginx.allow_log("redis");
+    let get = |path: &str, client: &str| {
+        let start = Instant::now();
+        let r = http_request(nginx.port, "GET", path, &[("X-Client", client)], None);
+        assert!(start.elapsed() < Duration::from_secs(5), "no request hangs on a dead Redis");
+        r.status
+    };
+    assert_eq!(get("/open/index.html", "before"), 200);
+    assert!(redis.command(&["KEYS", "*"]).contains("before"), "Redis is used while up");
+
+    redis.stop();
+    for _ in 0..5 {
+        assert_eq!(get("/open/index.html", "x"), 200, "open: allowed");
+        assert_eq!(get("/closed/index.html", "x"), 503, "closed: 503");
+    }
+    let local: Vec<u16> = (0..4).map(|_| get("/local/index.html", "y")).collect();
+    assert_eq!(local, vec![200, 200, 429, 429], "local: the shared-memory limiter takes over");
+
+    redis.restart();
+    // Recovery is automatic once the reconnect backoff has passed.
+    let start = Instant::now();
+    loop {
+        let status = get("/closed/index.html", "after");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(start.elapsed() < Duration::from_secs(15), "Redis never used again after restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(redis.command(&["KEYS", "*"]).contains("after"), "the limit state is in Redis again");
+    let log = std::fs::read_to_string(nginx.dir.path().join("limits.log")).unwrap();
+    assert!(log.contains("/open/index.html 200 ERROR"), "$shield_limit_status reports the failure");
+}
+
+#[test]
+fn a_reload_does_not_drop_requests_waiting_in_the_limiter() {
+    let mut nginx = Nginx::start(
+        r#"
+        shield_limit_zone $http_x_client zone=slow:1m rate=2r/s;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / { shield_limit zone=slow burst=5; }
+        }"#,
+    );
+    let port = nginx.port;
+    // Six queued requests take ~2.5 s to leave at 2 r/s; reload while they wait.
+    let waiting = std::thread::spawn(move || {
+        parallel(6, 6, Duration::from_secs(30), move |_| {
+            try_http_request(port, "GET", "/index.html", &[("X-Client", "r")], None).map(|r| r.status)
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    nginx.reload_with(
+        r#"
+        shield_limit_zone $http_x_client zone=slow:1m rate=2r/s;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / { shield_limit zone=slow burst=5; }
+        }"#,
+    );
+    let statuses = waiting.join().unwrap();
+    assert_eq!(statuses, vec![Ok(200); 6], "every in-flight limited request completed");
+    // The zone survived the reload: the queue is still full for this key right now.
+    let after = http_request(port, "GET", "/index.html", &[("X-Client", "r")], None);
+    assert_eq!(after.status, 200);
+}
+
+#[test]
+fn a_changed_key_on_reload_is_refused() {
+    let mut nginx = Nginx::start(
+        r#"
+        shield_limit_zone $http_x_client zone=k:1m rate=2r/s;
+        server { listen 127.0.0.1:%%PORT%%; root %%HTML%%; location / { shield_limit zone=k; } }"#,
+    );
+    nginx.allow_log("previously it used another key");
+    let conf = std::fs::read_to_string(nginx.conf_path()).unwrap().replace("$http_x_client zone=k", "$uri zone=k");
+    std::fs::write(nginx.conf_path(), conf).unwrap();
+    let before = nginx.error_log().matches("start worker process").count();
+    let _ = std::process::Command::new(support::nginx_bin())
+        .args(["-p", nginx.dir.path().to_str().unwrap(), "-c", nginx.conf_path().to_str().unwrap(), "-s", "reload"])
+        .status();
+    let start = Instant::now();
+    while !nginx.error_log().contains("previously it used another key") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no refusal logged:\n{}", nginx.error_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(nginx.error_log().matches("start worker process").count(), before, "old workers keep serving");
+    assert_eq!(http_request(nginx.port, "GET", "/index.html", &[], None).status, 200);
+}
+
+#[test]
+fn penalty_box_bans_a_key_on_every_node() {
+    let redis = Redis::start();
+    let dir = support::TempDir::new();
+    // user "admin", password "secret" (apr1 hash made with openssl passwd).
+    let hash = std::process::Command::new("openssl").args(["passwd", "-apr1", "secret"]).output().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("admin:{}", String::from_utf8_lossy(&hash.stdout))).unwrap();
+    let http = format!(
+        r#"
+        shield_redis redis://127.0.0.1:%%REDIS%%;
+        shield_limit_zone $http_x_client zone=login:1m rate=100r/s;
+        server {{
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location /login/ {{
+                alias %%HTML%%/;
+                auth_basic "login";
+                auth_basic_user_file {};
+                shield_ban zone=login status=401 threshold=3/1m ban=2s;
+            }}
+        }}"#,
+        htpasswd.display()
+    );
+    let a = Nginx::builder().var("REDIS", redis.port).http(&http).start();
+    let b = Nginx::builder().var("REDIS", redis.port).http(&http).start();
+    for n in [&a, &b] {
+        n.allow_log("user \"admin\" was not found");
+        n.allow_log("password mismatch");
+    }
+    let bad = [("X-Client", "attacker"), ("Authorization", "Basic YWRtaW46d3Jvbmc=")];
+    let good = [("X-Client", "attacker"), ("Authorization", "Basic YWRtaW46c2VjcmV0")];
+    for _ in 0..3 {
+        assert_eq!(http_request(a.port, "GET", "/login/index.html", &bad, None).status, 401);
+    }
+    // The log phase counts asynchronously: give the last INCR a moment to land.
+    let start = Instant::now();
+    loop {
+        let r = http_request(b.port, "GET", "/login/index.html", &good, None);
+        if r.status == 429 {
+            assert!(r.header("Retry-After").is_some());
+            break;
+        }
+        assert_eq!(r.status, 200);
+        assert!(start.elapsed() < Duration::from_secs(2), "ban not seen on the other node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let other = [("X-Client", "someone-else"), ("Authorization", "Basic YWRtaW46c2VjcmV0")];
+    assert_eq!(http_request(b.port, "GET", "/login/index.html", &other, None).status, 200, "only that key");
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(http_request(a.port, "GET", "/login/index.html", &good, None).status, 200, "ban expired");
+}
+
+#[test]
+fn bad_limit_directives_fail_nginx_t() {
+    let srv = "server { listen 127.0.0.1:%%PORT%%; }";
+    let cases = [
+        ("shield_limit_zone $uri zone=a:1m;", "must have \"rate\" parameter"),
+        ("shield_limit_zone $uri rate=1r/s;", "must have \"zone\" parameter"),
+        ("shield_limit_zone $uri zone=a:1m rate=10r/d;", "invalid rate \"10r/d\""),
+        ("shield_limit_zone $uri zone=a:1k rate=1r/s;", "zone \"a\" is too small"),
+        ("shield_limit_zone $uri zone=a:1m rate=1r/s algorithm=leaky;", "invalid parameter \"algorithm=leaky\""),
+        ("shield_limit_zone $uri zone=a:1m rate=1r/s backend=redis;", "requires \"shield_redis\""),
+        ("shield_limit_zone $uri zone=a:1m rate=1r/s; shield_limit_zone $uri zone=a:1m rate=1r/s;", "duplicate"),
+        ("shield_limit zone=nope;", "unknown zone \"nope\""),
+        ("shield_limit_zone $uri zone=a:1m rate=1r/s; shield_limit zone=a burst=x;", "invalid parameter \"burst=x\""),
+        ("shield_limit_fail maybe;", "invalid value \"maybe\""),
+        ("shield_limit_status 200;", "must be between 400 and 599"),
+        ("shield_redis rediss://127.0.0.1;", "TLS"),
+        ("shield_redis redis://127.0.0.1 timeout=0;", "invalid timeout"),
+        ("shield_limit_zone $uri zone=a:1m rate=1r/s; shield_ban zone=a status=401 ban=1m;", "must have \"threshold\""),
+    ];
+    for (directives, expected) in cases {
+        assert_config_error(&format!("{directives} {srv}"), expected);
+    }
+}
