@@ -10,7 +10,9 @@ use ngx::ffi::{
     NGX_HTTP_MAIN_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
 };
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+
+use super::Shield;
 use ngx::ngx_string;
 
 use super::util::{directive, pool_str, set_once, ComplexValue};
@@ -62,6 +64,7 @@ pub struct LocConf {
     cache: CacheConf,
     pub status: Option<StatusFormat>,
     pub limit: super::limit::LimitLoc,
+    pub waf: super::waf::WafLoc,
 
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
@@ -120,6 +123,8 @@ impl LocConf {
         }
 
         self.limit.merge(&prev.limit);
+        let mcf = Shield::main_conf_mut(cf).ok_or("no main configuration")?;
+        self.waf.merge(&prev.waf, mcf)?;
         self.merge_cors(&prev.cors)?;
         self.merge_cache(&prev.cache);
         Ok(())
@@ -403,9 +408,9 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     }
 }
 
-use super::limit;
+use super::{limit, waf};
 
-pub static mut COMMANDS: [ngx_command_t; 28] = [
+pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, set_csp),
@@ -432,6 +437,21 @@ pub static mut COMMANDS: [ngx_command_t; 28] = [
     command(ngx_string!("shield_limit_fail"), NGX_CONF_TAKE1, limit::set_fail),
     command(ngx_string!("shield_limit_headers"), NGX_CONF_TAKE1, limit::set_headers),
     command(ngx_string!("shield_ban"), NGX_CONF_1MORE, limit::set_ban),
+    command(ngx_string!("shield_filter"), NGX_CONF_TAKE1, waf::set_filter),
+    command(ngx_string!("shield_filter_paranoia"), NGX_CONF_TAKE1, waf::set_paranoia),
+    command(ngx_string!("shield_filter_threshold"), NGX_CONF_TAKE1, waf::set_threshold),
+    command(ngx_string!("shield_filter_status"), NGX_CONF_TAKE1, waf::set_status),
+    command(ngx_string!("shield_filter_exclude"), NGX_CONF_1MORE, waf::set_exclude),
+    command(ngx_string!("shield_filter_rules_file"), NGX_CONF_TAKE1, waf::set_rules_file),
+    command(ngx_string!("shield_filter_rule"), NGX_CONF_1MORE, waf::set_rule),
+    command(ngx_string!("shield_filter_limits"), NGX_CONF_1MORE, waf::set_limits),
+    command(ngx_string!("shield_filter_methods"), NGX_CONF_1MORE, waf::set_methods),
+    command(ngx_string!("shield_filter_content_types"), NGX_CONF_1MORE, waf::set_content_types),
+    command(ngx_string!("shield_filter_allow"), NGX_CONF_1MORE, waf::set_allow),
+    command(ngx_string!("shield_filter_deny"), NGX_CONF_1MORE, waf::set_deny),
+    command(ngx_string!("shield_filter_scanners"), NGX_CONF_FLAG, waf::set_scanners),
+    command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, waf::set_audit_log),
+    command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, waf::set_inspect_headers),
     ngx_command_t {
         name: ngx_string!("shield_status"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,

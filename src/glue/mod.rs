@@ -15,6 +15,7 @@ mod redis;
 mod status;
 mod util;
 mod variables;
+mod waf;
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -143,6 +144,7 @@ pub struct RequestCtx {
     /// The request was a CORS preflight this module answered (204) or refused (403).
     pub preflight: bool,
     pub limit: limit::LimitCtx,
+    pub waf: waf::WafCtx,
 }
 
 impl RequestCtx {

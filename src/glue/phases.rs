@@ -84,6 +84,9 @@ extern "C" fn rewrite_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
         if !ptr::eq(r, req.main) {
             return NGX_DECLINED as ngx_int_t;
         }
+        if let Some(rc) = super::waf::rewrite(req) {
+            return rc;
+        }
         cors_preflight(req).unwrap_or(NGX_DECLINED as ngx_int_t)
     })
 }

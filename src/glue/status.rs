@@ -65,6 +65,9 @@ pub struct MainConf {
     pub registry: Registry,
     pub slots: Slots,
     pub limits: super::limit::LimitMain,
+    pub waf: super::waf::WafMain,
+    /// `$request_id`, for block responses and the audit log.
+    pub request_id_index: Option<ngx::ffi::ngx_uint_t>,
     shm: *mut ShmMetrics,
 }
 
@@ -72,7 +75,7 @@ impl Default for MainConf {
     fn default() -> Self {
         let mut registry = Registry::default();
         let slots = Slots::register(&mut registry);
-        MainConf { registry, slots, limits: Default::default(), shm: ptr::null_mut() }
+        MainConf { registry, slots, limits: Default::default(), waf: Default::default(), request_id_index: None, shm: ptr::null_mut() }
     }
 }
 
@@ -106,6 +109,10 @@ impl MainConf {
 /// Adds the metrics zone, sized for everything registered during configuration.
 pub fn init_zone(cf: &mut ngx_conf_t) -> Result<(), ()> {
     let mcf = Shield::main_conf_mut(cf).ok_or(())?;
+    let mut request_id = static_str("request_id");
+    // SAFETY: cf is live; $request_id is a core variable.
+    let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut request_id) };
+    mcf.request_id_index = (index >= 0).then_some(index as ngx::ffi::ngx_uint_t);
     let bytes = size_of::<ShmMetrics>() + mcf.registry.slots() * size_of::<u64>();
     // Slab bookkeeping needs a few pages on top of the data.
     let size = (bytes + 8 * 4096).next_multiple_of(4096);

@@ -12,8 +12,13 @@ use super::RequestCtx;
 
 type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_variable_value_t, usize) -> ngx_int_t;
 
-const VARIABLES: &[(ngx_str_t, Getter)] =
-    &[(ngx_string!("shield_csp_nonce"), csp_nonce), (ngx_string!("shield_limit_status"), limit_status)];
+const VARIABLES: &[(ngx_str_t, Getter)] = &[
+    (ngx_string!("shield_csp_nonce"), csp_nonce),
+    (ngx_string!("shield_limit_status"), limit_status),
+    (ngx_string!("shield_filter_status"), filter_status),
+    (ngx_string!("shield_filter_score"), filter_score),
+    (ngx_string!("shield_filter_rules"), filter_rules),
+];
 
 pub fn register(cf: &mut ngx_conf_t) -> Status {
     for (name, get) in VARIABLES {
@@ -79,4 +84,35 @@ unsafe extern "C" fn limit_status(r: *mut ngx_http_request_t, v: *mut ngx_http_v
         }
         NGX_OK as ngx_int_t
     })
+}
+
+/// Sets `v` to `value` (copied into the request pool), or "not found" for `None`.
+fn set_owned(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, value: Option<String>) -> ngx_int_t {
+    match value {
+        // SAFETY: r is live; the copy lives in its pool.
+        Some(s) => match pool_str(unsafe { (*r).pool }, s.as_bytes()) {
+            Some(ns) => set_value(v, ns),
+            None => return NGX_ERROR as ngx_int_t,
+        },
+        // SAFETY: nginx passes a valid value slot.
+        None => unsafe { (*v).set_not_found(1) },
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// PASSED, BLOCKED, DETECTED or ALLOWED (allowlisted address); empty when not inspected.
+unsafe extern "C" fn filter_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_filter_status", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::waf::status_variable(r).map(str::to_string)))
+}
+
+unsafe extern "C" fn filter_score(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_filter_score", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::waf::score_variable(r)))
+}
+
+/// Matched rule ids, comma-separated (or the hygiene check's code).
+unsafe extern "C" fn filter_rules(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_filter_rules", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::waf::rules_variable(r)))
 }

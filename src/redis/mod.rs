@@ -1,1 +1,4 @@
 pub mod resp;
+pub mod scripts;
+pub mod sha1;
+pub mod url;
