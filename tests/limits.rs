@@ -78,8 +78,7 @@ fn headers_dry_run_and_status_variable() {
     assert!(quiet.header("RateLimit").is_none() && quiet.header("X-RateLimit-Limit").is_none());
     assert!(quiet.header("Retry-After").is_none(), "all rate-limit headers off");
 
-    drop(nginx.error_log()); // flush order: the access log is written per request
-    let log = std::fs::read_to_string(nginx.dir.path().join("limits.log")).unwrap();
+    let log = nginx.wait_log("limits.log", 5);
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[0], "/strict/index.html 200 PASSED");
     assert_eq!(lines[2], "/strict/index.html 503 REJECTED");
@@ -114,7 +113,7 @@ fn burst_without_nodelay_delays_and_delay_threshold() {
     });
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 6, "burst 5 + 1");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "beyond the burst");
-    let log = std::fs::read_to_string(nginx.dir.path().join("limits.log")).unwrap();
+    let log = nginx.wait_log("limits.log", 14);
     let mixed: Vec<&str> = log.lines().filter(|l| l.starts_with("m ")).collect();
     assert_eq!(mixed.iter().filter(|l| l.ends_with("200 PASSED")).count(), 4, "1 + delay=3 pass at once: {mixed:?}");
     assert_eq!(mixed.iter().filter(|l| l.ends_with("200 DELAYED")).count(), 2, "{mixed:?}");
@@ -220,7 +219,7 @@ fn redis_outage_follows_each_fail_policy_and_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(redis.command(&["KEYS", "*"]).contains("after"), "the limit state is in Redis again");
-    let log = std::fs::read_to_string(nginx.dir.path().join("limits.log")).unwrap();
+    let log = nginx.wait_log("limits.log", 15);
     assert!(log.contains("/open/index.html 200 ERROR"), "$shield_limit_status reports the failure");
 }
 
@@ -261,7 +260,7 @@ fn a_reload_does_not_drop_requests_waiting_in_the_limiter() {
 
 #[test]
 fn a_changed_key_on_reload_is_refused() {
-    let mut nginx = Nginx::start(
+    let nginx = Nginx::start(
         r#"
         shield_limit_zone $http_x_client zone=k:1m rate=2r/s;
         server { listen 127.0.0.1:%%PORT%%; root %%HTML%%; location / { shield_limit zone=k; } }"#,

@@ -131,6 +131,20 @@ impl Nginx {
         fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
+    /// Reads a log file in the prefix once it has at least `lines` lines (nginx writes the
+    /// access log after the response has been sent), waiting at most 5 s.
+    pub fn wait_log(&self, name: &str, lines: usize) -> String {
+        let path = self.dir.path().join(name);
+        let start = Instant::now();
+        loop {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() >= lines || start.elapsed() > Duration::from_secs(5) {
+                return text;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Expected error.log content (e.g. a refused upstream) that must not fail the test.
     pub fn allow_log(&self, pattern: &str) {
         self.allowed.lock().unwrap().push(pattern.to_string());
@@ -410,6 +424,8 @@ pub fn try_http_raw(port: u16, raw: &[u8], head: bool) -> Result<Response, Strin
         match s.read(&mut chunk) {
             Ok(0) => return parse_response_eof(&buf, head),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // SIGCHLD from another test's nginx interrupts blocking reads.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("read: {e} after {} bytes", buf.len())),
         }
     }
@@ -618,6 +634,7 @@ fn serve_upstream(mut s: TcpStream, handler: &dyn Fn(&UpstreamRequest) -> Canned
             }
         }
         match s.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
