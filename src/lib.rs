@@ -20,7 +20,7 @@ pub mod redis_url;
 pub mod resp;
 pub mod sha1;
 pub mod shm_table;
-pub mod waf;
+pub mod filter;
 
 
 

@@ -21,9 +21,9 @@ use super::util::{directive, find_header, guard, headers, is_header, set_once};
 use super::{RequestCtx, Shield};
 use crate::metrics::Registry;
 use crate::parse;
-use crate::waf::ip::Cidr;
-use crate::waf::rules::{self, target, Family, Rule};
-use crate::waf::{self, extract, Engine, Exclusions, Hygiene, Item, Limits, Verdict};
+use crate::filter::ip::Cidr;
+use crate::filter::rules::{self, target, Family, Rule};
+use crate::filter::{self as waf, extract, Engine, Exclusions, Hygiene, Item, Limits, Verdict};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {

@@ -1,0 +1,186 @@
+#![allow(dead_code)]
+//! The Lua scripts against a real redis-server: they must agree with the Rust arithmetic
+//! decision for decision, keep a TTL on every key, and behave two-phase.
+//!
+//! The pure modules are compiled into this test directly (the crate's library links nginx).
+
+#[path = "../src/parse.rs"]
+mod parse;
+#[path = "../src/ratelimit.rs"]
+mod ratelimit;
+#[path = "../src/redis_script.rs"]
+mod redis_script;
+#[path = "../src/resp.rs"]
+mod resp;
+#[path = "../src/sha1.rs"]
+mod sha1;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ratelimit::{check_all, Algorithm, Limit, Outcome, State};
+use redis_script::{decode_limit_reply, limit_args, redis_key, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
+use resp::Reply;
+use support::Redis;
+
+struct Conn(TcpStream, Vec<u8>);
+
+impl Conn {
+    fn open(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Conn(s, Vec::new())
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Reply {
+        self.0.write_all(bytes).unwrap();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some((reply, used)) = resp::decode(&self.1).unwrap() {
+                self.1.drain(..used);
+                return reply;
+            }
+            let n = match self.0.read(&mut chunk) {
+                // SIGCHLD from another test's nginx interrupts blocking reads.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => other.unwrap(),
+            };
+            assert!(n > 0, "redis closed the connection");
+            self.1.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn cmd(&mut self, args: &[&[u8]]) -> Reply {
+        let mut out = Vec::new();
+        resp::encode_command(&mut out, args);
+        self.raw(&out)
+    }
+
+    /// EVALSHA, falling back to EVAL on NOSCRIPT, as the module does.
+    fn eval(&mut self, script: &Script, keys: &[Vec<u8>], args: &[String]) -> Reply {
+        let (sha, eval) = script.commands(keys, args);
+        match self.raw(&sha) {
+            Reply::Error(e) if e.starts_with("NOSCRIPT") => self.raw(&eval),
+            other => other,
+        }
+    }
+}
+
+fn limit(r: &str, burst: u64, delay: u64, algorithm: Algorithm) -> Limit {
+    Limit { algorithm, rate: parse::rate(r).unwrap(), burst, delay, cost: 1 }
+}
+
+#[test]
+fn evalsha_falls_back_to_eval_on_noscript_then_uses_the_cache() {
+    let redis = Redis::start();
+    let mut c = Conn::open(redis.port);
+    let script = Script::new(LIMIT_SCRIPT);
+    let l = limit("10r/s", 0, 0, Algorithm::Gcra);
+    let keys = [redis_key("z", b"k", "")];
+    let (sha, _) = script.commands(&keys, &limit_args(&[l], 0, 0));
+    assert!(matches!(c.raw(&sha), Reply::Error(e) if e.starts_with("NOSCRIPT")));
+    assert!(matches!(c.eval(&script, &keys, &limit_args(&[l], 0, 0)), Reply::Array(_)));
+    assert!(matches!(c.raw(&sha), Reply::Array(_)), "EVAL loaded the script");
+}
+
+/// Drives the same request sequence through Rust and Lua and compares every decision.
+#[test]
+fn lua_and_rust_agree_decision_for_decision() {
+    let redis = Redis::start();
+    let mut c = Conn::open(redis.port);
+    let script = Script::new(LIMIT_SCRIPT);
+    let configs = [
+        vec![limit("10r/s", 0, 0, Algorithm::Gcra)],
+        vec![limit("10r/s", 5, 0, Algorithm::Gcra)],
+        vec![limit("10r/s", 5, 2, Algorithm::Gcra)],
+        vec![limit("100r/m", 20, 20, Algorithm::Gcra), limit("5r/s", 0, 0, Algorithm::Gcra)],
+        vec![limit("10r/m", 0, 0, Algorithm::SlidingWindow)],
+        vec![limit("50r/s", 5, 0, Algorithm::SlidingWindow), limit("20r/s", 3, 3, Algorithm::Gcra)],
+    ];
+    for (ci, limits) in configs.iter().enumerate() {
+        let keys: Vec<Vec<u8>> = (0..limits.len()).map(|i| redis_key(&format!("c{ci}z{i}"), b"client", "")).collect();
+        let mut states: Vec<State> = vec![[0; 3]; limits.len()];
+        // Deterministic irregular arrivals: bursts and gaps, across window boundaries.
+        let mut now: u64 = 1_700_000_000_000_000 + 999_000;
+        for step in 0..400u64 {
+            now += [0, 0, 0, 7_000, 30_000, 150_000, 0, 900_000][(step * 7 % 8) as usize];
+            let pairs: Vec<(Limit, State)> = limits.iter().copied().zip(states.iter().copied()).collect();
+            let (rust, _, commit) = check_all(&pairs, now);
+            if let Some(new) = commit {
+                states = new;
+            }
+            let reply = c.eval(&script, &keys, &limit_args(limits, 0, now));
+            let LimitReply::Decisions(lua) = decode_limit_reply(&reply, limits.len()).unwrap() else { panic!() };
+            assert_eq!(lua, rust, "config {ci} step {step} at {now}");
+        }
+    }
+}
+
+#[test]
+fn exact_admission_and_every_key_has_a_ttl() {
+    let redis = Redis::start();
+    let mut c = Conn::open(redis.port);
+    let script = Script::new(LIMIT_SCRIPT);
+    let l = limit("100r/h", 99, 99, Algorithm::Gcra);
+    let keys = [redis_key("api", b"10.0.0.1", "")];
+    let admitted = (0..300)
+        .filter(|_| {
+            let reply = c.eval(&script, &keys, &limit_args(&[l], 0, 0));
+            matches!(decode_limit_reply(&reply, 1).unwrap(), LimitReply::Decisions(d) if d[0].outcome == Outcome::Passed)
+        })
+        .count();
+    assert_eq!(admitted, 100);
+    let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &keys[0]]) else { panic!() };
+    assert!(ttl > 0, "GCRA key has a TTL: {ttl}");
+
+    let s = limit("10r/m", 0, 0, Algorithm::SlidingWindow);
+    let skey = [redis_key("sw", b"10.0.0.1", "")];
+    c.eval(&script, &skey, &limit_args(&[s], 0, 0));
+    let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &skey[0]]) else { panic!() };
+    assert!(ttl > 0 && ttl <= 120_000, "sliding key TTL is two windows: {ttl}");
+}
+
+#[test]
+fn rejected_by_one_limit_consumes_none_of_the_others() {
+    let redis = Redis::start();
+    let mut c = Conn::open(redis.port);
+    let script = Script::new(LIMIT_SCRIPT);
+    let loose = limit("100r/h", 99, 99, Algorithm::Gcra);
+    let strict = limit("1r/h", 0, 0, Algorithm::Gcra);
+    let keys = [redis_key("loose", b"k", ""), redis_key("strict", b"k", "")];
+    let args = limit_args(&[loose, strict], 0, 0);
+    let first = decode_limit_reply(&c.eval(&script, &keys, &args), 2).unwrap();
+    assert!(matches!(first, LimitReply::Decisions(ref d) if d.iter().all(|d| d.outcome == Outcome::Passed)));
+    let before = c.cmd(&[b"GET", &keys[0]]);
+    for _ in 0..20 {
+        let r = decode_limit_reply(&c.eval(&script, &keys, &args), 2).unwrap();
+        assert!(matches!(r, LimitReply::Decisions(ref d) if d[1].outcome == Outcome::Rejected));
+    }
+    assert_eq!(c.cmd(&[b"GET", &keys[0]]), before, "the loose limit's state did not move");
+}
+
+#[test]
+fn penalty_box_bans_after_threshold_and_the_limit_script_honours_it() {
+    let redis = Redis::start();
+    let mut c = Conn::open(redis.port);
+    let ban = Script::new(BAN_SCRIPT);
+    let script = Script::new(LIMIT_SCRIPT);
+    let fails = redis_key("login", b"10.0.0.9", ":fails");
+    let banned = redis_key("login", b"10.0.0.9", ":ban");
+    let args = |t: u64| vec![t.to_string(), "60000".to_string(), "1500".to_string()];
+    for expected in [1, 2] {
+        assert_eq!(c.eval(&ban, &[fails.clone(), banned.clone()], &args(3)), Reply::Integer(expected));
+        let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &fails]) else { panic!() };
+        assert!(ttl > 0, "counter has a TTL");
+    }
+    assert_eq!(c.eval(&ban, &[fails.clone(), banned.clone()], &args(3)), Reply::Integer(0));
+    let l = limit("100r/s", 10, 10, Algorithm::Gcra);
+    let keys = [redis_key("login", b"10.0.0.9", ""), banned.clone()];
+    let r = decode_limit_reply(&c.eval(&script, &keys, &limit_args(&[l], 1, 0)), 1).unwrap();
+    assert!(matches!(r, LimitReply::Banned(ms) if ms > 0 && ms <= 1500), "{r:?}");
+    std::thread::sleep(Duration::from_millis(1600));
+    let r = decode_limit_reply(&c.eval(&script, &keys, &limit_args(&[l], 1, 0)), 1).unwrap();
+    assert!(matches!(r, LimitReply::Decisions(_)), "ban expired: {r:?}");
+}
