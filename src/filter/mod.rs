@@ -37,8 +37,8 @@ struct PipelineSet {
 pub struct Engine {
     rules: Vec<Rule>,
     sets: Vec<PipelineSet>,
-    /// Values made only of `[A-Za-z0-9_.-]` cannot match a built-in rule; skipped when no
-    /// custom rule could see them differently.
+    /// Values made only of `[A-Za-z0-9_-]` cannot match a built-in rule (bare shell command
+    /// words excepted); skipped when no custom rule could see them differently.
     fast_path: bool,
 }
 
@@ -149,12 +149,13 @@ impl Engine {
 }
 
 fn is_plain(v: &[u8]) -> bool {
-    v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') && !v.windows(2).any(|w| w == b"..")
+    v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Single words that are a shell command on their own (`?cmd=whoami`).
 fn is_command_word(v: &[u8]) -> bool {
-    const WORDS: &[&[u8]] = &[b"whoami", b"ifconfig", b"ipconfig", b"systeminfo", b"sysinfo", b"netstat", b"uname", b"pwd", b"ls", b"dir", b"tasklist"];
+    const WORDS: &[&[u8]] =
+        &[b"whoami", b"ifconfig", b"ipconfig", b"systeminfo", b"sysinfo", b"netstat", b"uname", b"pwd", b"ls", b"dir", b"tasklist", b"passwd"];
     v.len() <= 10 && WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
 }
 

@@ -104,10 +104,11 @@ const SQL: &[Transform] = &[UrlDecode, HtmlDecode, Lowercase, RemoveComments, Co
 const TEXT: &[Transform] = &[UrlDecode, HtmlDecode, Lowercase, CompressWhitespace];
 const MARKUP: &[Transform] = &[UrlDecode, HtmlDecode, RemoveControls, Lowercase, CompressWhitespace];
 const PATH: &[Transform] = &[UrlDecode, Lowercase, NormalizePath];
-const RAW: &[Transform] = &[Lowercase];
+/// One decoding level: what is still encoded after it was encoded twice on purpose.
+const RAW: &[Transform] = &[UrlDecodeOnce, Lowercase];
 /// Commands: newlines are separators, so whitespace is not compressed.
 const CMD: &[Transform] = &[UrlDecode, HtmlDecode, Lowercase];
-const BASE64_PATH: &[Transform] = &[Base64Decode, Lowercase, NormalizePath];
+const BASE64_PATH: &[Transform] = &[UrlDecodeOnce, Base64Decode, Lowercase, NormalizePath];
 
 type Def = (u32, Family, u32, u8, &'static [Transform], &'static str, &'static str);
 

@@ -6,13 +6,16 @@ use serde::Deserialize;
 /// Transformed values are cut at this size: the engine's time per value stays bounded.
 pub const MAX_TRANSFORMED: usize = 64 * 1024;
 /// URL decoding is repeated until stable, at most this many passes (double encoding).
-const MAX_URL_PASSES: usize = 3;
+const MAX_URL_PASSES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transform {
     /// `%XX`, `%uXXXX` and `+` (repeated: double encoding).
     UrlDecode,
+    /// One level of URL decoding: the value as the application sees it, so what is still
+    /// encoded after it was encoded twice on purpose.
+    UrlDecodeOnce,
     /// `&lt;`, `&#60;`, `&#x3c;` (with or without `;`).
     HtmlDecode,
     Lowercase,
@@ -36,6 +39,7 @@ impl Transform {
     pub fn apply(self, input: &[u8]) -> Vec<u8> {
         let mut out = match self {
             Transform::UrlDecode => url_decode_repeated(input),
+            Transform::UrlDecodeOnce => url_decode(input),
             Transform::HtmlDecode => html_decode(input),
             Transform::Lowercase => input.to_ascii_lowercase(),
             Transform::RemoveComments => remove_comments(input),
@@ -383,7 +387,7 @@ mod tests {
                     b"%u&#;x/*-\\.c0ae\xc0\xe0\x80"[(seed % 18) as usize]
                 })
                 .collect();
-            for t in [UrlDecode, HtmlDecode, Lowercase, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Base64Decode] {
+            for t in [UrlDecode, UrlDecodeOnce, HtmlDecode, Lowercase, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Base64Decode] {
                 assert!(t.apply(&input).len() <= MAX_TRANSFORMED);
             }
         }
