@@ -18,15 +18,54 @@ user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
 
 # scenario NAME LOAD_MODULE(yes|no) PATH WRK_SCRIPT HTTP_SNIPPET
 SCENARIOS=()
-scenario() { SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
+# ONLY="bare headers" scripts/bench.sh runs a subset.
+scenario() { [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $1 "* ]] && return; SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
 
 scenario bare no / "" ""
 # What the preset's bytes alone cost: the same eight headers with plain add_header, no module.
 scenario add_header_same no / "" "add_header Content-Security-Policy \"default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'\" always; add_header X-Frame-Options DENY always; add_header X-Content-Type-Options nosniff always; add_header Referrer-Policy strict-origin-when-cross-origin always; add_header Permissions-Policy \"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()\" always; add_header Cross-Origin-Opener-Policy same-origin always; add_header Cross-Origin-Resource-Policy same-origin always;"
 scenario headers yes / "" "shield_headers on;"
 scenario headers_cors_cache yes / "" "shield_headers on; shield_cors on; shield_cors_origins https://a.example; shield_cache_control \"no-cache\" type=text/html;"
-# Later features add their scenarios here (see README "Benchmarks").
-[ -f "$ROOT/scripts/bench-scenarios.sh" ] && source "$ROOT/scripts/bench-scenarios.sh"
+
+# Input filtering: benign POSTs with query args, a cookie and a small JSON body, all packs on.
+scenario bare_post no / "$ROOT/scripts/wrk/post-json.lua" ""
+scenario filter yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter on;"
+
+# Rate limiting: a limit high enough never to reject, so the cost of checking is measured.
+REDIS_PORT=18479
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --pidfile "$WORK/redis.pid" >/dev/null
+trap 'kill "$(cat "$WORK/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+scenario limit_req no / "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; limit_req zone=b burst=1000 nodelay;"
+scenario shield_local yes / "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
+scenario shield_local_noheaders yes / "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
+scenario shield_redis yes / "" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
+
+# What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
+# request over a cosocket (Debian's lua module; a minimal RESP client inline, since
+# lua-resty-redis is not packaged). Skipped when the module is not installable.
+LUA_MODULE=/usr/lib/nginx/modules/ngx_http_lua_module.so
+if [ ! -f "$LUA_MODULE" ]; then
+    sudo="$(need_root)"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libnginx-mod-http-lua >/dev/null 2>&1 || true
+fi
+if [ -f "$LUA_MODULE" ]; then
+    LUA_CONF="lua_package_path '/usr/share/lua/5.1/?.lua;;'; init_by_lua_block { require 'resty.core' }
+    access_by_lua_block {
+        local sock = ngx.socket.tcp()
+        sock:settimeout(100)
+        local ok = sock:connect('127.0.0.1', $REDIS_PORT)
+        if not ok then return end
+        local key = 'lua:' .. ngx.var.binary_remote_addr
+        local cmd = '*2\\r\\n\$4\\r\\nINCR\\r\\n\$' .. #key .. '\\r\\n' .. key .. '\\r\\n'
+                 .. '*3\\r\\n\$7\\r\\nPEXPIRE\\r\\n\$' .. #key .. '\\r\\n' .. key .. '\\r\\n\$5\\r\\n60000\\r\\n'
+        sock:send(cmd)
+        local count = sock:receive('*l')
+        sock:receive('*l')
+        sock:setkeepalive(10000, 100)
+        if tonumber(string.sub(count or ':0', 2)) > 100000000000 then return ngx.exit(429) end
+    }"
+    scenario lua_redis lua / "" "$LUA_CONF"
+fi
 
 port=18480
 start_nginx() { # name -> pid
@@ -35,13 +74,14 @@ start_nginx() { # name -> pid
     eval "mod=\$S_MOD_$name; conf=\$S_CONF_$name"
     {
         [ "$mod" = yes ] && echo "load_module $so;"
+        [ "$mod" = lua ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module $LUA_MODULE;"
         echo "daemon off; worker_processes 1; error_log $dir/error.log warn; pid $dir/nginx.pid; $user_line"
         echo "events { worker_connections 4096; }"
         echo "http { access_log off; keepalive_requests 100000;"
         echo "  client_body_temp_path $dir/cb; proxy_temp_path $dir/px; fastcgi_temp_path $dir/fc; uwsgi_temp_path $dir/uw; scgi_temp_path $dir/sc;"
         echo "  include /etc/nginx/mime.types;"
         echo "  $conf"
-        echo "  server { listen 127.0.0.1:$port; root $WORK/html; location / { } }"
+        echo "  server { listen 127.0.0.1:$port; root $WORK/html; location / { } location /api/ { return 200 \"ok\\n\"; } }"
         echo "}"
     } >"$dir/nginx.conf"
     /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &

@@ -106,6 +106,11 @@ impl Engine {
         Ok(Engine { fast_path: custom.is_empty(), rules: all, sets })
     }
 
+    #[doc(hidden)]
+    pub fn debug_sets(&self) -> Vec<(&[Transform], &RegexSet)> {
+        self.sets.iter().map(|s| (s.transforms.as_slice(), &s.set)).collect()
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
@@ -121,12 +126,16 @@ impl Engine {
             if exclusions.skips_target(item) {
                 continue;
             }
+            // Pipelines share prefixes ([UrlDecode, HtmlDecode, Lowercase, ...]): each
+            // intermediate value is computed once per item, in pipeline order.
+            let mut memo = Memo { steps: Vec::with_capacity(self.sets.len() * 2), values: vec![item.value.to_vec()] };
             for ps in &self.sets {
-                let value = transform::apply_all(&ps.transforms, &item.value);
-                let hits = ps.set.matches(&value);
-                if !hits.matched_any() {
+                let value = memo.get(&ps.transforms);
+                // Most values match nothing: the early-exit scan decides that alone.
+                if !ps.set.is_match(value) {
                     continue;
                 }
+                let hits = ps.set.matches(value);
                 for k in hits.iter() {
                     let rule = &self.rules[ps.rules[k]];
                     if rule.targets & item.target == 0 || exclusions.excludes(rule, item) {
@@ -135,7 +144,7 @@ impl Engine {
                     if verdict.matches.iter().any(|m| m.id == rule.id) {
                         continue; // a rule scores once per request
                     }
-                    let fragment = ps.regexes[k].find(&value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
+                    let fragment = ps.regexes[k].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
                     verdict.score += rule.score;
                     verdict.matches.push(Match { id: rule.id, family: rule.family, score: rule.score, target: describe(item), fragment });
                 }
@@ -145,6 +154,34 @@ impl Engine {
             }
         }
         verdict
+    }
+}
+
+/// The values of one item after each pipeline prefix, computed once: pipelines share
+/// prefixes ([UrlDecode, HtmlDecode, Lowercase, ...]) and most transforms leave most values
+/// unchanged, which costs neither a copy nor an allocation here.
+struct Memo<'p> {
+    /// (prefix, index into `values`)
+    steps: Vec<(&'p [Transform], usize)>,
+    values: Vec<Vec<u8>>,
+}
+
+impl<'p> Memo<'p> {
+    fn get(&mut self, pipeline: &'p [Transform]) -> &[u8] {
+        let (mut at, done) = self
+            .steps
+            .iter()
+            .filter(|(prefix, _)| pipeline.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or((0, 0), |(prefix, i)| (*i, prefix.len()));
+        for (k, t) in pipeline.iter().enumerate().skip(done) {
+            if let Some(next) = t.apply_if_changed(&self.values[at]) {
+                self.values.push(next);
+                at = self.values.len() - 1;
+            }
+            self.steps.push((&pipeline[..=k], at));
+        }
+        &self.values[at]
     }
 }
 

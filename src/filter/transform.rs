@@ -37,6 +37,29 @@ impl Transform {
     }
 
     pub fn apply(self, input: &[u8]) -> Vec<u8> {
+        self.apply_if_changed(input).unwrap_or_else(|| input[..input.len().min(MAX_TRANSFORMED)].to_vec())
+    }
+
+    /// The transformed value, or `None` when the transform would return its input unchanged
+    /// (checked with a cheap scan, so the common case allocates nothing).
+    pub fn apply_if_changed(self, input: &[u8]) -> Option<Vec<u8>> {
+        let any = |pred: fn(&u8) -> bool| input.iter().any(pred);
+        let unchanged = match self {
+            Transform::UrlDecode | Transform::UrlDecodeOnce => !any(|&b| b == b'%' || b == b'+'),
+            Transform::HtmlDecode => !any(|&b| b == b'&'),
+            Transform::Lowercase => !any(u8::is_ascii_uppercase),
+            Transform::RemoveComments => !any(|&b| b == b'/' || b == b'-' || b == b'#'),
+            Transform::CompressWhitespace => {
+                !input.windows(2).any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
+                    && !any(|&b| b != b' ' && (b.is_ascii_whitespace() || b == 0x0b || b == 0xa0))
+            }
+            Transform::RemoveControls => !any(|&b| matches!(b, 0 | b'\t' | b'\r' | b'\n')),
+            Transform::NormalizePath => !any(|&b| b == b'\\') && !input.windows(2).any(|w| w == b"//" || w == b"./"),
+            Transform::Base64Decode => false,
+        };
+        if unchanged && input.len() <= MAX_TRANSFORMED {
+            return None;
+        }
         let mut out = match self {
             Transform::UrlDecode => url_decode_repeated(input),
             Transform::UrlDecodeOnce => url_decode(input),
@@ -49,7 +72,7 @@ impl Transform {
             Transform::Base64Decode => base64_decode(input).unwrap_or_default(),
         };
         out.truncate(MAX_TRANSFORMED);
-        out
+        Some(out)
     }
 }
 
