@@ -150,6 +150,22 @@ fn bad_cors_directives_fail_nginx_t() {
     );
 }
 
+/// An upstream that sends its own Cache-Control on /keep and /override, and a cookie (with a
+/// public Cache-Control) on any path containing "cookie".
+fn cache_upstream() -> Upstream {
+    Upstream::start(|req| support::CannedResponse {
+        status: 200,
+        headers: if req.path.contains("cookie") {
+            vec![("Set-Cookie".into(), "s=1".into()), ("Cache-Control".into(), "public, max-age=600".into())]
+        } else if req.path.starts_with("/keep") || req.path.starts_with("/override") {
+            vec![("Cache-Control".into(), "public, max-age=600".into())]
+        } else {
+            vec![]
+        },
+        body: b"{}".to_vec(),
+    })
+}
+
 fn cache_nginx(upstream_port: u16) -> Nginx {
     Nginx::builder()
         .var("UPSTREAM", upstream_port)
@@ -172,17 +188,7 @@ fn cache_nginx(upstream_port: u16) -> Nginx {
 
 #[test]
 fn cache_policy_by_extension_type_and_location() {
-    let upstream = Upstream::start(|req| support::CannedResponse {
-        status: 200,
-        headers: if req.path.contains("cookie") {
-            vec![("Set-Cookie".into(), "s=1".into()), ("Cache-Control".into(), "public, max-age=600".into())]
-        } else if req.path.starts_with("/keep") || req.path.starts_with("/override") {
-            vec![("Cache-Control".into(), "public, max-age=600".into())]
-        } else {
-            vec![]
-        },
-        body: b"{}".to_vec(),
-    });
+    let upstream = cache_upstream();
     let nginx = cache_nginx(upstream.port);
 
     let js = http_get(nginx.port, "/app.js");
@@ -209,15 +215,7 @@ fn cache_policy_by_extension_type_and_location() {
 
 #[test]
 fn private_responses_get_no_store() {
-    let upstream = Upstream::start(|req| support::CannedResponse {
-        status: 200,
-        headers: if req.path.contains("cookie") {
-            vec![("Set-Cookie".into(), "s=1".into()), ("Cache-Control".into(), "public, max-age=600".into())]
-        } else {
-            vec![]
-        },
-        body: b"{}".to_vec(),
-    });
+    let upstream = cache_upstream();
     let nginx = cache_nginx(upstream.port);
     let auth = http_request(nginx.port, "GET", "/app.js", &[("Authorization", "Bearer x")], None);
     assert_eq!(auth.header("Cache-Control"), Some("no-store"));
