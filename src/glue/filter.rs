@@ -112,10 +112,19 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
     }
 
     if let Some(mcf) = mcf {
-        for (name, value) in super::limit::response_headers(rp, lc, mcf) {
-            remove_headers(&r.headers_out.headers, name.as_bytes());
-            let value = pool_str(r.pool, value.as_bytes())?;
-            push_header(&mut r.headers_out.headers, static_str(name), value)?;
+        let limit_headers = super::limit::response_headers(rp, lc, mcf);
+        if !limit_headers.is_empty() {
+            // One pass drops any copies (an upstream's own rate-limit headers), then ours go in.
+            for h in headers(&r.headers_out.headers) {
+                if limit_headers.iter().any(|(name, _)| is_header(h, name.as_bytes())) {
+                    // SAFETY: h is a live element of the response header list.
+                    unsafe { (*h).hash = 0 };
+                }
+            }
+            for (name, value) in limit_headers {
+                let value = pool_str(r.pool, value.as_bytes())?;
+                push_header(&mut r.headers_out.headers, static_str(name), value)?;
+            }
         }
     }
     if let Some(policy) = &lc.cors_policy {

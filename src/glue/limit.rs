@@ -521,10 +521,21 @@ pub fn redis_health() -> Option<bool> {
 /// Holds the locks of several zones (taken in zone order, so workers never deadlock) and
 /// releases them on drop, even on panic.
 struct Locked<'a> {
+    /// One zone (the common case, no allocation) or several, sorted.
+    one: Option<&'a Zone>,
     zones: Vec<&'a Zone>,
 }
 
 impl<'a> Locked<'a> {
+    fn one(zone: &'a Zone) -> Option<Self> {
+        if zone.shm.is_null() {
+            return None;
+        }
+        // SAFETY: as in new().
+        unsafe { ngx_shmtx_lock(&mut (*pool_of(zone)).mutex) };
+        Some(Locked { one: Some(zone), zones: Vec::new() })
+    }
+
     fn new(mut zones: Vec<&'a Zone>) -> Option<Self> {
         zones.sort_by_key(|z| z.shm as usize);
         zones.dedup_by_key(|z| z.shm as usize);
@@ -536,7 +547,7 @@ impl<'a> Locked<'a> {
             // which contains z.shm.
             unsafe { ngx_shmtx_lock(&mut (*pool_of(z)).mutex) };
         }
-        Some(Locked { zones })
+        Some(Locked { one: None, zones })
     }
 
     fn table(&self, zone: &Zone) -> Table<'_> {
@@ -548,7 +559,7 @@ impl<'a> Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        for z in self.zones.iter().rev() {
+        for z in self.one.iter().chain(self.zones.iter().rev()) {
             // SAFETY: locked in new().
             unsafe { ngx_shmtx_unlock(&mut (*pool_of(z)).mutex) };
         }
@@ -569,13 +580,14 @@ fn now_us() -> u64 {
 struct Applied {
     zone: usize,
     limit: Limit,
-    key: Vec<u8>,
+    /// Evaluated in the request pool: valid as long as the request (and so as this state).
+    key: &'static [u8],
 }
 
 #[derive(Clone)]
 struct AppliedBan {
     zone: usize,
-    key: Vec<u8>,
+    key: &'static [u8],
 }
 
 fn ban_hash(key: &[u8]) -> KeyHash {
@@ -585,17 +597,30 @@ fn ban_hash(key: &[u8]) -> KeyHash {
 /// Decides limits and bans on the local tables; commits only if everything admits.
 fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit: bool) -> Option<Verdict> {
     let zones = &mcf.limits.zones;
+    if let ([a], []) = (limits, bans) {
+        // The common case, one limit and no ban: no intermediate collections.
+        let locked = Locked::one(&zones[a.zone])?;
+        let now = now_us();
+        let h = KeyHash::of(&[a.key]);
+        let mut t = locked.table(&zones[a.zone]);
+        let (decision, state) = ratelimit::check(&a.limit, t.get(h, now / 1000).unwrap_or([0; 3]), now);
+        if commit && decision.outcome != Outcome::Rejected {
+            let ttl = ratelimit::ttl_us(&a.limit, state, now);
+            t.put(h, state, now / 1000, (now + ttl) / 1000);
+        }
+        return Some(Verdict::Decisions(vec![decision]));
+    }
     let locked = Locked::new(limits.iter().map(|a| &*zones[a.zone]).chain(bans.iter().map(|b| &*zones[b.zone])).collect())?;
     let now = now_us();
     for b in bans {
         let mut t = locked.table(&zones[b.zone]);
-        if let Some(state) = t.get(ban_hash(&b.key), now / 1000) {
+        if let Some(state) = t.get(ban_hash(b.key), now / 1000) {
             if state[2] > now {
                 return Some(Verdict::Banned(b.zone, state[2] - now));
             }
         }
     }
-    let hashes: Vec<KeyHash> = limits.iter().map(|a| KeyHash::of(&[&a.key])).collect();
+    let hashes: Vec<KeyHash> = limits.iter().map(|a| KeyHash::of(&[a.key])).collect();
     let pairs: Vec<(Limit, State)> = limits
         .iter()
         .zip(&hashes)
@@ -613,7 +638,7 @@ fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit:
 
 fn record_ban_local(mcf: &MainConf, zone: usize, ban: &Ban, key: &[u8]) {
     let z = &*mcf.limits.zones[zone];
-    let Some(locked) = Locked::new(vec![z]) else { return };
+    let Some(locked) = Locked::one(z) else { return };
     let now = now_us();
     let mut t = locked.table(z);
     let state = t.get(ban_hash(key), now / 1000).unwrap_or([0; 3]);
@@ -720,9 +745,12 @@ fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: V
     Verdict::Decisions(all)
 }
 
-fn eval_key(zone: &Zone, r: *mut ngx_http_request_t) -> Option<Vec<u8>> {
+/// The zone's key for this request; it lives in the request pool, hence `'static` here:
+/// it must not be kept beyond the request (the limiter's state never is).
+fn eval_key(zone: &Zone, r: *mut ngx_http_request_t) -> Option<&'static [u8]> {
     let v = zone.key.eval(r)?;
-    (!v.is_empty()).then(|| v.as_bytes().to_vec())
+    // SAFETY: the value was allocated from (or points into) the request's memory.
+    (!v.is_empty()).then(|| unsafe { core::slice::from_raw_parts(v.data, v.len) })
 }
 
 fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> ngx_int_t {
@@ -965,8 +993,10 @@ fn finish(
     }
     let Some(i) = strictest else { return record_status(rp, "PASSED", NGX_DECLINED as ngx_int_t) };
     let (a, d) = (&limits[i], decisions[i]);
-    if let Some(ctx) = RequestCtx::get(rp) {
-        ctx.limit.headers = Some((a.zone, a.limit, d));
+    if lc.headers != Some((false, false)) {
+        if let Some(ctx) = RequestCtx::get(rp) {
+            ctx.limit.headers = Some((a.zone, a.limit, d));
+        }
     }
     let level = lc.log_level.unwrap_or(NGX_LOG_ERR as ngx_uint_t);
     match d.outcome {
