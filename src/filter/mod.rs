@@ -106,11 +106,6 @@ impl Engine {
         Ok(Engine { fast_path: custom.is_empty(), rules: all, sets })
     }
 
-    #[doc(hidden)]
-    pub fn debug_sets(&self) -> Vec<(&[Transform], &RegexSet)> {
-        self.sets.iter().map(|s| (s.transforms.as_slice(), &s.set)).collect()
-    }
-
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }

@@ -386,26 +386,18 @@ const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CON
 
 type Handler = extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
-const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
-    ngx_command_t {
-        name,
-        type_: (ANY_LEVEL | args) as ngx_uint_t,
-        set: Some(set),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    }
+const fn entry(name: ngx_str_t, type_: u32, conf: ngx_uint_t, set: Handler) -> ngx_command_t {
+    ngx_command_t { name, type_: type_ as ngx_uint_t, set: Some(set), conf, offset: 0, post: ptr::null_mut() }
 }
 
+/// A directive valid in http, server and location blocks.
+const fn command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
+    entry(name, ANY_LEVEL | args, NGX_HTTP_LOC_CONF_OFFSET, set)
+}
+
+/// A directive valid in the http block only.
 const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t {
-    ngx_command_t {
-        name,
-        type_: (NGX_HTTP_MAIN_CONF | args) as ngx_uint_t,
-        set: Some(set),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    }
+    entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
 use super::{limit, waf};
@@ -452,13 +444,6 @@ pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_filter_scanners"), NGX_CONF_FLAG, waf::set_scanners),
     command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, waf::set_audit_log),
     command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, waf::set_inspect_headers),
-    ngx_command_t {
-        name: ngx_string!("shield_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_status),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    entry(ngx_string!("shield_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF_OFFSET, set_status),
     ngx_command_t::empty(),
 ];

@@ -103,7 +103,14 @@ fn set_owned(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, valu
 /// PASSED, BLOCKED, DETECTED or ALLOWED (allowlisted address); empty when not inspected.
 unsafe extern "C" fn filter_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
-    guard(log, "$shield_filter_status", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::waf::status_variable(r).map(str::to_string)))
+    guard(log, "$shield_filter_status", NGX_ERROR as ngx_int_t, || {
+        match super::waf::status_variable(r) {
+            Some(s) => set_value(v, super::util::static_str(s)),
+            // SAFETY: nginx passes a valid value slot.
+            None => unsafe { (*v).set_not_found(1) },
+        }
+        NGX_OK as ngx_int_t
+    })
 }
 
 unsafe extern "C" fn filter_score(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {

@@ -82,6 +82,9 @@ impl WafLoc {
         if self.deny.is_none() {
             self.deny.clone_from(&prev.deny);
         }
+        // Settled here, once, so requests read them without cloning or rebuilding.
+        self.limits.get_or_insert_with(Limits::default);
+        self.inspect_headers.get_or_insert_with(|| DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect());
         self.scanners = self.scanners.or(prev.scanners);
         if self.audit_log.is_none() {
             self.audit_log.clone_from(&prev.audit_log);
@@ -91,6 +94,10 @@ impl WafLoc {
             self.engine = Some(mcf.waf.engine(self.paranoia.unwrap_or(1), self.custom.as_deref().unwrap_or_default())?);
         }
         Ok(())
+    }
+
+    fn limits(&self) -> &Limits {
+        self.limits.as_ref().expect("settled at merge")
     }
 
     fn threshold(&self) -> u32 {
@@ -347,7 +354,7 @@ pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
         }
     }
 
-    let body = if ctx.waf.body == BodyState::Ready { read_body(r, waf.limits.as_ref().map_or(Limits::default().max_body, |l| l.max_body)) } else { Vec::new() };
+    let body = if ctx.waf.body == BodyState::Ready { read_body(r, waf.limits().max_body) } else { Vec::new() };
     let verdict = inspect(r, waf, engine, &body);
     let ctx = RequestCtx::get(rp)?;
     ctx.waf.done = true;
@@ -444,13 +451,13 @@ fn client_ip(r: &ngx_http_request_t) -> Option<std::net::IpAddr> {
 }
 
 fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
-    let limits = waf.limits.clone().unwrap_or_default();
+    let limits = waf.limits();
     let method = r.method_name.to_str().unwrap_or("");
     let allowed = waf.methods.as_ref().map_or_else(|| DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
     if !allowed {
         return Err(Hygiene::MethodNotAllowed);
     }
-    waf::check_uri(&limits, r.unparsed_uri.as_bytes())?;
+    waf::check_uri(limits, r.unparsed_uri.as_bytes())?;
     let (mut count, mut size) = (0, 0);
     for h in headers(&r.headers_in.headers) {
         // SAFETY: live request header element.
@@ -495,7 +502,7 @@ fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -
     };
     let mut items: Vec<Item> = vec![Item::new(target::PATH, &b""[..], path)];
     extract::query(query, &mut items);
-    let wanted: Vec<&str> = waf.inspect_headers.as_ref().map_or_else(|| DEFAULT_HEADERS.to_vec(), |h| h.iter().map(String::as_str).collect());
+    let wanted = waf.inspect_headers.as_deref().unwrap_or_default();
     for h in headers(&r.headers_in.headers) {
         // SAFETY: live request header element, valid as long as the request.
         let (key, value) = unsafe { (&(*h).key, &(*h).value) };
