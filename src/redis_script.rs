@@ -1,102 +1,148 @@
 //! The Redis side of rate limiting: Lua scripts (the same arithmetic as `ratelimit.rs`),
-//! key layout, command building and typed reply decoding.
+//! key layout, batched command building and typed reply decoding.
 //!
-//! **One round trip per request**: `LIMIT_SCRIPT` checks every ban and every limit of the
-//! request and, only if all admit it, writes every new state (two-phase, atomically — a
-//! script runs alone on the server). Redis `TIME` is the only clock, so node clocks don't
-//! matter. Every key is written with `SET ... PX` in the same call: no key is ever left
+//! **One script call per event-loop turn, not per request**: the requests of one worker that
+//! reach the limiter in the same turn of nginx's event loop go to Redis as one `EVALSHA` of
+//! `LIMIT_SCRIPT` (a [`Batch`]). The script takes them in order, exactly as if each had made
+//! its own call: for each request it checks every ban and every limit and, only if all admit
+//! it, updates every state (two-phase). A key touched by several requests is read once and
+//! written once, at the end, with its TTL. A script runs alone on the server, so a batch is
+//! atomic and limits stay exact across workers and nodes. Redis `TIME` is the only clock, so
+//! node clocks don't matter. Every key is written with `SET ... PX`: no key is ever left
 //! without a TTL.
 //!
 //! **Keys** are `shield:{<key>}:<zone>` (and `...:<zone>:ban`, `...:<zone>:fails`): the client
-//! key is the Redis Cluster hash tag, so all zones limited by the same key (say
-//! `$binary_remote_addr`) land in one slot and one script call stays single-slot. Limits of one
-//! request keyed by different values (IP *and* API key) span slots, which Cluster refuses
-//! (`CROSSSLOT`); MOVED/ASK redirections are not followed yet. Use a single Redis (or a
-//! primary with replicas) until then.
+//! key is the Redis Cluster hash tag, so all zones limited by the same key land in one slot.
+//! A batch mixes clients, which Redis Cluster refuses (`CROSSSLOT`); per-slot batches and
+//! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
+use crate::metrics::Fnv;
 use crate::ratelimit::{Algorithm, Decision, Limit, Outcome};
 use crate::resp::{encode_command, Reply};
 use crate::sha1;
 
-/// ARGV: n_limits, n_bans, now_us (0 = Redis TIME), then 7 per limit:
-/// algorithm (0 GCRA, 1 sliding), interval_us, period_us, burst, delay, cost, quota.
-/// KEYS: the limit keys, then the ban keys.
-/// Returns {banned_ms} when a ban key is live, else {0, outcome, remaining, reset_us, wait_us, ...}.
+/// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
+/// group), n_limits, n_bans and 7 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
+/// period_us, burst, delay, cost, quota. KEYS: per group, its limit keys then its ban keys.
+/// A group is a set of identical requests (same keys, same limits) of the batch; they are
+/// decided one after the other. Returns, per request of each group in turn, either
+/// {banned_ms} (a ban key is live) or {0, then outcome, remaining, reset_us, wait_us per
+/// limit}, all concatenated. State is parsed once per key and written once per key.
 pub const LIMIT_SCRIPT: &str = r#"
-local n, nb, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, ngroups = tonumber(ARGV[1]), tonumber(ARGV[2])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-for j = 1, nb do
-  local ttl = redis.call('PTTL', KEYS[n + j])
-  if ttl > 0 then return {ttl} end
-end
-local out, writes, rejected = {0}, {}, false
-for i = 1, n do
-  local b = 3 + (i - 1) * 7
-  local algo, t, w = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local burst, delay, cost, quota = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
-  local raw = redis.call('GET', KEYS[i])
-  local outcome, remaining, reset, wait, value, ttl
-  if algo == 0 then
-    local tat = raw and tonumber(raw) or 0
-    if tat < now then tat = now end
-    local new_tat = tat + cost * t
-    local ahead = new_tat - now
-    local tolerance = (burst + 1) * t
-    if ahead > tolerance then
-      outcome, remaining, reset, wait = 2, 0, tat - now, ahead - tolerance
-    else
-      local excess = ahead - t
-      if excess < 0 then excess = 0 end
-      local free = delay * t
-      if excess > free then outcome, wait = 1, excess - free else outcome, wait = 0, 0 end
-      remaining = math.floor(math.floor((tolerance - ahead) / t) / cost)
-      reset = ahead
-      value, ttl = string.format('%.0f', new_tat), math.floor(ahead / 1000) + 1000
-    end
+local st, ttls, out = {}, {}, {}
+local a, k = 3, 0
+for g = 1, ngroups do
+  local count, n, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local banned = 0
+  for j = 1, nb do
+    local ttl = redis.call('PTTL', KEYS[k + n + j])
+    if ttl > 0 and banned == 0 then banned = ttl end
+  end
+  if banned > 0 then
+    for c = 1, count do out[#out + 1] = banned end
   else
-    local start, prev, cur = 0, 0, 0
-    if raw then
-      local s, p, c = string.match(raw, '^(%d+) (%d+) (%d+)$')
-      start, prev, cur = tonumber(s), tonumber(p), tonumber(c)
-    end
-    local window = now - (now % w)
-    if start ~= window then
-      if start + w == window then prev = cur else prev = 0 end
-      cur, start = 0, window
-    end
-    local elapsed = now - window
-    local needed = (cur + cost) * w + prev * (w - elapsed)
-    reset = w - elapsed
-    if cur > 0 then reset = reset + w end
-    if needed > quota * w then
-      outcome, remaining = 2, 0
-      if prev == 0 then wait = w - elapsed else
-        wait = math.ceil((needed - quota * w) / prev)
-        if wait > w - elapsed then wait = w - elapsed end
+    local L = {}
+    for i = 1, n do
+      local b = a + 3 + (i - 1) * 7
+      local key = KEYS[k + i]
+      local algo = tonumber(ARGV[b])
+      L[i] = {key, algo, tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
+              tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
+      if st[key] == nil then
+        local raw = redis.call('GET', key)
+        if algo == 0 then
+          st[key] = raw and tonumber(raw) or 0
+        else
+          local s, p, c = 0, 0, 0
+          if raw then
+            local x, y, z = string.match(raw, '^(%d+) (%d+) (%d+)$')
+            s, p, c = tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0
+          end
+          st[key] = {s, p, c}
+        end
       end
-      if wait < 1 then wait = 1 end
-    else
-      local used = math.floor((prev * (w - elapsed) + cur * w) / w) + cost
-      remaining = quota - used
-      if remaining < 0 then remaining = 0 end
-      remaining = math.floor(remaining / cost)
-      outcome, wait = 0, 0
-      value = string.format('%.0f %.0f %.0f', start, prev, cur + cost)
-      ttl = math.floor(2 * w / 1000)
+    end
+    local new, life = {}, {}
+    for c = 1, count do
+      local rejected = false
+      local m = #out + 1
+      out[m] = 0
+      for i = 1, n do
+        local l = L[i]
+        local key, t, w, burst, delay, cost, quota = l[1], l[3], l[4], l[5], l[6], l[7], l[8]
+        local outcome, remaining, reset, wait
+        if l[2] == 0 then
+          local tat = st[key]
+          if tat < now then tat = now end
+          local new_tat = tat + cost * t
+          local ahead = new_tat - now
+          local tolerance = (burst + 1) * t
+          if ahead > tolerance then
+            outcome, remaining, reset, wait = 2, 0, tat - now, ahead - tolerance
+          else
+            local excess = ahead - t
+            if excess < 0 then excess = 0 end
+            local free = delay * t
+            if excess > free then outcome, wait = 1, excess - free else outcome, wait = 0, 0 end
+            remaining = math.floor(math.floor((tolerance - ahead) / t) / cost)
+            reset = ahead
+            new[i], life[i] = new_tat, math.floor(ahead / 1000) + 1000
+          end
+        else
+          local s = st[key]
+          local start, prev, cur = s[1], s[2], s[3]
+          local window = now - (now % w)
+          if start ~= window then
+            if start + w == window then prev = cur else prev = 0 end
+            cur, start = 0, window
+          end
+          local elapsed = now - window
+          local needed = (cur + cost) * w + prev * (w - elapsed)
+          reset = w - elapsed
+          if cur > 0 then reset = reset + w end
+          if needed > quota * w then
+            outcome, remaining = 2, 0
+            if prev == 0 then wait = w - elapsed else
+              wait = math.ceil((needed - quota * w) / prev)
+              if wait > w - elapsed then wait = w - elapsed end
+            end
+            if wait < 1 then wait = 1 end
+          else
+            local used = math.floor((prev * (w - elapsed) + cur * w) / w) + cost
+            remaining = quota - used
+            if remaining < 0 then remaining = 0 end
+            remaining = math.floor(remaining / cost)
+            outcome, wait = 0, 0
+            new[i], life[i] = {start, prev, cur + cost}, math.floor(2 * w / 1000)
+          end
+        end
+        if outcome == 2 then rejected = true end
+        out[m + 1], out[m + 2], out[m + 3], out[m + 4] = outcome, remaining, reset, wait
+        m = m + 4
+      end
+      if not rejected then
+        for i = 1, n do
+          st[L[i][1]], ttls[L[i][1]] = new[i], life[i]
+        end
+      end
     end
   end
-  if outcome == 2 then rejected = true end
-  writes[i] = {value, ttl}
-  local k = #out
-  out[k + 1], out[k + 2], out[k + 3], out[k + 4] = outcome, remaining, reset, wait
+  a = a + 3 + n * 7
+  k = k + n + nb
 end
-if not rejected then
-  for i = 1, n do
-    redis.call('SET', KEYS[i], writes[i][1], 'PX', writes[i][2])
+for key, ttl in pairs(ttls) do
+  local v = st[key]
+  if type(v) == 'table' then
+    v = string.format('%.0f %.0f %.0f', v[1], v[2], v[3])
+  else
+    v = string.format('%.0f', v)
   end
+  redis.call('SET', key, v, 'PX', ttl)
 end
 return out
 "#;
@@ -124,90 +170,299 @@ impl Script {
         Script { source, sha: sha1::hex(source.as_bytes()) }
     }
 
-    /// The EVALSHA command, and the EVAL to send instead if Redis answers NOSCRIPT.
-    pub fn commands(&self, keys: &[Vec<u8>], args: &[String]) -> (Vec<u8>, Vec<u8>) {
+    /// The EVALSHA command for these keys and arguments.
+    pub fn evalsha(&self, keys: &[Vec<u8>], args: &[String]) -> Vec<u8> {
         let n = keys.len().to_string();
-        let build = |verb: &[u8], body: &[u8]| {
-            let mut parts: Vec<&[u8]> = vec![verb, body, n.as_bytes()];
-            parts.extend(keys.iter().map(Vec::as_slice));
-            parts.extend(args.iter().map(String::as_bytes));
-            let mut out = Vec::with_capacity(64 + keys.iter().map(Vec::len).sum::<usize>());
-            encode_command(&mut out, &parts);
-            out
-        };
-        (build(b"EVALSHA", self.sha.as_bytes()), build(b"EVAL", self.source.as_bytes()))
+        let mut parts: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), n.as_bytes()];
+        parts.extend(keys.iter().map(Vec::as_slice));
+        parts.extend(args.iter().map(String::as_bytes));
+        let mut out = Vec::with_capacity(64 + keys.iter().map(Vec::len).sum::<usize>());
+        encode_command(&mut out, &parts);
+        out
     }
+
+    /// The EVAL to send instead of `evalsha` (one of this script's) when Redis answers
+    /// NOSCRIPT: same keys and arguments, the script's source in place of its SHA. Built only
+    /// then, so the common case never copies the source.
+    pub fn eval_for(&self, evalsha: &[u8]) -> Option<Vec<u8>> {
+        let head_end = evalsha.windows(2).position(|w| w == b"\r\n")? + 2;
+        let verb = format!("$7\r\nEVALSHA\r\n$40\r\n{}\r\n", self.sha);
+        let rest = evalsha[head_end..].strip_prefix(verb.as_bytes())?;
+        let mut out = Vec::with_capacity(evalsha.len() + self.source.len());
+        out.extend_from_slice(&evalsha[..head_end]);
+        push_bulk(&mut out, b"EVAL");
+        push_bulk(&mut out, self.source.as_bytes());
+        out.extend_from_slice(rest);
+        Some(out)
+    }
+}
+
+/// The decimal digits of `v`, right-aligned in a stack buffer: (buffer, first digit).
+fn dec(v: u64) -> ([u8; 20], usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return (digits, i);
+        }
+    }
+}
+
+fn push_dec(out: &mut Vec<u8>, v: u64) {
+    let (digits, i) = dec(v);
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends the RESP header of a bulk string of `len` bytes: `$<len>\r\n`.
+fn push_bulk_header(out: &mut Vec<u8>, len: usize) {
+    out.push(b'$');
+    push_dec(out, len as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_bulk_header(out, bytes.len());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `shield:{<key>}:<zone><suffix>`. Keys that are not printable, or contain braces (which
 /// would move the hash tag), are hex-encoded.
 pub fn redis_key(zone: &str, key: &[u8], suffix: &str) -> Vec<u8> {
-    let printable = key.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'{' && b != b'}');
-    let mut out = Vec::with_capacity(16 + zone.len() + key.len() * 2);
+    let mut out = Vec::with_capacity(key_len(zone, key, suffix));
+    write_key(&mut out, zone, key, suffix);
+    out
+}
+
+fn printable(key: &[u8]) -> bool {
+    key.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'{' && b != b'}')
+}
+
+fn key_len(zone: &str, key: &[u8], suffix: &str) -> usize {
+    let k = if printable(key) { key.len() } else { 1 + 2 * key.len() };
+    "shield:{}:".len() + k + zone.len() + suffix.len()
+}
+
+fn write_key(out: &mut Vec<u8>, zone: &str, key: &[u8], suffix: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"shield:{");
-    if printable {
+    if printable(key) {
         out.extend_from_slice(key);
     } else {
         out.push(b'x');
-        for b in key {
-            out.extend_from_slice(format!("{b:02x}").as_bytes());
+        for &b in key {
+            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
     out.extend_from_slice(b"}:");
     out.extend_from_slice(zone.as_bytes());
     out.extend_from_slice(suffix.as_bytes());
-    out
 }
 
-/// ARGV for LIMIT_SCRIPT.
-pub fn limit_args(limits: &[Limit], bans: usize, now_us: u64) -> Vec<String> {
-    let mut args = vec![limits.len().to_string(), bans.to_string(), now_us.to_string()];
-    for l in limits {
-        let algo = match l.algorithm {
-            Algorithm::Gcra => 0,
-            Algorithm::SlidingWindow => 1,
-        };
-        for v in [algo, l.interval_us(), l.period_us(), l.burst, l.delay, l.cost.max(1), l.quota()] {
-            args.push(v.to_string());
-        }
+/// Appends one RESP bulk string holding the decimal `v`.
+fn bulk_u64(out: &mut Vec<u8>, v: u64) {
+    let (digits, i) = dec(v);
+    push_bulk(out, &digits[i..]);
+}
+
+/// One limit of one request, as the batch needs it.
+#[derive(Clone, Copy)]
+pub struct LimitKey<'a> {
+    pub zone: &'a str,
+    pub key: &'a [u8],
+    pub limit: Limit,
+}
+
+/// One ban check of one request.
+#[derive(Clone, Copy)]
+pub struct BanKey<'a> {
+    pub zone: &'a str,
+    pub key: &'a [u8],
+}
+
+/// Identical requests of a batch: same keys, same limits.
+struct Group {
+    /// The requests' identity (see `push`) and its hash.
+    id: Vec<u8>,
+    hash: u64,
+    /// RESP bulk strings: the group's keys, then (from `split`) n_limits, n_bans and the
+    /// limits' arguments.
+    desc: Vec<u8>,
+    split: usize,
+    nkeys: usize,
+    nargs: usize,
+    nlimits: usize,
+    count: usize,
+}
+
+/// Requests collected for one `LIMIT_SCRIPT` call, grouped: a flood of requests from one
+/// client costs the script one key read, one key write and a loop, not a call each. Keys and
+/// arguments are RESP-encoded as they are pushed, and the command is built by concatenation.
+#[derive(Default)]
+pub struct Batch {
+    groups: Vec<Group>,
+    /// Per request, in push order: its group.
+    members: Vec<usize>,
+    scratch: Vec<u8>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.members.len()
     }
-    args
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Adds a request; its answer is `decode(..)[self.len() - 1]`.
+    pub fn push<'k, L, B>(&mut self, limits: L, bans: B)
+    where
+        L: IntoIterator<Item = LimitKey<'k>>,
+        L::IntoIter: Clone,
+        B: IntoIterator<Item = BanKey<'k>>,
+        B::IntoIter: Clone,
+    {
+        let (limits, bans) = (limits.into_iter(), bans.into_iter());
+        // The request's identity, cheaply (no decimal formatting): zones, keys, parameters.
+        let id = &mut self.scratch;
+        id.clear();
+        let (mut nlimits, mut nbans) = (0, 0);
+        for l in limits.clone() {
+            nlimits += 1;
+            for part in [l.zone.as_bytes(), l.key] {
+                id.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                id.extend_from_slice(part);
+            }
+            for v in [l.limit.interval_us(), l.limit.period_us(), l.limit.burst, l.limit.delay, l.limit.cost, l.limit.algorithm as u64] {
+                id.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        id.push(0xff);
+        for b in bans.clone() {
+            nbans += 1;
+            for part in [b.zone.as_bytes(), b.key] {
+                id.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                id.extend_from_slice(part);
+            }
+        }
+        let mut h = Fnv::default();
+        h.write(id);
+        let g = match self.groups.iter().position(|g| g.hash == h.0 && g.id == *id) {
+            Some(g) => g,
+            None => {
+                let mut desc = Vec::with_capacity(64 + id.len() * 2);
+                for (zone, key, suffix) in limits.clone().map(|l| (l.zone, l.key, "")).chain(bans.map(|b| (b.zone, b.key, ":ban"))) {
+                    push_bulk_header(&mut desc, key_len(zone, key, suffix));
+                    write_key(&mut desc, zone, key, suffix);
+                    desc.extend_from_slice(b"\r\n");
+                }
+                let split = desc.len();
+                bulk_u64(&mut desc, nlimits as u64);
+                bulk_u64(&mut desc, nbans as u64);
+                for l in limits.map(|l| l.limit) {
+                    let algo = match l.algorithm {
+                        Algorithm::Gcra => 0,
+                        Algorithm::SlidingWindow => 1,
+                    };
+                    for v in [algo, l.interval_us(), l.period_us(), l.burst, l.delay, l.cost.max(1), l.quota()] {
+                        bulk_u64(&mut desc, v);
+                    }
+                }
+                self.groups.push(Group {
+                    hash: h.0,
+                    id: id.clone(),
+                    desc,
+                    split,
+                    nkeys: nlimits + nbans,
+                    nargs: 2 + 7 * nlimits,
+                    nlimits,
+                    count: 0,
+                });
+                self.groups.len() - 1
+            }
+        };
+        self.members.push(g);
+        self.groups[g].count += 1;
+    }
+
+    /// The EVALSHA of `script` (LIMIT_SCRIPT) for the batch (`Script::eval_for` gives the
+    /// EVAL fallback). `now_us` 0 lets Redis `TIME` decide (tests pass a fixed clock).
+    pub fn command(&self, script: &Script, now_us: u64) -> Vec<u8> {
+        let nkeys: usize = self.groups.iter().map(|g| g.nkeys).sum();
+        let nargs: usize = 2 + self.groups.iter().map(|g| 1 + g.nargs).sum::<usize>();
+        let size: usize = self.groups.iter().map(|g| g.desc.len() + 24).sum();
+        let mut out = Vec::with_capacity(96 + size);
+        out.push(b'*');
+        push_dec(&mut out, (3 + nkeys + nargs) as u64);
+        out.extend_from_slice(b"\r\n");
+        push_bulk(&mut out, b"EVALSHA");
+        push_bulk(&mut out, script.sha.as_bytes());
+        {
+            bulk_u64(&mut out, nkeys as u64);
+            for g in &self.groups {
+                out.extend_from_slice(&g.desc[..g.split]);
+            }
+            bulk_u64(&mut out, now_us);
+            bulk_u64(&mut out, self.groups.len() as u64);
+            for g in &self.groups {
+                bulk_u64(&mut out, g.count as u64);
+                out.extend_from_slice(&g.desc[g.split..]);
+            }
+        }
+        out
+    }
+
+    /// Splits the script's answer into one [`LimitReply`] per request, in push order.
+    pub fn decode(&self, reply: &Reply) -> Result<Vec<LimitReply>, String> {
+        let Reply::Array(Some(items)) = reply else { return Err(format!("unexpected reply {reply:?}")) };
+        let mut ints = items.iter().map(|i| match i {
+            Reply::Integer(v) => Ok(*v),
+            other => Err(format!("unexpected element {other:?}")),
+        });
+        let mut next = || ints.next().unwrap_or_else(|| Err("reply too short".to_string()));
+        let mut per_group: Vec<Vec<LimitReply>> = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let mut answers = Vec::with_capacity(g.count);
+            for _ in 0..g.count {
+                let banned = next()?;
+                if banned > 0 {
+                    answers.push(LimitReply::Banned(banned as u64));
+                    continue;
+                }
+                let mut decisions = Vec::with_capacity(g.nlimits);
+                for _ in 0..g.nlimits {
+                    let outcome = match next()? {
+                        0 => Outcome::Passed,
+                        1 => Outcome::Delayed,
+                        _ => Outcome::Rejected,
+                    };
+                    let mut u = || next().map(|v| v.max(0) as u64);
+                    decisions.push(Decision { outcome, remaining: u()?, reset_us: u()?, wait_us: u()? });
+                }
+                answers.push(LimitReply::Decisions(decisions));
+            }
+            per_group.push(answers);
+        }
+        if ints.next().is_some() {
+            return Err("reply too long".to_string());
+        }
+        let mut taken: Vec<std::vec::IntoIter<LimitReply>> = per_group.into_iter().map(Vec::into_iter).collect();
+        // A group's requests are answered in their push order.
+        Ok(self.members.iter().map(|&g| taken[g].next().expect("one answer per member")).collect())
+    }
 }
 
-/// What LIMIT_SCRIPT answered.
+/// What LIMIT_SCRIPT answered for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitReply {
     /// A ban key is live for this many ms more.
     Banned(u64),
     Decisions(Vec<Decision>),
-}
-
-pub fn decode_limit_reply(reply: &Reply, limits: usize) -> Result<LimitReply, String> {
-    let Reply::Array(Some(items)) = reply else { return Err(format!("unexpected reply {reply:?}")) };
-    let ints: Vec<i64> = items
-        .iter()
-        .map(|i| match i {
-            Reply::Integer(v) => Ok(*v),
-            other => Err(format!("unexpected element {other:?}")),
-        })
-        .collect::<Result<_, _>>()?;
-    match ints.as_slice() {
-        [ms] if *ms > 0 => Ok(LimitReply::Banned(*ms as u64)),
-        [0, rest @ ..] if rest.len() == limits * 4 => Ok(LimitReply::Decisions(
-            rest.chunks(4)
-                .map(|c| {
-                    let outcome = match c[0] {
-                        0 => Outcome::Passed,
-                        1 => Outcome::Delayed,
-                        _ => Outcome::Rejected,
-                    };
-                    let u = |v: i64| v.max(0) as u64;
-                    Decision { outcome, remaining: u(c[1]), reset_us: u(c[2]), wait_us: u(c[3]) }
-                })
-                .collect(),
-        )),
-        _ => Err(format!("unexpected reply shape {ints:?}")),
-    }
 }
 
 #[cfg(test)]
@@ -223,34 +478,91 @@ mod tests {
         assert_eq!(redis_key("api", b"a}b", ""), b"shield:{x617d62}:api".to_vec());
     }
 
-    #[test]
-    fn commands_are_evalsha_with_eval_fallback() {
-        let s = Script::new(LIMIT_SCRIPT);
-        assert_eq!(s.sha.len(), 40);
-        let l = Limit { algorithm: Algorithm::Gcra, rate: rate("10r/s").unwrap(), burst: 5, delay: 0, cost: 1 };
-        let args = limit_args(&[l], 0, 0);
-        assert_eq!(args, ["1", "0", "0", "0", "100000", "1000000", "5", "0", "1", "6"]);
-        let (sha, eval) = s.commands(&[redis_key("z", b"k", "")], &args);
-        let Some((Reply::Array(Some(parts)), _)) = decode(&sha).unwrap() else { panic!() };
-        assert_eq!(parts[0], Reply::Bulk(Some(b"EVALSHA".to_vec())));
-        assert_eq!(parts[2], Reply::Bulk(Some(b"1".to_vec())), "numkeys");
-        assert!(String::from_utf8_lossy(&eval).contains("redis.call('TIME')"));
+    fn push(b: &mut Batch, limits: &[LimitKey], bans: &[BanKey]) {
+        b.push(limits.iter().copied(), bans.iter().copied());
+    }
+
+    fn gcra(r: &str, burst: u64) -> Limit {
+        Limit { algorithm: Algorithm::Gcra, rate: rate(r).unwrap(), burst, delay: 0, cost: 1 }
     }
 
     #[test]
-    fn replies_decode_to_decisions_or_ban() {
-        let ok = Reply::Array(Some([0, 0, 4, 1_000_000, 0, 2, 0, 5, 7].iter().map(|&v| Reply::Integer(v)).collect()));
-        match decode_limit_reply(&ok, 2).unwrap() {
-            LimitReply::Decisions(d) => {
-                assert_eq!(d[0].outcome, Outcome::Passed);
-                assert_eq!(d[0].remaining, 4);
-                assert_eq!((d[1].outcome, d[1].wait_us), (Outcome::Rejected, 7));
-            }
-            other => panic!("{other:?}"),
+    fn batches_are_one_evalsha_with_eval_fallback() {
+        let s = Script::new(LIMIT_SCRIPT);
+        assert_eq!(s.sha.len(), 40);
+        let mut b = Batch::default();
+        push(&mut b, &[LimitKey { zone: "z", key: b"k", limit: gcra("10r/s", 5) }], &[]);
+        push(&mut b, &[LimitKey { zone: "z", key: &[1, 2], limit: gcra("10r/s", 5) }], &[BanKey { zone: "b", key: b"k" }]);
+        assert_eq!(b.len(), 2);
+        let sha = b.command(&s, 7);
+        let eval = s.eval_for(&sha).expect("an EVALSHA of this script");
+        let Some((Reply::Array(Some(parts)), used)) = decode(&sha).unwrap() else { panic!() };
+        assert_eq!(used, sha.len());
+        let text: Vec<String> = parts
+            .iter()
+            .map(|p| match p {
+                Reply::Bulk(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(text[0], "EVALSHA");
+        assert_eq!(text[1], s.sha);
+        assert_eq!(text[2..6], ["3", "shield:{k}:z", "shield:{x0102}:z", "shield:{k}:b:ban"]);
+        assert_eq!(text[6..], ["7", "2", "1", "1", "0", "0", "100000", "1000000", "5", "0", "1", "6", "1", "1", "1", "0", "100000", "1000000", "5", "0", "1", "6"]);
+        let Some((Reply::Array(Some(eparts)), used)) = decode(&eval).unwrap() else { panic!() };
+        assert_eq!(used, eval.len());
+        assert_eq!(eparts[0], Reply::Bulk(Some(b"EVAL".to_vec())));
+        assert_eq!(eparts[1], Reply::Bulk(Some(LIMIT_SCRIPT.as_bytes().to_vec())));
+        assert_eq!(eparts[2..], parts[2..], "same keys and arguments");
+        assert_eq!(Script::new(BAN_SCRIPT).eval_for(&sha), None, "another script's EVALSHA");
+        let ban = Script::new(BAN_SCRIPT).evalsha(&[b"a".to_vec()], &["1".to_string()]);
+        let Some((Reply::Array(Some(bparts)), _)) = decode(&Script::new(BAN_SCRIPT).eval_for(&ban).unwrap()).unwrap() else { panic!() };
+        assert_eq!(bparts[2..], [Reply::Bulk(Some(b"1".to_vec())), Reply::Bulk(Some(b"a".to_vec())), Reply::Bulk(Some(b"1".to_vec()))]);
+    }
+
+    #[test]
+    fn identical_requests_share_one_group() {
+        let s = Script::new(LIMIT_SCRIPT);
+        let mut b = Batch::default();
+        let (x, y) = ([LimitKey { zone: "z", key: b"x", limit: gcra("10r/s", 5) }], [LimitKey { zone: "z", key: b"y", limit: gcra("10r/s", 5) }]);
+        for limits in [&x, &y, &x, &x] {
+            push(&mut b, limits, &[]);
         }
-        let banned = Reply::Array(Some(vec![Reply::Integer(1500)]));
-        assert_eq!(decode_limit_reply(&banned, 2).unwrap(), LimitReply::Banned(1500));
-        assert!(decode_limit_reply(&Reply::Integer(1), 1).is_err());
-        assert!(decode_limit_reply(&Reply::Array(Some(vec![Reply::Integer(0)])), 1).is_err());
+        let Some((Reply::Array(Some(parts)), _)) = decode(&b.command(&s, 0)).unwrap() else { panic!() };
+        assert_eq!(parts[2], Reply::Bulk(Some(b"2".to_vec())), "two distinct keys");
+        assert_eq!(parts[6], Reply::Bulk(Some(b"2".to_vec())), "two groups");
+        assert_eq!(parts[7], Reply::Bulk(Some(b"3".to_vec())), "x three times");
+        // Group x answers first (three requests), then y; split back in push order.
+        let d = |remaining: i64| [0, 0, remaining, 0, 0];
+        let flat: Vec<i64> = [d(3), d(2), d(1), d(9)].concat();
+        let got = b.decode(&Reply::Array(Some(flat.into_iter().map(Reply::Integer).collect()))).unwrap();
+        let remaining: Vec<u64> = got
+            .iter()
+            .map(|r| match r {
+                LimitReply::Decisions(d) => d[0].remaining,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(remaining, [3, 9, 2, 1]);
+    }
+
+    #[test]
+    fn replies_split_per_request_into_decisions_or_ban() {
+        let mut b = Batch::default();
+        let two = [LimitKey { zone: "a", key: b"k", limit: gcra("1r/s", 0) }, LimitKey { zone: "b", key: b"k", limit: gcra("1r/s", 0) }];
+        push(&mut b, &two, &[]);
+        push(&mut b, &two[..1], &[BanKey { zone: "c", key: b"k" }]);
+        push(&mut b, &two[..1], &[]);
+        let ints = |v: &[i64]| Reply::Array(Some(v.iter().map(|&v| Reply::Integer(v)).collect()));
+        let got = b.decode(&ints(&[0, 0, 4, 1_000_000, 0, 2, 0, 5, 7, 1500, 0, 1, 0, 9, 3])).unwrap();
+        let LimitReply::Decisions(d) = &got[0] else { panic!("{got:?}") };
+        assert_eq!((d[0].outcome, d[0].remaining), (Outcome::Passed, 4));
+        assert_eq!((d[1].outcome, d[1].wait_us), (Outcome::Rejected, 7));
+        assert_eq!(got[1], LimitReply::Banned(1500));
+        let LimitReply::Decisions(d) = &got[2] else { panic!("{got:?}") };
+        assert_eq!((d[0].outcome, d[0].wait_us), (Outcome::Delayed, 3));
+        assert!(b.decode(&ints(&[0, 0, 4, 1_000_000, 0])).is_err(), "too short");
+        assert!(b.decode(&ints(&[0, 0, 4, 1_000_000, 0, 2, 0, 5, 7, 1500, 0, 1, 0, 9, 3, 0])).is_err(), "too long");
+        assert!(b.decode(&Reply::Integer(1)).is_err());
     }
 }

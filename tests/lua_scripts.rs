@@ -4,6 +4,8 @@
 //!
 //! The pure modules are compiled into this test directly (the crate's library links nginx).
 
+#[path = "../src/metrics.rs"]
+mod metrics;
 #[path = "../src/parse.rs"]
 mod parse;
 #[path = "../src/ratelimit.rs"]
@@ -21,7 +23,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use ratelimit::{check_all, Algorithm, Limit, Outcome, State};
-use redis_script::{decode_limit_reply, limit_args, redis_key, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
+use redis_script::{redis_key, BanKey, Batch, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
 use resp::Reply;
 use support::Redis;
 
@@ -60,12 +62,33 @@ impl Conn {
 
     /// EVALSHA, falling back to EVAL on NOSCRIPT, as the module does.
     fn eval(&mut self, script: &Script, keys: &[Vec<u8>], args: &[String]) -> Reply {
-        let (sha, eval) = script.commands(keys, args);
+        let sha = script.evalsha(keys, args);
         match self.raw(&sha) {
-            Reply::Error(e) if e.starts_with("NOSCRIPT") => self.raw(&eval),
+            Reply::Error(e) if e.starts_with("NOSCRIPT") => self.raw(&script.eval_for(&sha).unwrap()),
             other => other,
         }
     }
+
+    /// One LIMIT_SCRIPT call for a batch, with the NOSCRIPT fallback; one reply per request.
+    fn batch(&mut self, script: &Script, batch: &Batch, now: u64) -> Vec<LimitReply> {
+        let sha = batch.command(script, now);
+        let reply = match self.raw(&sha) {
+            Reply::Error(e) if e.starts_with("NOSCRIPT") => self.raw(&script.eval_for(&sha).unwrap()),
+            other => other,
+        };
+        batch.decode(&reply).unwrap_or_else(|e| panic!("{e}: {reply:?}"))
+    }
+
+    /// A batch of one request.
+    fn limit(&mut self, script: &Script, limits: &[LimitKey<'_>], bans: &[BanKey<'_>], now: u64) -> LimitReply {
+        let mut b = Batch::default();
+        b.push(limits.iter().copied(), bans.iter().copied());
+        self.batch(script, &b, now).remove(0)
+    }
+}
+
+fn lk<'a>(zone: &'a str, key: &'a [u8], limit: Limit) -> LimitKey<'a> {
+    LimitKey { zone, key, limit }
 }
 
 fn limit(r: &str, burst: u64, delay: u64, algorithm: Algorithm) -> Limit {
@@ -78,10 +101,11 @@ fn evalsha_falls_back_to_eval_on_noscript_then_uses_the_cache() {
     let mut c = Conn::open(redis.port);
     let script = Script::new(LIMIT_SCRIPT);
     let l = limit("10r/s", 0, 0, Algorithm::Gcra);
-    let keys = [redis_key("z", b"k", "")];
-    let (sha, _) = script.commands(&keys, &limit_args(&[l], 0, 0));
+    let mut b = Batch::default();
+    b.push([lk("z", b"k", l)], []);
+    let sha = b.command(&script, 0);
     assert!(matches!(c.raw(&sha), Reply::Error(e) if e.starts_with("NOSCRIPT")));
-    assert!(matches!(c.eval(&script, &keys, &limit_args(&[l], 0, 0)), Reply::Array(_)));
+    assert!(matches!(c.batch(&script, &b, 0)[..], [LimitReply::Decisions(_)]));
     assert!(matches!(c.raw(&sha), Reply::Array(_)), "EVAL loaded the script");
 }
 
@@ -100,7 +124,8 @@ fn lua_and_rust_agree_decision_for_decision() {
         vec![limit("50r/s", 5, 0, Algorithm::SlidingWindow), limit("20r/s", 3, 3, Algorithm::Gcra)],
     ];
     for (ci, limits) in configs.iter().enumerate() {
-        let keys: Vec<Vec<u8>> = (0..limits.len()).map(|i| redis_key(&format!("c{ci}z{i}"), b"client", "")).collect();
+        let zones: Vec<String> = (0..limits.len()).map(|i| format!("c{ci}z{i}")).collect();
+        let keys: Vec<LimitKey> = limits.iter().zip(&zones).map(|(l, z)| lk(z, b"client", *l)).collect();
         let mut states: Vec<State> = vec![[0; 3]; limits.len()];
         // Deterministic irregular arrivals: bursts and gaps, across window boundaries.
         let mut now: u64 = 1_700_000_000_000_000 + 999_000;
@@ -111,8 +136,7 @@ fn lua_and_rust_agree_decision_for_decision() {
             if let Some(new) = commit {
                 states = new;
             }
-            let reply = c.eval(&script, &keys, &limit_args(limits, 0, now));
-            let LimitReply::Decisions(lua) = decode_limit_reply(&reply, limits.len()).unwrap() else { panic!() };
+            let LimitReply::Decisions(lua) = c.limit(&script, &keys, &[], now) else { panic!() };
             assert_eq!(lua, rust, "config {ci} step {step} at {now}");
         }
     }
@@ -124,20 +148,16 @@ fn exact_admission_and_every_key_has_a_ttl() {
     let mut c = Conn::open(redis.port);
     let script = Script::new(LIMIT_SCRIPT);
     let l = limit("100r/h", 99, 99, Algorithm::Gcra);
-    let keys = [redis_key("api", b"10.0.0.1", "")];
     let admitted = (0..300)
-        .filter(|_| {
-            let reply = c.eval(&script, &keys, &limit_args(&[l], 0, 0));
-            matches!(decode_limit_reply(&reply, 1).unwrap(), LimitReply::Decisions(d) if d[0].outcome == Outcome::Passed)
-        })
+        .filter(|_| matches!(c.limit(&script, &[lk("api", b"10.0.0.1", l)], &[], 0), LimitReply::Decisions(d) if d[0].outcome == Outcome::Passed))
         .count();
     assert_eq!(admitted, 100);
-    let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &keys[0]]) else { panic!() };
+    let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &redis_key("api", b"10.0.0.1", "")]) else { panic!() };
     assert!(ttl > 0, "GCRA key has a TTL: {ttl}");
 
     let s = limit("10r/m", 0, 0, Algorithm::SlidingWindow);
     let skey = [redis_key("sw", b"10.0.0.1", "")];
-    c.eval(&script, &skey, &limit_args(&[s], 0, 0));
+    c.limit(&script, &[lk("sw", b"10.0.0.1", s)], &[], 0);
     let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &skey[0]]) else { panic!() };
     assert!(ttl > 0 && ttl <= 120_000, "sliding key TTL is two windows: {ttl}");
 }
@@ -150,12 +170,12 @@ fn rejected_by_one_limit_consumes_none_of_the_others() {
     let loose = limit("100r/h", 99, 99, Algorithm::Gcra);
     let strict = limit("1r/h", 0, 0, Algorithm::Gcra);
     let keys = [redis_key("loose", b"k", ""), redis_key("strict", b"k", "")];
-    let args = limit_args(&[loose, strict], 0, 0);
-    let first = decode_limit_reply(&c.eval(&script, &keys, &args), 2).unwrap();
+    let both = [lk("loose", b"k", loose), lk("strict", b"k", strict)];
+    let first = c.limit(&script, &both, &[], 0);
     assert!(matches!(first, LimitReply::Decisions(ref d) if d.iter().all(|d| d.outcome == Outcome::Passed)));
     let before = c.cmd(&[b"GET", &keys[0]]);
     for _ in 0..20 {
-        let r = decode_limit_reply(&c.eval(&script, &keys, &args), 2).unwrap();
+        let r = c.limit(&script, &both, &[], 0);
         assert!(matches!(r, LimitReply::Decisions(ref d) if d[1].outcome == Outcome::Rejected));
     }
     assert_eq!(c.cmd(&[b"GET", &keys[0]]), before, "the loose limit's state did not move");
@@ -177,10 +197,68 @@ fn penalty_box_bans_after_threshold_and_the_limit_script_honours_it() {
     }
     assert_eq!(c.eval(&ban, &[fails.clone(), banned.clone()], &args(3)), Reply::Integer(0));
     let l = limit("100r/s", 10, 10, Algorithm::Gcra);
-    let keys = [redis_key("login", b"10.0.0.9", ""), banned.clone()];
-    let r = decode_limit_reply(&c.eval(&script, &keys, &limit_args(&[l], 1, 0)), 1).unwrap();
+    let (limits, bans) = ([lk("login", b"10.0.0.9", l)], [BanKey { zone: "login", key: b"10.0.0.9" }]);
+    let r = c.limit(&script, &limits, &bans, 0);
     assert!(matches!(r, LimitReply::Banned(ms) if ms > 0 && ms <= 1500), "{r:?}");
     std::thread::sleep(Duration::from_millis(1600));
-    let r = decode_limit_reply(&c.eval(&script, &keys, &limit_args(&[l], 1, 0)), 1).unwrap();
+    let r = c.limit(&script, &limits, &bans, 0);
     assert!(matches!(r, LimitReply::Decisions(_)), "ban expired: {r:?}");
+}
+
+/// A batch must answer exactly as one call per request would, with identical requests taken
+/// together (in the order their first one arrived; they share one instant, `now`): requests
+/// of the same client see each other's admissions, a rejected request commits nothing, and
+/// each key is written once with a TTL.
+#[test]
+fn a_batch_answers_like_one_call_per_request() {
+    let redis = Redis::start();
+    let mut c = Conn::open(redis.port);
+    let script = Script::new(LIMIT_SCRIPT);
+    let per_ip = limit("10r/s", 3, 1, Algorithm::Gcra);
+    let shared = limit("20r/s", 4, 0, Algorithm::SlidingWindow);
+    let clients: [&[u8]; 3] = [b"10.0.0.1", b"10.0.0.2", &[10, 0, 0, 3]];
+    let mut rust: std::collections::HashMap<(usize, &str, Vec<u8>), State> = Default::default();
+    let mut now: u64 = 1_700_000_000_000_000;
+    let (mut admitted, mut rejected) = (0, 0);
+    for round in 0..60u64 {
+        now += [0, 20_000, 100_000, 0, 350_000][(round % 5) as usize];
+        // Batches of 1..=12 requests, mixing clients; "global" is one key for everyone.
+        let size = 1 + (round * 5 % 12) as usize;
+        let reqs: Vec<(usize, [LimitKey; 2])> = (0..size)
+            .map(|i| {
+                let who = (round as usize + i * i) % 3;
+                (who, [lk("ip", clients[who], per_ip), lk("global", b"all", shared)])
+            })
+            .collect();
+        let mut batch = Batch::default();
+        for (_, limits) in &reqs {
+            batch.push(limits.iter().copied(), []);
+        }
+        let lua = c.batch(&script, &batch, now);
+        assert_eq!(lua.len(), size);
+        // The order the script decides in: grouped by client, clients by first arrival.
+        let mut order: Vec<usize> = (0..size).collect();
+        let first = |who: usize| reqs.iter().position(|r| r.0 == who).unwrap();
+        order.sort_by_key(|&i| first(reqs[i].0));
+        for i in order {
+            let ((who, limits), got) = (&reqs[i], lua[i].clone());
+            let ids = [(0, "ip", clients[*who].to_vec()), (1, "global", b"all".to_vec())];
+            let pairs: Vec<(Limit, State)> = limits.iter().zip(&ids).map(|(l, id)| (l.limit, rust.get(id).copied().unwrap_or([0; 3]))).collect();
+            let (want, _, commit) = check_all(&pairs, now);
+            if let Some(new) = commit {
+                admitted += 1;
+                for (id, s) in ids.into_iter().zip(new) {
+                    rust.insert(id, s);
+                }
+            } else {
+                rejected += 1;
+            }
+            assert_eq!(got, LimitReply::Decisions(want), "round {round}");
+        }
+    }
+    assert!(admitted > 50 && rejected > 50, "the sequence exercises both answers: {admitted}/{rejected}");
+    for key in [redis_key("ip", b"10.0.0.1", ""), redis_key("ip", &[10, 0, 0, 3], ""), redis_key("global", b"all", "")] {
+        let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &key]) else { panic!() };
+        assert!(ttl > 0, "{} has a TTL: {ttl}", String::from_utf8_lossy(&key));
+    }
 }

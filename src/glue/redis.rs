@@ -25,6 +25,7 @@ use ngx::ffi::{
 use ngx::ngx_log_error;
 
 use super::util::guard;
+use crate::redis_script::Script;
 use crate::resp::{self, Reply};
 
 /// Where and how to reach Redis; resolved at configuration time.
@@ -54,8 +55,9 @@ pub type Callback = Box<dyn FnOnce(Result<Reply, RedisError>)>;
 
 struct Pending {
     callback: Option<Callback>,
-    /// Command to send instead when Redis answers NOSCRIPT (EVALSHA → EVAL).
-    on_noscript: Option<Vec<u8>>,
+    /// For an EVALSHA: its script and a copy of the command, to send as EVAL when Redis
+    /// answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+    on_noscript: Option<(&'static Script, Vec<u8>)>,
     sent_at: ngx_msec_t,
     handshake: bool,
 }
@@ -134,16 +136,26 @@ impl Client {
         self.state == State::Ready
     }
 
-    /// Queues one command (already RESP-encoded). `Err(Down)` means Redis is known to be
-    /// unavailable right now and the callback will not be called.
-    pub fn send(&mut self, command: &[u8], on_noscript: Option<Vec<u8>>, callback: Callback) -> Result<(), RedisError> {
+    /// False while Redis is known to be down (inside the reconnect backoff): `send` would
+    /// fail at once.
+    pub fn available(&self) -> bool {
+        self.state != State::Disconnected || now() >= self.down_until
+    }
+
+    /// Queues one command (already RESP-encoded). An error means Redis is known to be
+    /// unavailable right now; the callback comes back uncalled.
+    /// `script` names the script of an EVALSHA, for the NOSCRIPT fallback.
+    pub fn send(&mut self, command: &[u8], script: Option<&'static Script>, callback: Callback) -> Result<(), (RedisError, Callback)> {
         if self.state == State::Disconnected {
             if now() < self.down_until {
-                return Err(RedisError::Down);
+                return Err((RedisError::Down, callback));
             }
-            self.connect()?;
+            if let Err(e) = self.connect() {
+                return Err((e, callback));
+            }
         }
         self.out.extend_from_slice(command);
+        let on_noscript = script.map(|s| (s, command.to_vec()));
         self.pending.push_back(Pending { callback: Some(callback), on_noscript, sent_at: now(), handshake: false });
         self.schedule_flush();
         Ok(())
@@ -350,7 +362,7 @@ impl Client {
                         continue;
                     }
                     let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
-                    if let (true, Some(retry)) = (noscript, p.on_noscript.take()) {
+                    if let (true, Some(retry)) = (noscript, p.on_noscript.take().and_then(|(s, cmd)| s.eval_for(&cmd))) {
                         self.out.extend_from_slice(&retry);
                         p.sent_at = now();
                         self.pending.push_back(p);
