@@ -237,26 +237,80 @@ pub struct HeaderSet {
     pub legacy: bool,
 }
 
+/// Rendered rate-limit headers: values side by side in one buffer, no allocation per header.
+pub struct Rendered {
+    pub buf: Vec<u8>,
+    /// (name, start, end) of each value in `buf`.
+    pub headers: [(&'static str, usize, usize); 6],
+    pub len: usize,
+}
+
+impl Rendered {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        self.headers[..self.len].iter().map(|&(n, a, b)| (n, &self.buf[a..b]))
+    }
+}
+
+fn push_dec(out: &mut Vec<u8>, v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl HeaderSet {
-    /// `(name, value)` pairs: IETF draft `RateLimit-Policy`/`RateLimit` (structured fields)
-    /// and legacy `X-RateLimit-*`, plus `Retry-After` on rejection.
-    pub fn render(&self, zone: &str, limit: &Limit, d: &Decision) -> Vec<(&'static str, String)> {
+    /// IETF draft `RateLimit-Policy`/`RateLimit` (structured fields) and legacy
+    /// `X-RateLimit-*`, plus `Retry-After` on rejection, rendered into `buf` (cleared first,
+    /// so a caller can reuse one buffer for every request).
+    pub fn render_into(&self, zone: &str, limit: &Limit, d: &Decision, buf: Vec<u8>) -> Rendered {
+        let mut out = Rendered { buf, headers: [("", 0, 0); 6], len: 0 };
+        out.buf.clear();
         let reset = secs_ceil(d.reset_us);
-        let mut out = Vec::with_capacity(6);
+        let header = |out: &mut Rendered, name: &'static str, parts: &[Part]| {
+            let start = out.buf.len();
+            for p in parts {
+                match p {
+                    Part::Text(t) => out.buf.extend_from_slice(t.as_bytes()),
+                    Part::Num(n) => push_dec(&mut out.buf, *n),
+                }
+            }
+            out.headers[out.len] = (name, start, out.buf.len());
+            out.len += 1;
+        };
+        use Part::{Num, Text};
         if self.draft {
-            out.push(("RateLimit-Policy", format!("\"{zone}\";q={};w={}", limit.quota(), limit.window_secs())));
-            out.push(("RateLimit", format!("\"{zone}\";r={};t={reset}", d.remaining)));
+            header(&mut out, "RateLimit-Policy", &[Text("\""), Text(zone), Text("\";q="), Num(limit.quota()), Text(";w="), Num(limit.window_secs())]);
+            header(&mut out, "RateLimit", &[Text("\""), Text(zone), Text("\";r="), Num(d.remaining), Text(";t="), Num(reset)]);
         }
         if self.legacy {
-            out.push(("X-RateLimit-Limit", limit.quota().to_string()));
-            out.push(("X-RateLimit-Remaining", d.remaining.to_string()));
-            out.push(("X-RateLimit-Reset", reset.to_string()));
+            header(&mut out, "X-RateLimit-Limit", &[Num(limit.quota())]);
+            header(&mut out, "X-RateLimit-Remaining", &[Num(d.remaining)]);
+            header(&mut out, "X-RateLimit-Reset", &[Num(reset)]);
         }
         if d.outcome == Outcome::Rejected && (self.draft || self.legacy) {
-            out.push(("Retry-After", secs_ceil(d.wait_us).max(1).to_string()));
+            header(&mut out, "Retry-After", &[Num(secs_ceil(d.wait_us).max(1))]);
         }
         out
     }
+
+    /// `(name, value)` pairs, as [`render_into`](Self::render_into) renders them.
+    pub fn render(&self, zone: &str, limit: &Limit, d: &Decision) -> Vec<(&'static str, String)> {
+        let r = self.render_into(zone, limit, d, Vec::new());
+        r.iter().map(|(n, v)| (n, String::from_utf8_lossy(v).into_owned())).collect()
+    }
+}
+
+enum Part<'a> {
+    Text(&'a str),
+    Num(u64),
 }
 
 pub fn secs_ceil(us: u64) -> u64 {

@@ -112,19 +112,22 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
     }
 
     if let Some(mcf) = mcf {
-        let limit_headers = super::limit::response_headers(rp, lc, mcf);
-        if !limit_headers.is_empty() {
+        if let Some(rendered) = super::limit::response_headers(rp, lc, mcf) {
             // One pass drops any copies (an upstream's own rate-limit headers), then ours go in.
             for h in headers(&r.headers_out.headers) {
-                if limit_headers.iter().any(|(name, _)| is_header(h, name.as_bytes())) {
+                if rendered.iter().any(|(name, _)| is_header(h, name.as_bytes())) {
                     // SAFETY: h is a live element of the response header list.
                     unsafe { (*h).hash = 0 };
                 }
             }
-            for (name, value) in limit_headers {
-                let value = pool_str(r.pool, value.as_bytes())?;
+            // All values in one pool copy.
+            let all = pool_str(r.pool, &rendered.buf)?;
+            for &(name, start, end) in &rendered.headers[..rendered.len] {
+                // SAFETY: start..end lies within the copied buffer.
+                let value = ngx_str_t { len: end - start, data: unsafe { all.data.add(start) } };
                 push_header(&mut r.headers_out.headers, static_str(name), value)?;
             }
+            super::limit::recycle(rendered);
         }
     }
     if let Some(policy) = &lc.cors_policy {

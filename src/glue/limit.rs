@@ -33,7 +33,7 @@ use super::util::{guard, set_once, ComplexValue};
 use super::{RequestCtx, Shield};
 use crate::metrics::{Histogram, Registry};
 use crate::parse::{self, Rate};
-use crate::ratelimit::{self, Algorithm, Ban, Decision, HeaderSet, Limit, Outcome, State};
+use crate::ratelimit::{self, Algorithm, Ban, Decision, HeaderSet, Limit, Outcome, Rendered, State};
 use crate::redis_script::{self, BanKey, Batch, LimitKey, LimitReply, Script};
 use crate::resp::Reply;
 use crate::shm_table::{KeyHash, Slot, Table};
@@ -479,6 +479,8 @@ struct Worker {
     /// has handled everything that is ready now. (Holding batches back while one is out, to
     /// make them larger, measured slower: Redis idles while nginx waits.)
     batch_ev: Box<ngx_event_t>,
+    /// Reused for every response's rate-limit headers (copied to the request pool).
+    header_buf: Vec<u8>,
 }
 
 /// A batch this large goes out at once rather than at the end of the loop iteration.
@@ -521,6 +523,7 @@ pub fn init_process(mcf: &'static MainConf) {
             batch: Batch::default(),
             waiters: Vec::new(),
             batch_ev,
+            header_buf: Vec::with_capacity(256),
         });
     }
 }
@@ -633,7 +636,7 @@ fn now_us() -> u64 {
 }
 
 /// One limit of one request, with its evaluated key.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Applied {
     zone: usize,
     limit: Limit,
@@ -641,7 +644,7 @@ struct Applied {
     key: &'static [u8],
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct AppliedBan {
     zone: usize,
     key: &'static [u8],
@@ -665,7 +668,7 @@ fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit:
             let ttl = ratelimit::ttl_us(&a.limit, state, now);
             t.put(h, state, now / 1000, (now + ttl) / 1000);
         }
-        return Some(Verdict::Decisions(vec![decision]));
+        return Some(Verdict::Decisions(Decisions::One(decision)));
     }
     let locked = Locked::new(limits.iter().map(|a| &*zones[a.zone]).chain(bans.iter().map(|b| &*zones[b.zone])).collect())?;
     let now = now_us();
@@ -690,7 +693,7 @@ fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit:
             locked.table(&zones[a.zone]).put(*h, s, now / 1000, (now + ttl) / 1000);
         }
     }
-    Some(Verdict::Decisions(decisions))
+    Some(Verdict::Decisions(Decisions::Many(decisions)))
 }
 
 fn record_ban_local(mcf: &MainConf, zone: usize, ban: &Ban, key: &[u8]) {
@@ -707,7 +710,22 @@ fn record_ban_local(mcf: &MainConf, zone: usize, ban: &Ban, key: &[u8]) {
 
 enum Verdict {
     Banned(usize, u64),
-    Decisions(Vec<Decision>),
+    Decisions(Decisions),
+}
+
+/// Decisions in limit order; one limit, the common case, needs no allocation.
+enum Decisions {
+    One(Decision),
+    Many(Vec<Decision>),
+}
+
+impl Decisions {
+    fn as_slice(&self) -> &[Decision] {
+        match self {
+            Decisions::One(d) => core::slice::from_ref(d),
+            Decisions::Many(v) => v,
+        }
+    }
 }
 
 /// Shared by the request and the Redis callback; the request side clears `request` when
@@ -728,7 +746,7 @@ impl Waiter {
 enum Phase {
     #[default]
     Start,
-    Waiting(Rc<Waiter>, Vec<Applied>, Vec<AppliedBan>),
+    Waiting(Rc<Waiter>, &'static [Applied], &'static [AppliedBan]),
     Delaying,
     Done,
 }
@@ -779,7 +797,7 @@ pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
                     let zone = bans.iter().find(|b| is_redis(mcf, b.zone)).map_or(0, |b| b.zone);
                     Ok(Verdict::Banned(zone, ms * 1000))
                 }
-                Ok(LimitReply::Decisions(d)) => Ok(merge_local(mcf, &limits, &bans, d)),
+                Ok(LimitReply::Decisions(d)) => Ok(merge_local(mcf, limits, bans, d)),
                 Err(e) => Err(e),
             };
             finish(r, lc, mcf, &limits, &bans, verdict)
@@ -800,16 +818,56 @@ fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: V
     let local_verdict = decide_local(mcf, &local, &local_bans, admitted);
     // Decisions back in the order of `limits`.
     let (mut r, mut l) = (redis.into_iter(), match local_verdict {
-        Some(Verdict::Decisions(d)) => d.into_iter(),
+        Some(Verdict::Decisions(d)) => d.as_slice().to_vec().into_iter(),
         Some(banned @ Verdict::Banned(..)) => return banned,
         None => Vec::new().into_iter(),
     });
     let all = limits.iter().filter_map(|a| if is_redis(mcf, a.zone) { r.next() } else { l.next() }).collect();
-    Verdict::Decisions(all)
+    Verdict::Decisions(Decisions::Many(all))
 }
 
 /// The zone's key for this request; it lives in the request pool, hence `'static` here:
 /// it must not be kept beyond the request (the limiter's state never is).
+/// Collects into the request pool: freed with the request, no malloc on the hot path.
+fn pool_collect<T: Copy>(pool: *mut ngx::ffi::ngx_pool_t, items: impl Iterator<Item = T>) -> Option<&'static [T]> {
+    let mut items = items.peekable();
+    if items.peek().is_none() {
+        return Some(&[]);
+    }
+    let mut tmp: Vec<T> = Vec::new();
+    let (lower, upper) = items.size_hint();
+    let cap = upper.unwrap_or(lower).max(1);
+    // SAFETY: the pool's allocations are aligned for pointers and u64, which is all T holds
+    // (asserted below); the memory lives as long as the request.
+    unsafe {
+        assert!(core::mem::align_of::<T>() <= core::mem::align_of::<u64>());
+        let data = ngx::ffi::ngx_palloc(pool, cap * size_of::<T>()).cast::<T>();
+        if data.is_null() {
+            return None;
+        }
+        let mut n = 0;
+        for item in items {
+            if n == cap {
+                tmp.push(item);
+                continue;
+            }
+            data.add(n).write(item);
+            n += 1;
+        }
+        if tmp.is_empty() {
+            return Some(core::slice::from_raw_parts(data, n));
+        }
+        // The iterator said less than it gave: fall back to a second, exact allocation.
+        let all: Vec<T> = core::slice::from_raw_parts(data, n).iter().copied().chain(tmp).collect();
+        let exact = ngx::ffi::ngx_palloc(pool, all.len() * size_of::<T>()).cast::<T>();
+        if exact.is_null() {
+            return None;
+        }
+        core::ptr::copy_nonoverlapping(all.as_ptr(), exact, all.len());
+        Some(core::slice::from_raw_parts(exact, all.len()))
+    }
+}
+
 fn eval_key(zone: &Zone, r: *mut ngx_http_request_t) -> Option<&'static [u8]> {
     let v = zone.key.eval(r)?;
     // SAFETY: the value was allocated from (or points into) the request's memory.
@@ -819,27 +877,31 @@ fn eval_key(zone: &Zone, r: *mut ngx_http_request_t) -> Option<&'static [u8]> {
 fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> ngx_int_t {
     let rp: *mut ngx_http_request_t = r;
     let zones = &mcf.limits.zones;
-    let limits: Vec<Applied> = lc
-        .limits
-        .iter()
-        .flatten()
-        .filter_map(|l| {
+    let pool = r.pool;
+    let Some(limits) = pool_collect(
+        pool,
+        lc.limits.iter().flatten().filter_map(|l| {
             let z = &zones[l.zone];
             let key = eval_key(z, rp)?; // an empty key is not limited, like limit_req
             let limit = Limit { algorithm: z.algorithm, rate: z.rate, burst: l.burst, delay: l.delay, cost: l.cost };
             Some(Applied { zone: l.zone, limit, key })
-        })
-        .collect();
-    let bans: Vec<AppliedBan> =
-        lc.bans.iter().flatten().filter_map(|b| Some(AppliedBan { zone: b.zone, key: eval_key(&zones[b.zone], rp)? })).collect();
+        }),
+    ) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let Some(bans) =
+        pool_collect(pool, lc.bans.iter().flatten().filter_map(|b| Some(AppliedBan { zone: b.zone, key: eval_key(&zones[b.zone], rp)? })))
+    else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
     if limits.is_empty() && bans.is_empty() {
         return NGX_DECLINED as ngx_int_t;
     }
     let redis_limits = || limits.iter().filter(|a| is_redis(mcf, a.zone));
     let redis_bans = || bans.iter().filter(|b| is_redis(mcf, b.zone));
     if redis_limits().next().is_none() && redis_bans().next().is_none() {
-        let verdict = decide_local(mcf, &limits, &bans, true).ok_or(RedisError::Down);
-        return finish(r, lc, mcf, &limits, &bans, verdict);
+        let verdict = decide_local(mcf, limits, bans, true).ok_or(RedisError::Down);
+        return finish(r, lc, mcf, limits, bans, verdict);
     }
     // Local limits first, without committing: a local rejection saves the round trip.
     if limits.iter().any(|a| !is_redis(mcf, a.zone)) || bans.iter().any(|b| !is_redis(mcf, b.zone)) {
@@ -848,7 +910,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         if let Some(v) = decide_local(mcf, &local, &local_bans, false) {
             let rejected = match &v {
                 Verdict::Banned(..) => true,
-                Verdict::Decisions(d) => d.iter().any(|d| d.outcome == Outcome::Rejected),
+                Verdict::Decisions(d) => d.as_slice().iter().any(|d| d.outcome == Outcome::Rejected),
             };
             if rejected {
                 return finish(r, lc, mcf, &local, &local_bans, Ok(v));
@@ -863,10 +925,10 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         }
         // Decisions for the Redis limits only; the local ones were not committed.
         let decided: Vec<Applied> = redis_limits().cloned().collect();
-        return finish(r, lc, mcf, &decided, &[], Ok(Verdict::Decisions(cached)));
+        return finish(r, lc, mcf, &decided, &[], Ok(Verdict::Decisions(Decisions::Many(cached))));
     }
     if !w.client.as_ref().is_some_and(|c| c.available()) {
-        return finish(r, lc, mcf, &limits, &bans, Err(RedisError::Down));
+        return finish(r, lc, mcf, limits, bans, Err(RedisError::Down));
     }
     w.batch.push(
         redis_limits().map(|a| LimitKey { zone: &zones[a.zone].name, key: a.key, limit: a.limit }),
@@ -1039,9 +1101,12 @@ fn finish(
         }
         Verdict::Decisions(d) => d,
     };
-    remember_rejections(mcf, limits, &decisions);
+    let decisions = decisions.as_slice();
+    if decisions.iter().any(|d| d.outcome == Outcome::Rejected) {
+        remember_rejections(mcf, limits, decisions);
+    }
     let strictest = (0..decisions.len()).reduce(|a, b| if decisions[b].stricter_than(&decisions[a]) { b } else { a });
-    for (a, d) in limits.iter().zip(&decisions) {
+    for (a, d) in limits.iter().zip(decisions) {
         let s = &zones[a.zone].slots;
         mcf.add(
             match (d.outcome, dry_run) {
@@ -1102,11 +1167,19 @@ fn record_status(r: *mut ngx_http_request_t, status: &'static str, rc: ngx_int_t
     rc
 }
 
-/// Rate-limit response headers, for the header filter.
-pub fn response_headers(r: *mut ngx_http_request_t, lc: &super::LocConf, mcf: &MainConf) -> Vec<(&'static str, String)> {
-    let Some((zone, limit, d)) = RequestCtx::peek(r).and_then(|c| c.limit.headers) else { return Vec::new() };
+/// Rate-limit response headers, for the header filter; hand the result back with
+/// [`recycle`] so the next request reuses its buffer.
+pub fn response_headers(r: *mut ngx_http_request_t, lc: &super::LocConf, mcf: &MainConf) -> Option<Rendered> {
+    let (zone, limit, d) = RequestCtx::peek(r).and_then(|c| c.limit.headers)?;
     let (draft, legacy) = lc.limit.headers.unwrap_or((true, true));
-    HeaderSet { draft, legacy }.render(&mcf.limits.zones[zone].name, &limit, &d)
+    let buf = worker().map(|w| core::mem::take(&mut w.header_buf)).unwrap_or_default();
+    Some(HeaderSet { draft, legacy }.render_into(&mcf.limits.zones[zone].name, &limit, &d, buf))
+}
+
+pub fn recycle(rendered: Rendered) {
+    if let Some(w) = worker() {
+        w.header_buf = rendered.buf;
+    }
 }
 
 pub fn has_headers(r: *mut ngx_http_request_t) -> bool {

@@ -303,13 +303,18 @@ impl Client {
                 return;
             }
             let start = self.input.len();
-            self.input.resize(start + READ_CHUNK, 0);
-            // SAFETY: c is our live connection; the buffer has READ_CHUNK writable bytes.
+            // Read into spare capacity: no zeroing of a chunk per read.
+            self.input.reserve(READ_CHUNK);
+            // SAFETY: c is our live connection; the buffer has READ_CHUNK bytes of spare
+            // capacity, and only the n bytes recv wrote become part of the vector.
             let n = unsafe {
                 let recv = (*c).recv.expect("connections always have recv");
-                recv(c, self.input.as_mut_ptr().add(start), READ_CHUNK)
+                let n = recv(c, self.input.as_mut_ptr().add(start), READ_CHUNK);
+                if n > 0 {
+                    self.input.set_len(start + n as usize);
+                }
+                n
             };
-            self.input.truncate(start + n.max(0) as usize);
             if n == NGX_AGAIN as isize {
                 // SAFETY: c is live.
                 if unsafe { ngx_handle_read_event((*c).read, 0) } != NGX_OK as isize {
@@ -362,7 +367,7 @@ impl Client {
                         continue;
                     }
                     let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
-                    if let (true, Some(retry)) = (noscript, p.on_noscript.take().and_then(|(s, cmd)| s.eval_for(&cmd))) {
+                    if let Some(retry) = p.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd)) {
                         self.out.extend_from_slice(&retry);
                         p.sent_at = now();
                         self.pending.push_back(p);
