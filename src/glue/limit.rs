@@ -812,6 +812,13 @@ fn is_redis(mcf: &MainConf, zone: usize) -> bool {
 
 /// Redis decided its limits; now the local ones (checked before, committed now) join in.
 fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: Vec<Decision>) -> Verdict {
+    if limits.iter().all(|a| is_redis(mcf, a.zone)) && bans.iter().all(|b| is_redis(mcf, b.zone)) {
+        // Nothing local: Redis decided everything.
+        return Verdict::Decisions(match <[Decision; 1]>::try_from(redis) {
+            Ok([one]) => Decisions::One(one),
+            Err(many) => Decisions::Many(many),
+        });
+    }
     let local: Vec<Applied> = limits.iter().filter(|a| !is_redis(mcf, a.zone)).cloned().collect();
     let local_bans: Vec<AppliedBan> = bans.iter().filter(|b| !is_redis(mcf, b.zone)).cloned().collect();
     let admitted = redis.iter().all(|d| d.outcome != Outcome::Rejected);
