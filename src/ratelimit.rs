@@ -231,6 +231,32 @@ impl Clock for FakeClock {
     }
 }
 
+/// Decisions in limit order; one limit, the common case, needs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decisions {
+    One(Decision),
+    Many(Vec<Decision>),
+}
+
+impl core::ops::Deref for Decisions {
+    type Target = [Decision];
+    fn deref(&self) -> &[Decision] {
+        match self {
+            Decisions::One(d) => core::slice::from_ref(d),
+            Decisions::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<Decision>> for Decisions {
+    fn from(v: Vec<Decision>) -> Self {
+        match <[Decision; 1]>::try_from(v) {
+            Ok([d]) => Decisions::One(d),
+            Err(v) => Decisions::Many(v),
+        }
+    }
+}
+
 /// Response headers for the strictest decision.
 pub struct HeaderSet {
     pub draft: bool,

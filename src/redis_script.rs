@@ -17,7 +17,7 @@
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
 use crate::metrics::Fnv;
-use crate::ratelimit::{Algorithm, Decision, Limit, Outcome};
+use crate::ratelimit::{Algorithm, Decision, Decisions, Limit, Outcome};
 use crate::resp::{encode_command, Reply};
 use crate::sha1;
 
@@ -434,16 +434,20 @@ impl Batch {
                     answers.push(LimitReply::Banned(banned as u64));
                     continue;
                 }
-                let mut decisions = Vec::with_capacity(g.nlimits);
-                for _ in 0..g.nlimits {
+                let mut one = || -> Result<Decision, String> {
                     let outcome = match next()? {
                         0 => Outcome::Passed,
                         1 => Outcome::Delayed,
                         _ => Outcome::Rejected,
                     };
                     let mut u = || next().map(|v| v.max(0) as u64);
-                    decisions.push(Decision { outcome, remaining: u()?, reset_us: u()?, wait_us: u()? });
-                }
+                    Ok(Decision { outcome, remaining: u()?, reset_us: u()?, wait_us: u()? })
+                };
+                let decisions = if g.nlimits == 1 {
+                    Decisions::One(one()?)
+                } else {
+                    Decisions::Many((0..g.nlimits).map(|_| one()).collect::<Result<_, _>>()?)
+                };
                 answers.push(LimitReply::Decisions(decisions));
             }
             per_group.push(answers);
@@ -462,7 +466,7 @@ impl Batch {
 pub enum LimitReply {
     /// A ban key is live for this many ms more.
     Banned(u64),
-    Decisions(Vec<Decision>),
+    Decisions(Decisions),
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ fn lua_and_rust_agree_decision_for_decision() {
                 states = new;
             }
             let LimitReply::Decisions(lua) = c.limit(&script, &keys, &[], now) else { panic!() };
-            assert_eq!(lua, rust, "config {ci} step {step} at {now}");
+            assert_eq!(lua[..], rust[..], "config {ci} step {step} at {now}");
         }
     }
 }
@@ -253,7 +253,7 @@ fn a_batch_answers_like_one_call_per_request() {
             } else {
                 rejected += 1;
             }
-            assert_eq!(got, LimitReply::Decisions(want), "round {round}");
+            assert_eq!(got, LimitReply::Decisions(want.into()), "round {round}");
         }
     }
     assert!(admitted > 50 && rejected > 50, "the sequence exercises both answers: {admitted}/{rejected}");

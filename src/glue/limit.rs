@@ -33,7 +33,7 @@ use super::util::{guard, set_once, ComplexValue};
 use super::{RequestCtx, Shield};
 use crate::metrics::{Histogram, Registry};
 use crate::parse::{self, Rate};
-use crate::ratelimit::{self, Algorithm, Ban, Decision, HeaderSet, Limit, Outcome, Rendered, State};
+use crate::ratelimit::{self, Algorithm, Ban, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered, State};
 use crate::redis_script::{self, BanKey, Batch, LimitKey, LimitReply, Script};
 use crate::resp::Reply;
 use crate::shm_table::{KeyHash, Slot, Table};
@@ -713,20 +713,6 @@ enum Verdict {
     Decisions(Decisions),
 }
 
-/// Decisions in limit order; one limit, the common case, needs no allocation.
-enum Decisions {
-    One(Decision),
-    Many(Vec<Decision>),
-}
-
-impl Decisions {
-    fn as_slice(&self) -> &[Decision] {
-        match self {
-            Decisions::One(d) => core::slice::from_ref(d),
-            Decisions::Many(v) => v,
-        }
-    }
-}
 
 /// Shared by the request and the Redis callback; the request side clears `request` when
 /// its pool goes away, so a late reply never touches a freed request.
@@ -811,21 +797,18 @@ fn is_redis(mcf: &MainConf, zone: usize) -> bool {
 }
 
 /// Redis decided its limits; now the local ones (checked before, committed now) join in.
-fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: Vec<Decision>) -> Verdict {
+fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: Decisions) -> Verdict {
     if limits.iter().all(|a| is_redis(mcf, a.zone)) && bans.iter().all(|b| is_redis(mcf, b.zone)) {
         // Nothing local: Redis decided everything.
-        return Verdict::Decisions(match <[Decision; 1]>::try_from(redis) {
-            Ok([one]) => Decisions::One(one),
-            Err(many) => Decisions::Many(many),
-        });
+        return Verdict::Decisions(redis);
     }
     let local: Vec<Applied> = limits.iter().filter(|a| !is_redis(mcf, a.zone)).cloned().collect();
     let local_bans: Vec<AppliedBan> = bans.iter().filter(|b| !is_redis(mcf, b.zone)).cloned().collect();
     let admitted = redis.iter().all(|d| d.outcome != Outcome::Rejected);
     let local_verdict = decide_local(mcf, &local, &local_bans, admitted);
     // Decisions back in the order of `limits`.
-    let (mut r, mut l) = (redis.into_iter(), match local_verdict {
-        Some(Verdict::Decisions(d)) => d.as_slice().to_vec().into_iter(),
+    let (mut r, mut l) = (redis.iter().copied(), match local_verdict {
+        Some(Verdict::Decisions(d)) => d.to_vec().into_iter(),
         Some(banned @ Verdict::Banned(..)) => return banned,
         None => Vec::new().into_iter(),
     });
@@ -917,7 +900,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         if let Some(v) = decide_local(mcf, &local, &local_bans, false) {
             let rejected = match &v {
                 Verdict::Banned(..) => true,
-                Verdict::Decisions(d) => d.as_slice().iter().any(|d| d.outcome == Outcome::Rejected),
+                Verdict::Decisions(d) => d.iter().any(|d| d.outcome == Outcome::Rejected),
             };
             if rejected {
                 return finish(r, lc, mcf, &local, &local_bans, Ok(v));
@@ -1108,7 +1091,7 @@ fn finish(
         }
         Verdict::Decisions(d) => d,
     };
-    let decisions = decisions.as_slice();
+    let decisions: &[Decision] = &decisions;
     if decisions.iter().any(|d| d.outcome == Outcome::Rejected) {
         remember_rejections(mcf, limits, decisions);
     }
