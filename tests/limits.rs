@@ -85,6 +85,36 @@ fn headers_dry_run_and_status_variable() {
     assert_eq!(lines[3], "/dry/index.html 200 REJECTED_DRY_RUN");
 }
 
+/// `/` is answered by `index` through an internal redirect to `/index.html`, which runs the
+/// access phases again with module contexts cleared: the request must still count once, and
+/// keep its verdict and headers (like `limit_req`).
+#[test]
+fn an_internal_redirect_counts_once_and_keeps_the_verdict() {
+    let nginx = Nginx::builder()
+        .http(
+            r#"
+        shield_limit_zone $binary_remote_addr zone=idx:1m rate=1r/m backend=local;
+        log_format limits "$uri $status $shield_limit_status";
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            access_log %%TMP%%/limits.log limits;
+            location / { shield_limit zone=idx burst=3 nodelay; }
+        }"#,
+        )
+        .start();
+    for remaining in (0..4).rev() {
+        let r = http_request(nginx.port, "GET", "/", &[], None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("X-RateLimit-Remaining"), Some(remaining.to_string().as_str()), "one unit per request");
+    }
+    let limited = http_request(nginx.port, "GET", "/", &[], None);
+    assert_eq!(limited.status, 429, "burst 3 admits four requests, not two");
+    assert!(limited.header("Retry-After").is_some());
+    let log = nginx.wait_log("limits.log", 5);
+    assert_eq!(log.lines().next(), Some("/index.html 200 PASSED"), "the verdict survives the redirect");
+}
+
 #[test]
 fn burst_without_nodelay_delays_and_delay_threshold() {
     let nginx = Nginx::start(

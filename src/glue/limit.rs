@@ -58,6 +58,9 @@ struct ZoneSlots {
 pub struct Zone {
     pub name: String,
     key: ComplexValue,
+    /// The key's variable index when the key is exactly one variable (`$binary_remote_addr`):
+    /// read directly, without running the complex-value script or copying.
+    key_var: Option<ngx_uint_t>,
     key_source: String,
     rate: Rate,
     algorithm: Algorithm,
@@ -251,6 +254,16 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             None => Backend::Local,
         };
         let key = ComplexValue::compile(cf, &key_source)?;
+        let key_var = single_variable(&key_source).map(|var| {
+            let mut name = super::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
+            // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
+            let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
+            if index == NGX_ERROR as ngx_int_t {
+                return Err(format!("unknown variable \"${var}\""));
+            }
+            Ok(index as ngx_uint_t)
+        });
+        let key_var = key_var.transpose()?;
         let mut h = crate::metrics::Fnv::default();
         h.write(name.as_bytes());
         h.write(&[algorithm as u8]);
@@ -260,6 +273,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
         let mut zone = Box::new(Zone {
             name: name.clone(),
             key,
+            key_var,
             key_source,
             rate,
             algorithm,
@@ -859,9 +873,25 @@ fn pool_collect<T: Copy>(pool: *mut ngx::ffi::ngx_pool_t, items: impl Iterator<I
 }
 
 fn eval_key(zone: &Zone, r: *mut ngx_http_request_t) -> Option<&'static [u8]> {
+    if let Some(index) = zone.key_var {
+        // SAFETY: the index was obtained at configuration time; nginx caches the value in
+        // the request and its data lives at least as long as the request.
+        let v = unsafe { ngx::ffi::ngx_http_get_indexed_variable(r, index).as_ref()? };
+        if v.not_found() != 0 || v.len() == 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        return Some(unsafe { core::slice::from_raw_parts(v.data, v.len() as usize) });
+    }
     let v = zone.key.eval(r)?;
     // SAFETY: the value was allocated from (or points into) the request's memory.
     (!v.is_empty()).then(|| unsafe { core::slice::from_raw_parts(v.data, v.len) })
+}
+
+/// `$name` alone (no other text, no braces) → `name`.
+fn single_variable(source: &str) -> Option<&str> {
+    let name = source.strip_prefix('$')?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(name)
 }
 
 fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> ngx_int_t {

@@ -135,8 +135,13 @@ pub static mut ngx_http_shield_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// Per-request state, allocated on first use from the request pool. nginx clears it on an
-/// internal redirect, which is what we want: the new location's policy applies afresh.
+/// Per-request state, allocated on first use from the request pool.
+///
+/// nginx clears module contexts on an internal redirect (`index`, `try_files`, `error_page`);
+/// this one is found again through its pool cleanup, as nginx's realip module does, so a main
+/// request is limited and inspected once, and keeps its verdict, its rate-limit headers and
+/// its CSP nonce whichever location finally answers it. Location *policies* (headers, CORS,
+/// cache) are read from the final location's configuration, not from here.
 #[derive(Default)]
 pub struct RequestCtx {
     /// `$shield_csp_nonce`, generated once per request.
@@ -147,27 +152,72 @@ pub struct RequestCtx {
     pub waf: waf::WafCtx,
 }
 
+/// A RequestCtx in its pool cleanup's data, and the request it belongs to (subrequests share
+/// the pool, an internal redirect keeps the request).
+struct CtxCell {
+    owner: *mut ngx_http_request_t,
+    ctx: RequestCtx,
+}
+
+unsafe extern "C" fn drop_ctx(data: *mut c_void) {
+    // SAFETY: data is the CtxCell written in RequestCtx::get; nginx runs each cleanup once.
+    unsafe { ptr::drop_in_place(data.cast::<CtxCell>()) }
+}
+
 impl RequestCtx {
     /// The request's context if one was created, without allocating one.
     pub fn peek(r: *mut ngx_http_request_t) -> Option<&'static RequestCtx> {
         // SAFETY: as in get().
-        unsafe { (*(*r).ctx.add(Shield::module().ctx_index)).cast::<RequestCtx>().as_ref() }
+        unsafe {
+            let slot = (*r).ctx.add(Shield::module().ctx_index);
+            if (*slot).is_null() && (*r).internal() != 0 {
+                *slot = Self::recover(r)?;
+            }
+            (*slot).cast::<RequestCtx>().as_ref()
+        }
     }
 
     pub fn get(r: *mut ngx_http_request_t) -> Option<&'static mut RequestCtx> {
-        // SAFETY: r is a live request; the ctx slot for this module is either NULL or a
-        // RequestCtx allocated below from the request pool.
+        // SAFETY: r is a live request; the ctx slot for this module is either NULL or the
+        // RequestCtx inside a CtxCell allocated below as the data of a request pool cleanup.
         unsafe {
-            let module = Shield::module();
-            let slot = (*r).ctx.add(module.ctx_index);
+            let slot = (*r).ctx.add(Shield::module().ctx_index);
+            if (*slot).is_null() && (*r).internal() != 0 {
+                if let Some(ctx) = Self::recover(r) {
+                    *slot = ctx;
+                }
+            }
             if (*slot).is_null() {
-                let ctx = Pool::from_ngx_pool((*r).pool).allocate(RequestCtx::default());
-                if ctx.is_null() {
+                let cln = ngx::ffi::ngx_pool_cleanup_add((*r).pool, core::mem::size_of::<CtxCell>());
+                if cln.is_null() {
                     return None;
                 }
-                *slot = ctx.cast();
+                let cell = (*cln).data.cast::<CtxCell>();
+                cell.write(CtxCell { owner: r, ctx: RequestCtx::default() });
+                (*cln).handler = Some(drop_ctx);
+                *slot = ptr::addr_of_mut!((*cell).ctx).cast();
             }
             Some(&mut *(*slot).cast::<RequestCtx>())
+        }
+    }
+
+    /// After an internal redirect: this request's context, from the pool's cleanups.
+    unsafe fn recover(r: *mut ngx_http_request_t) -> Option<*mut c_void> {
+        // SAFETY: the cleanup list of a live pool is a valid singly linked list; entries with
+        // our handler hold a CtxCell.
+        unsafe {
+            let mut cln = (*(*r).pool).cleanup;
+            while !cln.is_null() {
+                let ours = (*cln).handler.is_some_and(|h| core::ptr::fn_addr_eq(h, drop_ctx as unsafe extern "C" fn(*mut c_void)));
+                if ours {
+                    let cell = (*cln).data.cast::<CtxCell>();
+                    if (*cell).owner == r {
+                        return Some(ptr::addr_of_mut!((*cell).ctx).cast());
+                    }
+                }
+                cln = (*cln).next;
+            }
+            None
         }
     }
 }
