@@ -21,25 +21,26 @@ SCENARIOS=()
 # ONLY="bare headers" scripts/bench.sh runs a subset.
 scenario() { [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $1 "* ]] && return; SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
 
-scenario bare no / "" ""
+scenario bare no /index.html "" ""
 # What the preset's bytes alone cost: the same eight headers with plain add_header, no module.
-scenario add_header_same no / "" "add_header Content-Security-Policy \"default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'\" always; add_header X-Frame-Options DENY always; add_header X-Content-Type-Options nosniff always; add_header Referrer-Policy strict-origin-when-cross-origin always; add_header Permissions-Policy \"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()\" always; add_header Cross-Origin-Opener-Policy same-origin always; add_header Cross-Origin-Resource-Policy same-origin always;"
-scenario headers yes / "" "shield_headers on;"
-scenario headers_cors_cache yes / "" "shield_headers on; shield_cors on; shield_cors_origins https://a.example; shield_cache_control \"no-cache\" type=text/html;"
+scenario add_header_same no /index.html "" "add_header Content-Security-Policy \"default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'\" always; add_header X-Frame-Options DENY always; add_header X-Content-Type-Options nosniff always; add_header Referrer-Policy strict-origin-when-cross-origin always; add_header Permissions-Policy \"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()\" always; add_header Cross-Origin-Opener-Policy same-origin always; add_header Cross-Origin-Resource-Policy same-origin always;"
+scenario headers yes /index.html "" "shield_headers on;"
+scenario headers_cors_cache yes /index.html "" "shield_headers on; shield_cors on; shield_cors_origins https://a.example; shield_cache_control \"no-cache\" type=text/html;"
 
 # Input filtering: benign POSTs with query args, a cookie and a small JSON body, all packs on.
 scenario bare_post no / "$ROOT/scripts/wrk/post-json.lua" ""
 scenario filter yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter on;"
 
 # Rate limiting: a limit high enough never to reject, so the cost of checking is measured.
+# GET scenarios ask for /index.html: "/" would add an internal redirect (index) to each.
 REDIS_PORT=18479
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
     --pidfile "$WORK/redis.pid" >/dev/null
 trap 'kill "$(cat "$WORK/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
-scenario limit_req no / "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; limit_req zone=b burst=1000 nodelay;"
-scenario shield_local yes / "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
-scenario shield_local_noheaders yes / "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
-scenario shield_redis yes / "" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
+scenario limit_req no /index.html "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; limit_req zone=b burst=1000 nodelay;"
+scenario shield_local yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
+scenario shield_local_noheaders yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
+scenario shield_redis yes /index.html "" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
 
 # What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
 # request over a cosocket (Debian's lua module; a minimal RESP client inline, since
@@ -64,7 +65,7 @@ if [ -f "$LUA_MODULE" ]; then
         sock:setkeepalive(10000, 100)
         if tonumber(string.sub(count or ':0', 2)) > 100000000000 then return ngx.exit(429) end
     }"
-    scenario lua_redis lua / "" "$LUA_CONF"
+    scenario lua_redis lua /index.html "" "$LUA_CONF"
 fi
 
 port=18480
