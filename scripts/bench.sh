@@ -35,12 +35,14 @@ scenario filter yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter on;"
 # GET scenarios ask for /index.html: "/" would add an internal redirect (index) to each.
 REDIS_PORT=18479
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
-    --pidfile "$WORK/redis.pid" >/dev/null
+    --unixsocket "$WORK/redis.sock" --unixsocketperm 777 --pidfile "$WORK/redis.pid" >/dev/null
 trap 'kill "$(cat "$WORK/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 scenario limit_req no /index.html "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; limit_req zone=b burst=1000 nodelay;"
 scenario shield_local yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
 scenario shield_local_noheaders yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
 scenario shield_redis yes /index.html "" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
+# The same Redis over its Unix socket (a Redis on the nginx host).
+scenario shield_redis_unix yes /index.html "" "shield_redis unix://$WORK/redis.sock timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
 
 # What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
 # request over a cosocket (Debian's lua module; a minimal RESP client inline, since

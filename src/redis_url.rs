@@ -1,11 +1,15 @@
-//! `shield_redis redis://[user[:password]@]host[:port][/db]` parsing.
+//! `shield_redis redis://[user[:password]@]host[:port][/db]` and
+//! `unix://[user[:password]@]/path/to/redis.sock[?db=n]` parsing.
 
 use crate::parse::{self, ParseError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisUrl {
+    /// TCP: host and port. For a Unix socket, host is empty and port 0.
     pub host: String,
     pub port: u16,
+    /// A Unix-domain socket path (`unix://`): no TCP/IP stack between nginx and a local Redis.
+    pub socket: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
@@ -15,8 +19,9 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
     let invalid = |why: &str| ParseError(format!("invalid redis URL \"{url}\": {why}"));
     let rest = match url.split_once("://") {
         Some(("redis", rest)) => rest,
+        Some(("unix", rest)) => return parse_unix(url, rest),
         Some(("rediss", _)) => return Err(invalid("TLS (rediss://) is not supported yet")),
-        _ => return Err(invalid("expected redis://host[:port][/db]")),
+        _ => return Err(invalid("expected redis://host[:port][/db] or unix:///path")),
     };
     let (authority, db) = match rest.split_once('/') {
         Some((a, "")) => (a, 0),
@@ -27,17 +32,7 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(u) => match u.split_once(':') {
-            Some(("", p)) => (None, Some(percent_decode(p).ok_or_else(|| invalid("bad escape"))?)),
-            Some((user, p)) => (
-                Some(percent_decode(user).ok_or_else(|| invalid("bad escape"))?),
-                Some(percent_decode(p).ok_or_else(|| invalid("bad escape"))?),
-            ),
-            None => (None, Some(percent_decode(u).ok_or_else(|| invalid("bad escape"))?)),
-        },
-    };
+    let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed [ in host"))?;
         (h, after.strip_prefix(':'))
@@ -54,7 +49,53 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
         None => 6379,
         Some(p) => parse::number(p).and_then(|n| u16::try_from(n).ok()).filter(|&n| n > 0).ok_or_else(|| invalid("bad port"))?,
     };
-    Ok(RedisUrl { host: host.to_string(), port, username, password, db })
+    Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db })
+}
+
+/// Longest path a `sockaddr_un` holds (108 bytes with the terminating NUL, on Linux).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+fn parse_unix(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
+    let invalid = |why: &str| ParseError(format!("invalid redis URL \"{url}\": {why}"));
+    let (userinfo, rest) = match rest.strip_prefix('/') {
+        Some(_) => (None, rest),
+        None => match rest.split_once("@/") {
+            Some((u, _)) => (Some(u), &rest[u.len() + 1..]),
+            None => return Err(invalid("expected unix:///path/to/redis.sock")),
+        },
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.len() < 2 || path.ends_with('/') {
+        return Err(invalid("expected unix:///path/to/redis.sock"));
+    }
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(invalid("socket path too long"));
+    }
+    let db = match query {
+        None => 0,
+        Some(q) => match q.strip_prefix("db=") {
+            Some(d) => parse::number(d).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid("bad database number"))?,
+            None => return Err(invalid("the only query parameter is db=n")),
+        },
+    };
+    let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
+    Ok(RedisUrl { host: String::new(), port: 0, socket: Some(path.to_string()), username, password, db })
+}
+
+type Credentials = (Option<String>, Option<String>);
+
+fn userinfo_parts(userinfo: Option<&str>) -> Option<Credentials> {
+    Some(match userinfo {
+        None => (None, None),
+        Some(u) => match u.split_once(':') {
+            Some(("", p)) => (None, Some(percent_decode(p)?)),
+            Some((user, p)) => (Some(percent_decode(user)?), Some(percent_decode(p)?)),
+            None => (None, Some(percent_decode(u)?)),
+        },
+    })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -81,11 +122,25 @@ mod tests {
     #[test]
     fn full_and_minimal_urls() {
         let u = parse("redis://app:p%40ss@127.0.0.1:6380/2").unwrap();
-        assert_eq!(u, RedisUrl { host: "127.0.0.1".into(), port: 6380, username: Some("app".into()), password: Some("p@ss".into()), db: 2 });
+        assert_eq!(u, RedisUrl { host: "127.0.0.1".into(), port: 6380, socket: None, username: Some("app".into()), password: Some("p@ss".into()), db: 2 });
         let m = parse("redis://localhost").unwrap();
         assert_eq!((m.port, m.db, m.password), (6379, 0, None));
         assert_eq!(parse("redis://:secret@h").unwrap().password.as_deref(), Some("secret"));
         assert_eq!(parse("redis://[::1]:7000/").unwrap().host, "::1");
+    }
+
+    #[test]
+    fn unix_sockets() {
+        let u = parse("unix:///run/redis/redis.sock").unwrap();
+        assert_eq!((u.socket.as_deref(), u.db, u.password), (Some("/run/redis/redis.sock"), 0, None));
+        let u = parse("unix://app:p%40ss@/tmp/r.sock?db=3").unwrap();
+        assert_eq!(u, RedisUrl { host: String::new(), port: 0, socket: Some("/tmp/r.sock".into()), username: Some("app".into()), password: Some("p@ss".into()), db: 3 });
+        assert_eq!(parse("unix://:secret@/r.sock").unwrap().password.as_deref(), Some("secret"));
+        assert!(parse("unix://relative.sock").is_err());
+        assert!(parse("unix:///").is_err());
+        assert!(parse("unix:///r.sock?db=x").unwrap_err().0.contains("database"));
+        assert!(parse("unix:///r.sock?timeout=1").is_err());
+        assert!(parse(&format!("unix:///{}", "a".repeat(120))).unwrap_err().0.contains("too long"));
     }
 
     #[test]

@@ -39,6 +39,37 @@ fn exact_admission_across_two_instances_sharing_redis() {
     }
 }
 
+/// A node may reach Redis over a Unix socket (`unix://`) while another uses TCP: one store,
+/// one exact quota.
+#[test]
+fn unix_socket_and_tcp_nodes_share_one_exact_quota() {
+    let redis = Redis::start();
+    let http = |url: String| {
+        format!(
+            r#"
+        shield_redis {url} timeout=500ms;
+        shield_limit_zone $http_x_client zone=api:1m rate=50r/h;
+        server {{
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / {{ shield_limit zone=api burst=49 nodelay; }}
+        }}"#
+        )
+    };
+    let tcp = Nginx::builder().http(&http(format!("redis://127.0.0.1:{}", redis.port))).start();
+    let unix = Nginx::builder().http(&http(format!("unix://{}", redis.socket().display()))).start();
+    let ports = [tcp.port, unix.port];
+    let statuses = parallel(150, 8, Duration::from_secs(60), move |i| {
+        try_http_request(ports[i % 2], "GET", "/index.html", &[("X-Client", "t")], None).map(|r| r.status)
+    });
+    let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
+    let limited = statuses.iter().filter(|s| **s == Ok(429)).count();
+    assert_eq!((ok, limited), (50, 100), "exactly the quota across a TCP node and a Unix-socket node");
+    let via_unix = (0..3).map(|_| http_request(unix.port, "GET", "/index.html", &[("X-Client", "u")], None).status).collect::<Vec<_>>();
+    assert_eq!(via_unix, [200, 200, 200], "a fresh key passes over the socket");
+    assert_eq!(redis.command(&["EXISTS", "shield:{u}:api"]), ":1", "the socket node wrote to the shared Redis");
+}
+
 #[test]
 fn headers_dry_run_and_status_variable() {
     let redis = Redis::start();
@@ -380,6 +411,7 @@ fn bad_limit_directives_fail_nginx_t() {
         ("shield_limit_fail maybe;", "invalid value \"maybe\""),
         ("shield_limit_status 200;", "must be between 400 and 599"),
         ("shield_redis rediss://127.0.0.1;", "TLS"),
+        ("shield_redis unix://relative.sock;", "expected unix:///path"),
         ("shield_redis redis://127.0.0.1 timeout=0;", "invalid timeout"),
         ("shield_limit_zone $uri zone=a:1m rate=1r/s; shield_ban zone=a status=401 ban=1m;", "must have \"threshold\""),
     ];

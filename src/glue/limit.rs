@@ -152,7 +152,7 @@ fn main_conf(cf: &mut ngx_conf_t) -> Result<&'static mut MainConf, String> {
     Shield::main_conf_mut(cf).ok_or_else(|| "no main configuration".to_string())
 }
 
-/// `shield_redis redis://[user:pass@]host[:port][/db] [timeout=50ms];`
+/// `shield_redis redis://[user:pass@]host[:port][/db] | unix://[user:pass@]/path[?db=n] [timeout=50ms];`
 pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     super::util::directive(cf, cmd, conf, |_, mcf: &mut MainConf, args| {
         if mcf.limits.redis.is_some() {
@@ -171,13 +171,19 @@ pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
                 _ => return Err(format!("invalid parameter \"{arg}\"")),
             }
         }
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
-            .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
-            .next()
-            .ok_or_else(|| format!("host not found in \"{}\"", args[0]))?;
+        let (sockaddr, name) = match &url.socket {
+            Some(path) => (sockaddr_un_bytes(path), format!("unix:{path}")),
+            None => {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
+                    .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
+                    .next()
+                    .ok_or_else(|| format!("host not found in \"{}\"", args[0]))?;
+                (sockaddr_bytes(&addr), addr.to_string())
+            }
+        };
         mcf.limits.redis = Some(Target {
-            sockaddr: sockaddr_bytes(&addr),
-            name: addr.to_string(),
+            sockaddr,
+            name,
             username: url.username,
             password: url.password,
             db: url.db,
@@ -191,6 +197,15 @@ pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
         });
         Ok(())
     })
+}
+
+/// A `struct sockaddr_un` as bytes (family, NUL-terminated path; the URL parser bounds the
+/// path length).
+fn sockaddr_un_bytes(path: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 2 + 108];
+    b[..2].copy_from_slice(&(ngx::ffi::AF_UNIX as u16).to_ne_bytes());
+    b[2..2 + path.len()].copy_from_slice(path.as_bytes());
+    b
 }
 
 /// A `struct sockaddr_in`/`sockaddr_in6` as bytes, for nginx's peer connection.

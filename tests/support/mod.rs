@@ -670,6 +670,11 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// The server also listens on this Unix socket (inside its private directory).
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
     pub fn start() -> Redis {
         let mut r = Redis { port: free_port(), dir: TempDir::new(), child: None };
         r.spawn();
@@ -682,6 +687,9 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
