@@ -277,7 +277,8 @@ impl Rendered {
     }
 }
 
-fn push_dec(out: &mut Vec<u8>, v: u64) {
+/// Appends the decimal digits of `v` (no formatting machinery, no allocation).
+pub fn push_dec(out: &mut Vec<u8>, v: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut v = v;

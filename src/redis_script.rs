@@ -17,7 +17,7 @@
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
 use crate::metrics::Fnv;
-use crate::ratelimit::{Algorithm, Decision, Decisions, Limit, Outcome};
+use crate::ratelimit::{push_dec, Algorithm, Decision, Decisions, Limit, Outcome};
 use crate::resp::{encode_command, Reply};
 use crate::sha1;
 
@@ -197,26 +197,6 @@ impl Script {
     }
 }
 
-/// The decimal digits of `v`, right-aligned in a stack buffer: (buffer, first digit).
-fn dec(v: u64) -> ([u8; 20], usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return (digits, i);
-        }
-    }
-}
-
-fn push_dec(out: &mut Vec<u8>, v: u64) {
-    let (digits, i) = dec(v);
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// Appends the RESP header of a bulk string of `len` bytes: `$<len>\r\n`.
 fn push_bulk_header(out: &mut Vec<u8>, len: usize) {
     out.push(b'$');
@@ -265,8 +245,9 @@ fn write_key(out: &mut Vec<u8>, zone: &str, key: &[u8], suffix: &str) {
 
 /// Appends one RESP bulk string holding the decimal `v`.
 fn bulk_u64(out: &mut Vec<u8>, v: u64) {
-    let (digits, i) = dec(v);
-    push_bulk(out, &digits[i..]);
+    push_bulk_header(out, v.checked_ilog10().map_or(1, |d| d as usize + 1));
+    push_dec(out, v);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// One limit of one request, as the batch needs it.
