@@ -419,3 +419,31 @@ fn bad_limit_directives_fail_nginx_t() {
         assert_config_error(&format!("{directives} {srv}"), expected);
     }
 }
+
+/// The demo configuration that `scripts/run.sh` serves must load, with Redis (over its Unix
+/// socket, as run.sh starts it) and without (the shared-memory backend).
+#[test]
+fn the_demo_config_passes_nginx_t_with_and_without_redis() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template = std::fs::read_to_string(root.join("nginx-conf/demo.conf")).unwrap();
+    let redis = Redis::start();
+    let redis_line = format!("shield_redis unix://{} timeout=50ms;", redis.socket().display());
+    for redis_directive in ["# no redis", redis_line.as_str()] {
+        let dir = support::TempDir::new();
+        let conf = template
+            .replace("@MODULE@", &support::env_path("SHIELD_MODULE"))
+            .replace("@RUNTIME@", dir.path().to_str().unwrap())
+            .replace("@SITE@", root.join("nginx-conf/demo-site").to_str().unwrap())
+            .replace("@USER@", if support::is_root() { "user root;" } else { "" })
+            .replace("@REDIS@", redis_directive);
+        assert!(conf.lines().filter(|l| !l.trim_start().starts_with('#')).all(|l| !l.contains('@')), "every placeholder filled");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let out = std::process::Command::new(support::nginx_bin())
+            .args(["-t", "-p", dir.path().to_str().unwrap(), "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "demo.conf with {redis_directive:?}:\n{text}");
+    }
+}

@@ -68,7 +68,7 @@ impl Drop for TempDir {
     }
 }
 
-fn env_path(name: &str) -> String {
+pub fn env_path(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
 }
 
@@ -245,7 +245,7 @@ fn render_conf(dir: &Path, port: u16, vars: &[(String, String)], http: &str, mai
     )
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
