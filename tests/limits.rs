@@ -131,6 +131,9 @@ fn an_internal_redirect_counts_once_and_keeps_the_verdict() {
             root %%HTML%%;
             access_log %%TMP%%/limits.log limits;
             location / { shield_limit zone=idx burst=3 nodelay; }
+            # A rejection answered by a page from a limited location: the page is served (the
+            # request is not limited again) and keeps the rejection's headers.
+            location /api/ { alias %%HTML%%/; shield_limit zone=idx burst=3 nodelay; error_page 429 /page.html; }
         }"#,
         )
         .start();
@@ -142,8 +145,13 @@ fn an_internal_redirect_counts_once_and_keeps_the_verdict() {
     let limited = http_request(nginx.port, "GET", "/", &[], None);
     assert_eq!(limited.status, 429, "burst 3 admits four requests, not two");
     assert!(limited.header("Retry-After").is_some());
-    let log = nginx.wait_log("limits.log", 5);
+    let page = http_request(nginx.port, "GET", "/api/index.html", &[], None);
+    assert_eq!(page.status, 429, "error_page keeps the status");
+    assert!(page.body_str().contains("page"), "the error page is served: {:?}", page.body_str());
+    assert!(page.header("Retry-After").is_some(), "and carries the rejection's headers");
+    let log = nginx.wait_log("limits.log", 6);
     assert_eq!(log.lines().next(), Some("/index.html 200 PASSED"), "the verdict survives the redirect");
+    assert_eq!(log.lines().last(), Some("/page.html 429 REJECTED"));
 }
 
 #[test]
