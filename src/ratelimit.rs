@@ -14,6 +14,7 @@
 //! delays the rest; `nodelay` delays none. A request beyond the burst is rejected.
 
 use crate::parse::Rate;
+use crate::resp::push_dec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -277,22 +278,6 @@ impl Rendered {
     }
 }
 
-/// Appends the decimal digits of `v` (no formatting machinery, no allocation).
-pub fn push_dec(out: &mut Vec<u8>, v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 impl HeaderSet {
     /// IETF draft `RateLimit-Policy`/`RateLimit` (structured fields) and legacy
     /// `X-RateLimit-*`, plus `Retry-After` on rejection, rendered into `buf` (cleared first,
@@ -327,12 +312,6 @@ impl HeaderSet {
         }
         out
     }
-
-    /// `(name, value)` pairs, as [`render_into`](Self::render_into) renders them.
-    pub fn render(&self, zone: &str, limit: &Limit, d: &Decision) -> Vec<(&'static str, String)> {
-        let r = self.render_into(zone, limit, d, Vec::new());
-        r.iter().map(|(n, v)| (n, String::from_utf8_lossy(v).into_owned())).collect()
-    }
 }
 
 enum Part<'a> {
@@ -351,6 +330,12 @@ mod tests {
 
     fn limit(r: &str, burst: u64, delay: u64, algorithm: Algorithm) -> Limit {
         Limit { algorithm, rate: rate(r).unwrap(), burst, delay, cost: 1 }
+    }
+
+    /// `(name, value)` pairs, as `render_into` renders them.
+    fn render(h: HeaderSet, zone: &str, limit: &Limit, d: &Decision) -> Vec<(&'static str, String)> {
+        let r = h.render_into(zone, limit, d, Vec::new());
+        r.iter().map(|(n, v)| (n, String::from_utf8_lossy(v).into_owned())).collect()
     }
 
     /// Runs one request through `limit` at the clock's time, committing when admitted.
@@ -514,12 +499,12 @@ mod tests {
     fn headers_render_draft_and_legacy() {
         let l = limit("100r/m", 99, 99, Algorithm::Gcra);
         let d = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: 17_500_000, wait_us: 600_000 };
-        let h = HeaderSet { draft: true, legacy: true }.render("api", &l, &d);
+        let h = render(HeaderSet { draft: true, legacy: true }, "api", &l, &d);
         assert!(h.contains(&("RateLimit-Policy", "\"api\";q=100;w=60".into())));
         assert!(h.contains(&("RateLimit", "\"api\";r=0;t=18".into())));
         assert!(h.contains(&("X-RateLimit-Limit", "100".into())));
         assert!(h.contains(&("Retry-After", "1".into())));
-        let none = HeaderSet { draft: false, legacy: false }.render("api", &l, &d);
+        let none = render(HeaderSet { draft: false, legacy: false }, "api", &l, &d);
         assert!(none.is_empty());
     }
 }

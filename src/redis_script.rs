@@ -17,8 +17,8 @@
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
 use crate::metrics::Fnv;
-use crate::ratelimit::{push_dec, Algorithm, Decision, Decisions, Limit, Outcome};
-use crate::resp::{encode_command, Reply};
+use crate::ratelimit::{Algorithm, Decision, Decisions, Limit, Outcome};
+use crate::resp::{encode_command, push_bulk, push_bulk_header, push_dec, Reply};
 use crate::sha1;
 
 /// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
@@ -195,19 +195,6 @@ impl Script {
         out.extend_from_slice(rest);
         Some(out)
     }
-}
-
-/// Appends the RESP header of a bulk string of `len` bytes: `$<len>\r\n`.
-fn push_bulk_header(out: &mut Vec<u8>, len: usize) {
-    out.push(b'$');
-    push_dec(out, len as u64);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    push_bulk_header(out, bytes.len());
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// `shield:{<key>}:<zone><suffix>`. Keys that are not printable, or contain braces (which

@@ -30,15 +30,42 @@ const MAX_LINE: usize = 64 << 10;
 /// Appends `*N\r\n$len\r\narg\r\n...` for one command.
 pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
+    push_dec(out, args.len() as u64);
     out.extend_from_slice(b"\r\n");
     for arg in args {
-        out.push(b'$');
-        out.extend_from_slice(arg.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+        push_bulk(out, arg);
     }
+}
+
+/// Appends one bulk string: `$<len>\r\n<bytes>\r\n`.
+pub fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_bulk_header(out, bytes.len());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the header of a bulk string of `len` bytes: `$<len>\r\n`.
+pub fn push_bulk_header(out: &mut Vec<u8>, len: usize) {
+    out.push(b'$');
+    push_dec(out, len as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the decimal digits of `v` (no formatting machinery, no allocation); also used for
+/// HTTP header values.
+pub fn push_dec(out: &mut Vec<u8>, v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Decodes one reply from the start of `buf`: `Ok(Some((reply, bytes used)))`, `Ok(None)` if

@@ -87,6 +87,13 @@ impl Conn {
     }
 }
 
+/// A fresh redis-server, a connection to it and LIMIT_SCRIPT (not loaded yet).
+fn limit_script() -> (Redis, Conn, Script) {
+    let redis = Redis::start();
+    let c = Conn::open(redis.port);
+    (redis, c, Script::new(LIMIT_SCRIPT))
+}
+
 fn lk<'a>(zone: &'a str, key: &'a [u8], limit: Limit) -> LimitKey<'a> {
     LimitKey { zone, key, limit }
 }
@@ -97,9 +104,7 @@ fn limit(r: &str, burst: u64, delay: u64, algorithm: Algorithm) -> Limit {
 
 #[test]
 fn evalsha_falls_back_to_eval_on_noscript_then_uses_the_cache() {
-    let redis = Redis::start();
-    let mut c = Conn::open(redis.port);
-    let script = Script::new(LIMIT_SCRIPT);
+    let (_redis, mut c, script) = limit_script();
     let l = limit("10r/s", 0, 0, Algorithm::Gcra);
     let mut b = Batch::default();
     b.push([lk("z", b"k", l)], []);
@@ -112,9 +117,7 @@ fn evalsha_falls_back_to_eval_on_noscript_then_uses_the_cache() {
 /// Drives the same request sequence through Rust and Lua and compares every decision.
 #[test]
 fn lua_and_rust_agree_decision_for_decision() {
-    let redis = Redis::start();
-    let mut c = Conn::open(redis.port);
-    let script = Script::new(LIMIT_SCRIPT);
+    let (_redis, mut c, script) = limit_script();
     let configs = [
         vec![limit("10r/s", 0, 0, Algorithm::Gcra)],
         vec![limit("10r/s", 5, 0, Algorithm::Gcra)],
@@ -144,9 +147,7 @@ fn lua_and_rust_agree_decision_for_decision() {
 
 #[test]
 fn exact_admission_and_every_key_has_a_ttl() {
-    let redis = Redis::start();
-    let mut c = Conn::open(redis.port);
-    let script = Script::new(LIMIT_SCRIPT);
+    let (_redis, mut c, script) = limit_script();
     let l = limit("100r/h", 99, 99, Algorithm::Gcra);
     let admitted = (0..300)
         .filter(|_| matches!(c.limit(&script, &[lk("api", b"10.0.0.1", l)], &[], 0), LimitReply::Decisions(d) if d[0].outcome == Outcome::Passed))
@@ -164,9 +165,7 @@ fn exact_admission_and_every_key_has_a_ttl() {
 
 #[test]
 fn rejected_by_one_limit_consumes_none_of_the_others() {
-    let redis = Redis::start();
-    let mut c = Conn::open(redis.port);
-    let script = Script::new(LIMIT_SCRIPT);
+    let (_redis, mut c, script) = limit_script();
     let loose = limit("100r/h", 99, 99, Algorithm::Gcra);
     let strict = limit("1r/h", 0, 0, Algorithm::Gcra);
     let keys = [redis_key("loose", b"k", ""), redis_key("strict", b"k", "")];
@@ -211,9 +210,7 @@ fn penalty_box_bans_after_threshold_and_the_limit_script_honours_it() {
 /// each key is written once with a TTL.
 #[test]
 fn a_batch_answers_like_one_call_per_request() {
-    let redis = Redis::start();
-    let mut c = Conn::open(redis.port);
-    let script = Script::new(LIMIT_SCRIPT);
+    let (_redis, mut c, script) = limit_script();
     let per_ip = limit("10r/s", 3, 1, Algorithm::Gcra);
     let shared = limit("20r/s", 4, 0, Algorithm::SlidingWindow);
     let clients: [&[u8]; 3] = [b"10.0.0.1", b"10.0.0.2", &[10, 0, 0, 3]];

@@ -742,7 +742,6 @@ enum Verdict {
     Decisions(Decisions),
 }
 
-
 /// Shared by the request and the Redis callback; the request side clears `request` when
 /// its pool goes away, so a late reply never touches a freed request.
 struct Waiter {
@@ -845,48 +844,31 @@ fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: D
     Verdict::Decisions(Decisions::Many(all))
 }
 
-/// The zone's key for this request; it lives in the request pool, hence `'static` here:
-/// it must not be kept beyond the request (the limiter's state never is).
-/// Collects into the request pool: freed with the request, no malloc on the hot path.
-fn pool_collect<T: Copy>(pool: *mut ngx::ffi::ngx_pool_t, items: impl Iterator<Item = T>) -> Option<&'static [T]> {
-    let mut items = items.peekable();
-    if items.peek().is_none() {
+/// Collects at most `max` items into the request pool: freed with the request, no malloc on
+/// the hot path.
+fn pool_collect<T: Copy>(pool: *mut ngx::ffi::ngx_pool_t, max: usize, items: impl Iterator<Item = T>) -> Option<&'static [T]> {
+    if max == 0 {
         return Some(&[]);
     }
-    let mut tmp: Vec<T> = Vec::new();
-    let (lower, upper) = items.size_hint();
-    let cap = upper.unwrap_or(lower).max(1);
-    // SAFETY: the pool's allocations are aligned for pointers and u64, which is all T holds
-    // (asserted below); the memory lives as long as the request.
+    // SAFETY: pool allocations are aligned for pointers and u64, which is all T holds
+    // (asserted); the memory lives as long as the request, and only written items are read.
     unsafe {
         assert!(core::mem::align_of::<T>() <= core::mem::align_of::<u64>());
-        let data = ngx::ffi::ngx_palloc(pool, cap * size_of::<T>()).cast::<T>();
+        let data = ngx::ffi::ngx_palloc(pool, max * size_of::<T>()).cast::<T>();
         if data.is_null() {
             return None;
         }
         let mut n = 0;
-        for item in items {
-            if n == cap {
-                tmp.push(item);
-                continue;
-            }
+        for item in items.take(max) {
             data.add(n).write(item);
             n += 1;
         }
-        if tmp.is_empty() {
-            return Some(core::slice::from_raw_parts(data, n));
-        }
-        // The iterator said less than it gave: fall back to a second, exact allocation.
-        let all: Vec<T> = core::slice::from_raw_parts(data, n).iter().copied().chain(tmp).collect();
-        let exact = ngx::ffi::ngx_palloc(pool, all.len() * size_of::<T>()).cast::<T>();
-        if exact.is_null() {
-            return None;
-        }
-        core::ptr::copy_nonoverlapping(all.as_ptr(), exact, all.len());
-        Some(core::slice::from_raw_parts(exact, all.len()))
+        Some(core::slice::from_raw_parts(data, n))
     }
 }
 
+/// The zone's key for this request; it lives in the request pool, hence `'static` here:
+/// it must not be kept beyond the request (the limiter's state never is).
 fn eval_key(zone: &Zone, r: *mut ngx_http_request_t) -> Option<&'static [u8]> {
     if let Some(index) = zone.key_var {
         // SAFETY: the index was obtained at configuration time; nginx caches the value in
@@ -913,9 +895,11 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
     let rp: *mut ngx_http_request_t = r;
     let zones = &mcf.limits.zones;
     let pool = r.pool;
+    let (limit_refs, ban_refs) = (lc.limits.as_deref().unwrap_or_default(), lc.bans.as_deref().unwrap_or_default());
     let Some(limits) = pool_collect(
         pool,
-        lc.limits.iter().flatten().filter_map(|l| {
+        limit_refs.len(),
+        limit_refs.iter().filter_map(|l| {
             let z = &zones[l.zone];
             let key = eval_key(z, rp)?; // an empty key is not limited, like limit_req
             let limit = Limit { algorithm: z.algorithm, rate: z.rate, burst: l.burst, delay: l.delay, cost: l.cost };
@@ -925,7 +909,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let Some(bans) =
-        pool_collect(pool, lc.bans.iter().flatten().filter_map(|b| Some(AppliedBan { zone: b.zone, key: eval_key(&zones[b.zone], rp)? })))
+        pool_collect(pool, ban_refs.len(), ban_refs.iter().filter_map(|b| Some(AppliedBan { zone: b.zone, key: eval_key(&zones[b.zone], rp)? })))
     else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };

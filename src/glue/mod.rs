@@ -168,25 +168,14 @@ impl RequestCtx {
     /// The request's context if one was created, without allocating one.
     pub fn peek(r: *mut ngx_http_request_t) -> Option<&'static RequestCtx> {
         // SAFETY: as in get().
-        unsafe {
-            let slot = (*r).ctx.add(Shield::module().ctx_index);
-            if (*slot).is_null() && (*r).internal() != 0 {
-                *slot = Self::recover(r)?;
-            }
-            (*slot).cast::<RequestCtx>().as_ref()
-        }
+        unsafe { (*Self::slot(r)).cast::<RequestCtx>().as_ref() }
     }
 
     pub fn get(r: *mut ngx_http_request_t) -> Option<&'static mut RequestCtx> {
         // SAFETY: r is a live request; the ctx slot for this module is either NULL or the
         // RequestCtx inside a CtxCell allocated below as the data of a request pool cleanup.
         unsafe {
-            let slot = (*r).ctx.add(Shield::module().ctx_index);
-            if (*slot).is_null() && (*r).internal() != 0 {
-                if let Some(ctx) = Self::recover(r) {
-                    *slot = ctx;
-                }
-            }
+            let slot = Self::slot(r);
             if (*slot).is_null() {
                 let cln = ngx::ffi::ngx_pool_cleanup_add((*r).pool, core::mem::size_of::<CtxCell>());
                 if cln.is_null() {
@@ -198,6 +187,20 @@ impl RequestCtx {
                 *slot = ptr::addr_of_mut!((*cell).ctx).cast();
             }
             Some(&mut *(*slot).cast::<RequestCtx>())
+        }
+    }
+
+    /// This module's ctx slot of `r`, refilled after an internal redirect cleared it.
+    unsafe fn slot(r: *mut ngx_http_request_t) -> *mut *mut c_void {
+        // SAFETY: r is a live request; ctx has a slot per HTTP module.
+        unsafe {
+            let slot = (*r).ctx.add(Shield::module().ctx_index);
+            if (*slot).is_null() && (*r).internal() != 0 {
+                if let Some(ctx) = Self::recover(r) {
+                    *slot = ctx;
+                }
+            }
+            slot
         }
     }
 
