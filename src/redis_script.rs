@@ -17,7 +17,7 @@
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
 use crate::metrics::Fnv;
-use crate::ratelimit::{Algorithm, Decision, Decisions, Limit, Outcome};
+use crate::ratelimit::{check, check_all, Algorithm, Decisions, Limit, Outcome, State};
 use crate::resp::{encode_command, push_bulk, push_bulk_header, push_dec, Reply};
 use crate::sha1;
 
@@ -25,124 +25,104 @@ use crate::sha1;
 /// group), n_limits, n_bans and 7 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
 /// period_us, burst, delay, cost, quota. KEYS: per group, its limit keys then its ban keys.
 /// A group is a set of identical requests (same keys, same limits) of the batch; they are
-/// decided one after the other. Returns, per request of each group in turn, either
-/// {banned_ms} (a ban key is live) or {0, then outcome, remaining, reset_us, wait_us per
-/// limit}, all concatenated. State is parsed once per key and written once per key.
+/// admitted one after the other, two-phase, and each key touched is written once at the end.
+///
+/// The reply is compact: `now`, then per group either {banned_ms} (a ban key is live) or
+/// {0, then each limit's state as the group found it: tat for GCRA, start previous current
+/// for the sliding window}. [`Batch::decode`] replays the group's requests from those states
+/// with the Rust arithmetic (`ratelimit::check`), which decides exactly as this script admits
+/// (tests/lua_scripts.rs compares them on a real Redis). A flood of one client costs Redis a
+/// short loop and a few integers of reply, not five integers per request.
 pub const LIMIT_SCRIPT: &str = r#"
 local now, ngroups = tonumber(ARGV[1]), tonumber(ARGV[2])
 if now == 0 then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = t[1] * 1000000 + t[2]
 end
-local st, ttls, out = {}, {}, {}
+local st, ttl, out = {}, {}, {now}
 local a, k = 3, 0
 for g = 1, ngroups do
   local count, n, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local banned = 0
   for j = 1, nb do
-    local ttl = redis.call('PTTL', KEYS[k + n + j])
-    if ttl > 0 and banned == 0 then banned = ttl end
+    local left = redis.call('PTTL', KEYS[k + n + j])
+    if left > 0 and banned == 0 then banned = left end
   end
-  if banned > 0 then
-    for c = 1, count do out[#out + 1] = banned end
-  else
-    local L = {}
+  out[#out + 1] = banned
+  if banned == 0 then
     for i = 1, n do
-      local b = a + 3 + (i - 1) * 7
       local key = KEYS[k + i]
-      local algo = tonumber(ARGV[b])
-      L[i] = {key, algo, tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]),
-              tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
-      if st[key] == nil then
+      local s = st[key]
+      if s == nil then
         local raw = redis.call('GET', key)
-        if algo == 0 then
-          st[key] = raw and tonumber(raw) or 0
+        if ARGV[a + 3 + (i - 1) * 7] == '0' then
+          s = tonumber(raw) or 0
         else
-          local s, p, c = 0, 0, 0
-          if raw then
-            local x, y, z = string.match(raw, '^(%d+) (%d+) (%d+)$')
-            s, p, c = tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0
-          end
-          st[key] = {s, p, c}
+          local x, y, z = string.match(raw or '', '^(%d+) (%d+) (%d+)$')
+          s = {tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0}
         end
+        st[key] = s
+      end
+      if type(s) == 'table' then
+        out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3]
+      else
+        out[#out + 1] = s
       end
     end
-    local new, life = {}, {}
+    -- Admission only (the answers are computed from the reported states by the caller).
+    -- Identical requests at one instant: once one is rejected, so are the rest.
+    local P, new, moved = {}, {}, false
+    for i = 1, n do
+      local b = a + 3 + (i - 1) * 7
+      P[i] = {KEYS[k + i], ARGV[b] == '0', tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]),
+              tonumber(ARGV[b + 3]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
+    end
     for c = 1, count do
-      local rejected = false
-      local m = #out + 1
-      out[m] = 0
+      local ok = true
       for i = 1, n do
-        local l = L[i]
-        local key, t, w, burst, delay, cost, quota = l[1], l[3], l[4], l[5], l[6], l[7], l[8]
-        local outcome, remaining, reset, wait
-        if l[2] == 0 then
-          local tat = st[key]
+        local p = P[i]
+        local s, t, cost = st[p[1]], p[3], p[6]
+        if p[2] then
+          local tat = s
           if tat < now then tat = now end
-          local new_tat = tat + cost * t
-          local ahead = new_tat - now
-          local tolerance = (burst + 1) * t
-          if ahead > tolerance then
-            outcome, remaining, reset, wait = 2, 0, tat - now, ahead - tolerance
-          else
-            local excess = ahead - t
-            if excess < 0 then excess = 0 end
-            local free = delay * t
-            if excess > free then outcome, wait = 1, excess - free else outcome, wait = 0, 0 end
-            remaining = math.floor(math.floor((tolerance - ahead) / t) / cost)
-            reset = ahead
-            new[i], life[i] = new_tat, math.floor(ahead / 1000) + 1000
-          end
+          tat = tat + cost * t
+          if tat - now > (p[5] + 1) * t then ok = false break end
+          new[i] = tat
         else
-          local s = st[key]
+          local w, quota = p[4], p[7]
           local start, prev, cur = s[1], s[2], s[3]
           local window = now - (now % w)
           if start ~= window then
             if start + w == window then prev = cur else prev = 0 end
             cur, start = 0, window
           end
-          local elapsed = now - window
-          local needed = (cur + cost) * w + prev * (w - elapsed)
-          reset = w - elapsed
-          if cur > 0 then reset = reset + w end
-          if needed > quota * w then
-            outcome, remaining = 2, 0
-            if prev == 0 then wait = w - elapsed else
-              wait = math.ceil((needed - quota * w) / prev)
-              if wait > w - elapsed then wait = w - elapsed end
-            end
-            if wait < 1 then wait = 1 end
-          else
-            local used = math.floor((prev * (w - elapsed) + cur * w) / w) + cost
-            remaining = quota - used
-            if remaining < 0 then remaining = 0 end
-            remaining = math.floor(remaining / cost)
-            outcome, wait = 0, 0
-            new[i], life[i] = {start, prev, cur + cost}, math.floor(2 * w / 1000)
-          end
-        end
-        if outcome == 2 then rejected = true end
-        out[m + 1], out[m + 2], out[m + 3], out[m + 4] = outcome, remaining, reset, wait
-        m = m + 4
-      end
-      if not rejected then
-        for i = 1, n do
-          st[L[i][1]], ttls[L[i][1]] = new[i], life[i]
+          if (cur + cost) * w + prev * (w - (now - window)) > quota * w then ok = false break end
+          new[i] = {start, prev, cur + cost}
         end
       end
+      if not ok then break end
+      moved = true
+      for i = 1, n do
+        st[P[i][1]] = new[i]
+      end
+    end
+    for i = 1, moved and n or 0 do
+      local p = P[i]
+      if p[2] then ttl[p[1]] = math.floor((st[p[1]] - now) / 1000) + 1000
+      else ttl[p[1]] = math.floor(2 * p[4] / 1000) end
     end
   end
   a = a + 3 + n * 7
   k = k + n + nb
 end
-for key, ttl in pairs(ttls) do
+for key, life in pairs(ttl) do
   local v = st[key]
   if type(v) == 'table' then
     v = string.format('%.0f %.0f %.0f', v[1], v[2], v[3])
   else
     v = string.format('%.0f', v)
   end
-  redis.call('SET', key, v, 'PX', ttl)
+  redis.call('SET', key, v, 'PX', life)
 end
 return out
 "#;
@@ -263,7 +243,8 @@ struct Group {
     split: usize,
     nkeys: usize,
     nargs: usize,
-    nlimits: usize,
+    /// The group's limits, to replay its requests from the states Redis reports.
+    limits: Vec<Limit>,
     count: usize,
 }
 
@@ -332,6 +313,7 @@ impl Batch {
                 let split = desc.len();
                 bulk_u64(&mut desc, nlimits as u64);
                 bulk_u64(&mut desc, nbans as u64);
+                let limits_again = limits.clone();
                 for l in limits.map(|l| l.limit) {
                     let algo = match l.algorithm {
                         Algorithm::Gcra => 0,
@@ -348,7 +330,7 @@ impl Batch {
                     split,
                     nkeys: nlimits + nbans,
                     nargs: 2 + 7 * nlimits,
-                    nlimits,
+                    limits: limits_again.map(|l| Limit { cost: l.limit.cost.max(1), ..l.limit }).collect(),
                     count: 0,
                 });
                 self.groups.len() - 1
@@ -385,48 +367,64 @@ impl Batch {
         out
     }
 
-    /// Splits the script's answer into one [`LimitReply`] per request, in push order.
+    /// Turns the script's answer (`now` and, per group, a ban or the states the group found)
+    /// into one [`LimitReply`] per request, in push order: each group's requests are decided
+    /// in turn by the Rust arithmetic, exactly as the script admitted them.
     pub fn decode(&self, reply: &Reply) -> Result<Vec<LimitReply>, String> {
         let Reply::Array(Some(items)) = reply else { return Err(format!("unexpected reply {reply:?}")) };
         let mut ints = items.iter().map(|i| match i {
-            Reply::Integer(v) => Ok(*v),
+            Reply::Integer(v) if *v >= 0 => Ok(*v as u64),
             other => Err(format!("unexpected element {other:?}")),
         });
         let mut next = || ints.next().unwrap_or_else(|| Err("reply too short".to_string()));
-        let mut per_group: Vec<Vec<LimitReply>> = Vec::with_capacity(self.groups.len());
+        let now = next()?;
+        let mut found: Vec<Result<Vec<State>, u64>> = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
-            let mut answers = Vec::with_capacity(g.count);
-            for _ in 0..g.count {
-                let banned = next()?;
-                if banned > 0 {
-                    answers.push(LimitReply::Banned(banned as u64));
-                    continue;
-                }
-                let mut one = || -> Result<Decision, String> {
-                    let outcome = match next()? {
-                        0 => Outcome::Passed,
-                        1 => Outcome::Delayed,
-                        _ => Outcome::Rejected,
-                    };
-                    let mut u = || next().map(|v| v.max(0) as u64);
-                    Ok(Decision { outcome, remaining: u()?, reset_us: u()?, wait_us: u()? })
-                };
-                let decisions = if g.nlimits == 1 {
-                    Decisions::One(one()?)
-                } else {
-                    Decisions::Many((0..g.nlimits).map(|_| one()).collect::<Result<_, _>>()?)
-                };
-                answers.push(LimitReply::Decisions(decisions));
+            let banned = next()?;
+            if banned > 0 {
+                found.push(Err(banned));
+                continue;
             }
-            per_group.push(answers);
+            let states = g
+                .limits
+                .iter()
+                .map(|l| match l.algorithm {
+                    Algorithm::Gcra => Ok([next()?, 0, 0]),
+                    Algorithm::SlidingWindow => Ok([next()?, next()?, next()?]),
+                })
+                .collect::<Result<_, String>>()?;
+            found.push(Ok(states));
         }
         if ints.next().is_some() {
             return Err("reply too long".to_string());
         }
-        let mut taken: Vec<std::vec::IntoIter<LimitReply>> = per_group.into_iter().map(Vec::into_iter).collect();
-        // A group's requests are answered in their push order.
-        Ok(self.members.iter().map(|&g| taken[g].next().expect("one answer per member")).collect())
+        Ok(self
+            .members
+            .iter()
+            .map(|&g| match &mut found[g] {
+                Err(ms) => LimitReply::Banned(*ms),
+                Ok(states) => LimitReply::Decisions(decide(&self.groups[g].limits, states, now)),
+            })
+            .collect())
     }
+}
+
+/// Decides one request against `limits` whose states are `states`, and commits the new states
+/// if every limit admits it (two-phase), as `ratelimit::check_all` and the script do.
+fn decide(limits: &[Limit], states: &mut [State], now: u64) -> Decisions {
+    if let ([limit], [state]) = (limits, &mut *states) {
+        let (d, new) = check(limit, *state, now);
+        if d.outcome != Outcome::Rejected {
+            *state = new;
+        }
+        return Decisions::One(d);
+    }
+    let pairs: Vec<(Limit, State)> = limits.iter().copied().zip(states.iter().copied()).collect();
+    let (decisions, _, commit) = check_all(&pairs, now);
+    if let Some(new) = commit {
+        states.copy_from_slice(&new);
+    }
+    decisions.into()
 }
 
 /// What LIMIT_SCRIPT answered for one request.
@@ -504,10 +502,10 @@ mod tests {
         assert_eq!(parts[2], Reply::Bulk(Some(b"2".to_vec())), "two distinct keys");
         assert_eq!(parts[6], Reply::Bulk(Some(b"2".to_vec())), "two groups");
         assert_eq!(parts[7], Reply::Bulk(Some(b"3".to_vec())), "x three times");
-        // Group x answers first (three requests), then y; split back in push order.
-        let d = |remaining: i64| [0, 0, remaining, 0, 0];
-        let flat: Vec<i64> = [d(3), d(2), d(1), d(9)].concat();
-        let got = b.decode(&Reply::Array(Some(flat.into_iter().map(Reply::Integer).collect()))).unwrap();
+        // Redis reports now and the state each group found (x first: it arrived first); each
+        // group's requests are replayed in turn and answered in push order.
+        let now = 1_000_000_000;
+        let got = b.decode(&ints(&[now, 0, 0, 0, now + 200_000])).unwrap();
         let remaining: Vec<u64> = got
             .iter()
             .map(|r| match r {
@@ -515,26 +513,41 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(remaining, [3, 9, 2, 1]);
+        // 10r/s burst 5: x starts empty (5, 4, 3 left); y found two intervals in use (3 left).
+        assert_eq!(remaining, [5, 3, 4, 3]);
+    }
+
+    fn ints(v: &[i64]) -> Reply {
+        Reply::Array(Some(v.iter().map(|&v| Reply::Integer(v)).collect()))
     }
 
     #[test]
-    fn replies_split_per_request_into_decisions_or_ban() {
+    fn replies_replay_each_group_from_its_states_two_phase() {
         let mut b = Batch::default();
-        let two = [LimitKey { zone: "a", key: b"k", limit: gcra("1r/s", 0) }, LimitKey { zone: "b", key: b"k", limit: gcra("1r/s", 0) }];
-        push(&mut b, &two, &[]);
+        let sliding = Limit { algorithm: Algorithm::SlidingWindow, ..gcra("2r/s", 0) };
+        let loose = Limit { delay: 5, ..gcra("1r/s", 5) };
+        let two = [LimitKey { zone: "a", key: b"k", limit: loose }, LimitKey { zone: "b", key: b"k", limit: sliding }];
+        for _ in 0..4 {
+            push(&mut b, &two, &[]);
+        }
         push(&mut b, &two[..1], &[BanKey { zone: "c", key: b"k" }]);
-        push(&mut b, &two[..1], &[]);
-        let ints = |v: &[i64]| Reply::Array(Some(v.iter().map(|&v| Reply::Integer(v)).collect()));
-        let got = b.decode(&ints(&[0, 0, 4, 1_000_000, 0, 2, 0, 5, 7, 1500, 0, 1, 0, 9, 3])).unwrap();
-        let LimitReply::Decisions(d) = &got[0] else { panic!("{got:?}") };
-        assert_eq!((d[0].outcome, d[0].remaining), (Outcome::Passed, 4));
-        assert_eq!((d[1].outcome, d[1].wait_us), (Outcome::Rejected, 7));
-        assert_eq!(got[1], LimitReply::Banned(1500));
-        let LimitReply::Decisions(d) = &got[2] else { panic!("{got:?}") };
-        assert_eq!((d[0].outcome, d[0].wait_us), (Outcome::Delayed, 3));
-        assert!(b.decode(&ints(&[0, 0, 4, 1_000_000, 0])).is_err(), "too short");
-        assert!(b.decode(&ints(&[0, 0, 4, 1_000_000, 0, 2, 0, 5, 7, 1500, 0, 1, 0, 9, 3, 0])).is_err(), "too long");
+        let now = 5_000_000;
+        // Group 1 found both keys empty (sliding: start, previous, current); group 2 is banned.
+        let got = b.decode(&ints(&[now, 0, 0, 0, 0, 0, 1500])).unwrap();
+        let d = |i: usize| match &got[i] {
+            LimitReply::Decisions(d) => d.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((d(0)[0].remaining, d(0)[1].outcome), (5, Outcome::Passed));
+        assert_eq!((d(1)[0].remaining, d(1)[1].outcome), (4, Outcome::Passed));
+        // The window's quota (2) is used up: the third and fourth requests are rejected, and
+        // the GCRA limit, which would admit them, is not charged (3 left both times).
+        assert_eq!((d(2)[0].outcome, d(2)[0].remaining, d(2)[1].outcome), (Outcome::Passed, 3, Outcome::Rejected));
+        assert_eq!(d(3), d(2));
+        assert_eq!(got[4], LimitReply::Banned(1500));
+        assert!(b.decode(&ints(&[now, 0, 0, 0, 0])).is_err(), "too short");
+        assert!(b.decode(&ints(&[now, 0, 0, 0, 0, 0, 1500, 0])).is_err(), "too long");
+        assert!(b.decode(&ints(&[now, 0, -1, 0, 0, 0, 1500])).is_err(), "negative");
         assert!(b.decode(&Reply::Integer(1)).is_err());
     }
 }

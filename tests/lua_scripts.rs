@@ -130,10 +130,11 @@ fn lua_and_rust_agree_decision_for_decision() {
         let zones: Vec<String> = (0..limits.len()).map(|i| format!("c{ci}z{i}")).collect();
         let keys: Vec<LimitKey> = limits.iter().zip(&zones).map(|(l, z)| lk(z, b"client", *l)).collect();
         let mut states: Vec<State> = vec![[0; 3]; limits.len()];
-        // Deterministic irregular arrivals: bursts and gaps, across window boundaries.
+        // Deterministic irregular arrivals: bursts and gaps, across window boundaries, some
+        // longer than a window (the sliding window forgets a window it skipped).
         let mut now: u64 = 1_700_000_000_000_000 + 999_000;
         for step in 0..400u64 {
-            now += [0, 0, 0, 7_000, 30_000, 150_000, 0, 900_000][(step * 7 % 8) as usize];
+            now += [0, 0, 0, 7_000, 30_000, 150_000, 2_100_000, 900_000][(step * 7 % 8) as usize];
             let pairs: Vec<(Limit, State)> = limits.iter().copied().zip(states.iter().copied()).collect();
             let (rust, _, commit) = check_all(&pairs, now);
             if let Some(new) = commit {
