@@ -24,8 +24,10 @@ use crate::sha1;
 /// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
 /// group), n_limits, n_bans and 7 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
 /// period_us, burst, delay, cost, quota. KEYS: per group, its limit keys then its ban keys.
-/// A group is a set of identical requests (same keys, same limits) of the batch; they are
-/// admitted one after the other, two-phase, and each key touched is written once at the end.
+/// A group is a set of identical requests (same keys, same limits) of the batch, taken at one
+/// instant: limit i admits the first `fits_i` of them (a closed form of its arithmetic), so
+/// the group, two-phase, admits the first `min(count, fits_i)` and the rest are rejected
+/// without consuming anything. Each key touched is written once at the end.
 ///
 /// The reply is compact: `now`, then per group either {banned_ms} (a ban key is live) or
 /// {0, then each limit's state as the group found it: tat for GCRA, start previous current
@@ -50,66 +52,55 @@ for g = 1, ngroups do
   end
   out[#out + 1] = banned
   if banned == 0 then
+    -- The group's requests are identical and share one instant: limit i admits the first
+    -- fits_i of them, so the group (two-phase) admits the first min(count, fits_i).
+    local admit = count
     for i = 1, n do
-      local key = KEYS[k + i]
-      local s = st[key]
-      if s == nil then
-        local raw = redis.call('GET', key)
-        if ARGV[a + 3 + (i - 1) * 7] == '0' then
-          s = tonumber(raw) or 0
-        else
-          local x, y, z = string.match(raw or '', '^(%d+) (%d+) (%d+)$')
-          s = {tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0}
+      local key, b = KEYS[k + i], a + 3 + (i - 1) * 7
+      local s, cost = st[key], tonumber(ARGV[b + 5])
+      local fits
+      if ARGV[b] == '0' then
+        if s == nil then
+          s = tonumber(redis.call('GET', key)) or 0
+          st[key] = s
         end
-        st[key] = s
-      end
-      if type(s) == 'table' then
-        out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3]
-      else
         out[#out + 1] = s
-      end
-    end
-    -- Admission only (the answers are computed from the reported states by the caller).
-    -- Identical requests at one instant: once one is rejected, so are the rest.
-    local P, new, moved = {}, {}, false
-    for i = 1, n do
-      local b = a + 3 + (i - 1) * 7
-      P[i] = {KEYS[k + i], ARGV[b] == '0', tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]),
-              tonumber(ARGV[b + 3]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
-    end
-    for c = 1, count do
-      local ok = true
-      for i = 1, n do
-        local p = P[i]
-        local s, t, cost = st[p[1]], p[3], p[6]
-        if p[2] then
-          local tat = s
-          if tat < now then tat = now end
-          tat = tat + cost * t
-          if tat - now > (p[5] + 1) * t then ok = false break end
-          new[i] = tat
-        else
-          local w, quota = p[4], p[7]
-          local start, prev, cur = s[1], s[2], s[3]
-          local window = now - (now % w)
-          if start ~= window then
-            if start + w == window then prev = cur else prev = 0 end
-            cur, start = 0, window
-          end
-          if (cur + cost) * w + prev * (w - (now - window)) > quota * w then ok = false break end
-          new[i] = {start, prev, cur + cost}
+        local t, ahead = tonumber(ARGV[b + 1]), s - now
+        if ahead < 0 then ahead = 0 end
+        fits = math.floor(((tonumber(ARGV[b + 3]) + 1) * t - ahead) / (cost * t))
+      else
+        if s == nil then
+          local x, y, z = string.match(redis.call('GET', key) or '', '^(%d+) (%d+) (%d+)$')
+          s = {tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0}
+          st[key] = s
         end
+        out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3]
+        local w, prev, cur = tonumber(ARGV[b + 2]), s[2], s[3]
+        local window = now - now % w
+        if s[1] ~= window then
+          if s[1] + w == window then prev = cur else prev = 0 end
+          cur = 0
+        end
+        fits = math.floor((tonumber(ARGV[b + 6]) * w - prev * (w - (now - window)) - cur * w) / (cost * w))
       end
-      if not ok then break end
-      moved = true
-      for i = 1, n do
-        st[P[i][1]] = new[i]
-      end
+      if fits < admit then admit = fits end
     end
-    for i = 1, moved and n or 0 do
-      local p = P[i]
-      if p[2] then ttl[p[1]] = math.floor((st[p[1]] - now) / 1000) + 1000
-      else ttl[p[1]] = math.floor(2 * p[4] / 1000) end
+    for i = 1, admit > 0 and n or 0 do
+      local key, b = KEYS[k + i], a + 3 + (i - 1) * 7
+      local s, cost = st[key], tonumber(ARGV[b + 5])
+      if ARGV[b] == '0' then
+        if s < now then s = now end
+        s = s + admit * cost * tonumber(ARGV[b + 1])
+        st[key], ttl[key] = s, math.floor((s - now) / 1000) + 1000
+      else
+        local w, prev, cur = tonumber(ARGV[b + 2]), s[2], s[3]
+        local window = now - now % w
+        if s[1] ~= window then
+          if s[1] + w == window then prev = cur else prev = 0 end
+          cur = 0
+        end
+        st[key], ttl[key] = {window, prev, cur + admit * cost}, math.floor(2 * w / 1000)
+      end
     end
   end
   a = a + 3 + n * 7
@@ -118,9 +109,8 @@ end
 for key, life in pairs(ttl) do
   local v = st[key]
   if type(v) == 'table' then
+    -- string.format keeps every digit (tostring would round to 14)
     v = string.format('%.0f %.0f %.0f', v[1], v[2], v[3])
-  else
-    v = string.format('%.0f', v)
   end
   redis.call('SET', key, v, 'PX', life)
 end

@@ -212,7 +212,8 @@ fn penalty_box_bans_after_threshold_and_the_limit_script_honours_it() {
 #[test]
 fn a_batch_answers_like_one_call_per_request() {
     let (_redis, mut c, script) = limit_script();
-    let per_ip = limit("10r/s", 3, 1, Algorithm::Gcra);
+    // A weighted request (cost 2) per client, one global window for everyone.
+    let per_ip = Limit { cost: 2, ..limit("10r/s", 7, 2, Algorithm::Gcra) };
     let shared = limit("20r/s", 4, 0, Algorithm::SlidingWindow);
     let clients: [&[u8]; 3] = [b"10.0.0.1", b"10.0.0.2", &[10, 0, 0, 3]];
     let mut rust: std::collections::HashMap<(usize, &str, Vec<u8>), State> = Default::default();
