@@ -18,8 +18,8 @@ user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
 
 # scenario NAME LOAD_MODULE(yes|no) PATH WRK_SCRIPT HTTP_SNIPPET
 SCENARIOS=()
-# ONLY="bare headers" scripts/bench.sh runs a subset.
-scenario() { [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $1 "* ]] && return; SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
+# ONLY="headers filter" scripts/bench.sh runs a subset (bare always runs: it is the reference).
+scenario() { [ -n "${ONLY:-}" ] && [ "$1" != bare ] && [[ " $ONLY " != *" $1 "* ]] && return; SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
 
 scenario bare no /index.html "" ""
 # What the preset's bytes alone cost: the same eight headers with plain add_header, no module.
@@ -33,10 +33,15 @@ scenario filter yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter on;"
 
 # Rate limiting: a limit high enough never to reject, so the cost of checking is measured.
 # GET scenarios ask for /index.html: "/" would add an internal redirect (index) to each.
-REDIS_PORT=18479
+# A private redis-server on a free port (never one that is already running: a scenario would
+# then measure someone else's Redis, or none at all and fail open).
+free_port() { local p; for p in $(seq "$1" "$(($1 + 100))"); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; return 1; }
+REDIS_PORT="$(free_port 18479)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
     --unixsocket "$WORK/redis.sock" --unixsocketperm 777 --pidfile "$WORK/redis.pid" >/dev/null
 trap 'kill "$(cat "$WORK/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ "$(redis-cli -s "$WORK/redis.sock" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { echo "redis-server did not start on port $REDIS_PORT" >&2; exit 1; }
 scenario limit_req no /index.html "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; limit_req zone=b burst=1000 nodelay;"
 scenario shield_local yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
 scenario shield_local_noheaders yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
@@ -70,7 +75,7 @@ if [ -f "$LUA_MODULE" ]; then
     scenario lua_redis lua /index.html "" "$LUA_CONF"
 fi
 
-port=18480
+port="$(free_port 18580)"
 start_nginx() { # name -> pid
     local name="$1" dir="$WORK/$1" mod conf
     mkdir -p "$dir"
@@ -94,7 +99,7 @@ start_nginx() { # name -> pid
 }
 stop_nginx() { kill "$(cat "$WORK/$1/pid")" 2>/dev/null || true; wait "$(cat "$WORK/$1/pid")" 2>/dev/null || true; }
 
-declare -A RESULTS
+declare -A RESULTS RATIOS
 for round in $(seq "$ROUNDS"); do
     for name in "${SCENARIOS[@]}"; do
         start_nginx "$name"
@@ -105,8 +110,13 @@ for round in $(seq "$ROUNDS"); do
         rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
         p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
         non2xx="$(awk '/Non-2xx/ {print $4}' <<<"$out")"
-        RESULTS[$name]+="$rps "; eval "P99_$name=\$p99; NON2XX_$name=\${non2xx:-0}"
         stop_nginx "$name"
+        # An [error] or worse means the run did not measure what it claims (say, Redis was
+        # unreachable and the limiter failed open): count it and show it in the table.
+        errs="$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$WORK/$name/error.log" || true)"
+        [ "$name" = bare ] && round_bare="$rps"
+        RATIOS[$name]+="$(awk -v a="$rps" -v b="$round_bare" 'BEGIN{printf "%.3f", a/b}') "
+        RESULTS[$name]+="$rps "; eval "P99_$name=\$p99; NON2XX_$name=\${non2xx:-0}; ERRS_$name=\$((\${ERRS_$name:-0} + errs))"
         log "round $round $name: $rps req/s (p99 $p99)"
     done
 done
@@ -115,10 +125,14 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[i
 bare="$(median <<<"${RESULTS[bare]}")"
 echo
 echo "nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds, $(date -u +%F)"
-printf '| %-22s | %10s | %7s | %9s | %8s |\n' scenario "req/s" "x bare" "p99 (last)" "non-2xx"
-printf '|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "---------" "-----------" "----------"
+# "x bare" divides the medians; "per round" divides each run by the bare run of its own round
+# (interleaved, so slow drifts of a noisy machine cancel) and gives the median and the range.
+printf '| %-22s | %10s | %7s | %-25s | %9s | %8s | %10s |\n' scenario "req/s" "x bare" "per round: median (range)" "p99 (last)" "non-2xx" "log errors"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "---------" "---------------------------" "-----------" "----------" "------------"
 for name in "${SCENARIOS[@]}"; do
     m="$(median <<<"${RESULTS[$name]}")"
-    eval "p99=\$P99_$name; n2=\$NON2XX_$name"
-    printf '| %-22s | %10.0f | %7.3f | %9s | %8s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$bare" 'BEGIN{print a/b}')" "$p99" "$n2"
+    eval "p99=\$P99_$name; n2=\$NON2XX_$name; errs=\${ERRS_$name:-0}"
+    sorted="$(tr ' ' '\n' <<<"${RATIOS[$name]}" | grep -v '^$' | sort -n)"
+    per_round="$(median <<<"${RATIOS[$name]}") ($(head -1 <<<"$sorted")-$(tail -1 <<<"$sorted"))"
+    printf '| %-22s | %10.0f | %7.3f | %-25s | %9s | %8s | %10s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$bare" 'BEGIN{print a/b}')" "$per_round" "$p99" "$n2" "$errs"
 done
