@@ -22,8 +22,9 @@ use crate::resp::{encode_command, push_bulk, push_bulk_header, push_dec, Reply};
 use crate::sha1;
 
 /// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
-/// group), n_limits, n_bans and 7 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
-/// period_us, burst, delay, cost, quota. KEYS: per group, its limit keys then its ban keys.
+/// group), n_limits, n_bans and 6 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
+/// period_us, burst, cost, quota (a delay does not change admission: the caller derives it).
+/// KEYS: per group, its limit keys then its ban keys.
 /// A group is a set of identical requests (same keys, same limits) of the batch, taken at one
 /// instant: limit i admits the first `fits_i` of them (a closed form of its arithmetic), so
 /// the group, two-phase, admits the first `min(count, fits_i)` and the rest are rejected
@@ -56,8 +57,8 @@ for g = 1, ngroups do
     -- fits_i of them, so the group (two-phase) admits the first min(count, fits_i).
     local admit = count
     for i = 1, n do
-      local key, b = KEYS[k + i], a + 3 + (i - 1) * 7
-      local s, cost = st[key], tonumber(ARGV[b + 5])
+      local key, b = KEYS[k + i], a + 3 + (i - 1) * 6
+      local s, cost = st[key], tonumber(ARGV[b + 4])
       local fits
       if ARGV[b] == '0' then
         if s == nil then
@@ -81,13 +82,13 @@ for g = 1, ngroups do
           if s[1] + w == window then prev = cur else prev = 0 end
           cur = 0
         end
-        fits = math.floor((tonumber(ARGV[b + 6]) * w - prev * (w - (now - window)) - cur * w) / (cost * w))
+        fits = math.floor((tonumber(ARGV[b + 5]) * w - prev * (w - (now - window)) - cur * w) / (cost * w))
       end
       if fits < admit then admit = fits end
     end
     for i = 1, admit > 0 and n or 0 do
-      local key, b = KEYS[k + i], a + 3 + (i - 1) * 7
-      local s, cost = st[key], tonumber(ARGV[b + 5])
+      local key, b = KEYS[k + i], a + 3 + (i - 1) * 6
+      local s, cost = st[key], tonumber(ARGV[b + 4])
       if ARGV[b] == '0' then
         if s < now then s = now end
         s = s + admit * cost * tonumber(ARGV[b + 1])
@@ -103,7 +104,7 @@ for g = 1, ngroups do
       end
     end
   end
-  a = a + 3 + n * 7
+  a = a + 3 + n * 6
   k = k + n + nb
 end
 for key, life in pairs(ttl) do
@@ -309,7 +310,7 @@ impl Batch {
                         Algorithm::Gcra => 0,
                         Algorithm::SlidingWindow => 1,
                     };
-                    for v in [algo, l.interval_us(), l.period_us(), l.burst, l.delay, l.cost.max(1), l.quota()] {
+                    for v in [algo, l.interval_us(), l.period_us(), l.burst, l.cost.max(1), l.quota()] {
                         bulk_u64(&mut desc, v);
                     }
                 }
@@ -319,7 +320,7 @@ impl Batch {
                     desc,
                     split,
                     nkeys: nlimits + nbans,
-                    nargs: 2 + 7 * nlimits,
+                    nargs: 2 + 6 * nlimits,
                     limits: limits_again.map(|l| Limit { cost: l.limit.cost.max(1), ..l.limit }).collect(),
                     count: 0,
                 });
@@ -468,7 +469,7 @@ mod tests {
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], s.sha);
         assert_eq!(text[2..6], ["3", "shield:{k}:z", "shield:{x0102}:z", "shield:{k}:b:ban"]);
-        assert_eq!(text[6..], ["7", "2", "1", "1", "0", "0", "100000", "1000000", "5", "0", "1", "6", "1", "1", "1", "0", "100000", "1000000", "5", "0", "1", "6"]);
+        assert_eq!(text[6..], ["7", "2", "1", "1", "0", "0", "100000", "1000000", "5", "1", "6", "1", "1", "1", "0", "100000", "1000000", "5", "1", "6"]);
         let Some((Reply::Array(Some(eparts)), used)) = decode(&eval).unwrap() else { panic!() };
         assert_eq!(used, eval.len());
         assert_eq!(eparts[0], Reply::Bulk(Some(b"EVAL".to_vec())));
