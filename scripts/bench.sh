@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput benchmark: wrk on loopback against Debian's nginx, bare (no module) and with each
 # shield feature, all in one run. Rounds are interleaved (bare, A, B, bare, A, B, ...) and the
-# median per scenario is reported with its ratio to bare nginx.
+# median per scenario is reported with its ratio to bare nginx (to bare_many for the scenarios
+# with many clients).
 #
 #   scripts/bench.sh [seconds-per-run=5] [rounds=3] [connections=50]
 #
@@ -16,12 +17,19 @@ WORK="$BUILD/bench"; rm -rf "$WORK"; mkdir -p "$WORK/html"
 printf 'hello from the benchmark\n' >"$WORK/html/index.html"
 user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
 
-# scenario NAME LOAD_MODULE(yes|no) PATH WRK_SCRIPT HTTP_SNIPPET
+# scenario NAME LOAD_MODULE(yes|no|lua) PATH WRK_SCRIPT HTTP_SNIPPET [REFERENCE=bare]
+# A scenario's ratios are to its reference (same wrk script) in the same round.
 SCENARIOS=()
-# ONLY="headers filter" scripts/bench.sh runs a subset (bare always runs: it is the reference).
-scenario() { [ -n "${ONLY:-}" ] && [ "$1" != bare ] && [[ " $ONLY " != *" $1 "* ]] && return; SCENARIOS+=("$1"); eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5"; }
+# ONLY="headers filter" scripts/bench.sh runs a subset (with the references it needs).
+scenario() {
+    eval "S_MOD_$1=\$2; S_PATH_$1=\$3; S_LUA_$1=\$4; S_CONF_$1=\$5; S_REF_$1=\${6:-bare}"
+    [ -n "${ONLY:-}" ] && [ "$1" != bare ] && [[ " $ONLY " != *" $1 "* ]] && return
+    local ref="${6:-bare}"
+    [[ " ${SCENARIOS[*]} " != *" $ref "* ]] && [ "$ref" != "$1" ] && SCENARIOS+=("$ref")
+    SCENARIOS+=("$1")
+}
 
-scenario bare no /index.html "" ""
+scenario bare no /index.html "" "" bare
 # What the preset's bytes alone cost: the same eight headers with plain add_header, no module.
 scenario add_header_same no /index.html "" "add_header Content-Security-Policy \"default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'\" always; add_header X-Frame-Options DENY always; add_header X-Content-Type-Options nosniff always; add_header Referrer-Policy strict-origin-when-cross-origin always; add_header Permissions-Policy \"accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()\" always; add_header Cross-Origin-Opener-Policy same-origin always; add_header Cross-Origin-Resource-Policy same-origin always;"
 scenario headers yes /index.html "" "shield_headers on;"
@@ -49,6 +57,14 @@ scenario shield_redis yes /index.html "" "shield_redis redis://127.0.0.1:$REDIS_
 # The same Redis over its Unix socket (a Redis on the nginx host).
 scenario shield_redis_unix yes /index.html "" "shield_redis unix://$WORK/redis.sock timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
 
+# Many clients: each request carries one of 10,000 API keys (X-Api-Key), the limit is per key.
+# Every key of a batch is then its own read and write in Redis. Ratios are to bare_many (the
+# same wrk script, whose request generation costs wrk some CPU).
+MANY="$ROOT/scripts/wrk/many-clients.lua"
+scenario bare_many no /index.html "$MANY" "" bare_many
+scenario shield_local_many yes /index.html "$MANY" "shield_limit_zone \$http_x_api_key zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;" bare_many
+scenario shield_redis_many yes /index.html "$MANY" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$http_x_api_key zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;" bare_many
+
 # What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
 # request over a cosocket (Debian's lua module; a minimal RESP client inline, since
 # lua-resty-redis is not packaged). Skipped when the module is not installable.
@@ -56,14 +72,14 @@ LUA_MODULE=/usr/lib/nginx/modules/ngx_http_lua_module.so
 if [ ! -f "$LUA_MODULE" ]; then
     sudo="$(need_root)"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libnginx-mod-http-lua >/dev/null 2>&1 || true
 fi
-if [ -f "$LUA_MODULE" ]; then
-    LUA_CONF="lua_package_path '/usr/share/lua/5.1/?.lua;;'; init_by_lua_block { require 'resty.core' }
+lua_conf() { # KEY_EXPRESSION (Lua)
+    echo "lua_package_path '/usr/share/lua/5.1/?.lua;;'; init_by_lua_block { require 'resty.core' }
     access_by_lua_block {
         local sock = ngx.socket.tcp()
         sock:settimeout(100)
         local ok = sock:connect('127.0.0.1', $REDIS_PORT)
         if not ok then return end
-        local key = 'lua:' .. ngx.var.binary_remote_addr
+        local key = 'lua:' .. ($1)
         local cmd = '*2\\r\\n\$4\\r\\nINCR\\r\\n\$' .. #key .. '\\r\\n' .. key .. '\\r\\n'
                  .. '*3\\r\\n\$7\\r\\nPEXPIRE\\r\\n\$' .. #key .. '\\r\\n' .. key .. '\\r\\n\$5\\r\\n60000\\r\\n'
         sock:send(cmd)
@@ -72,7 +88,10 @@ if [ -f "$LUA_MODULE" ]; then
         sock:setkeepalive(10000, 100)
         if tonumber(string.sub(count or ':0', 2)) > 100000000000 then return ngx.exit(429) end
     }"
-    scenario lua_redis lua /index.html "" "$LUA_CONF"
+}
+if [ -f "$LUA_MODULE" ]; then
+    scenario lua_redis lua /index.html "" "$(lua_conf ngx.var.binary_remote_addr)"
+    scenario lua_redis_many lua /index.html "$MANY" "$(lua_conf "ngx.var.http_x_api_key or ''")" bare_many
 fi
 
 port="$(free_port 18580)"
@@ -99,7 +118,7 @@ start_nginx() { # name -> pid
 }
 stop_nginx() { kill "$(cat "$WORK/$1/pid")" 2>/dev/null || true; wait "$(cat "$WORK/$1/pid")" 2>/dev/null || true; }
 
-declare -A RESULTS RATIOS
+declare -A RESULTS RATIOS ROUND
 for round in $(seq "$ROUNDS"); do
     for name in "${SCENARIOS[@]}"; do
         start_nginx "$name"
@@ -114,25 +133,26 @@ for round in $(seq "$ROUNDS"); do
         # An [error] or worse means the run did not measure what it claims (say, Redis was
         # unreachable and the limiter failed open): count it and show it in the table.
         errs="$(grep -c '\[\(error\|crit\|alert\|emerg\)\]' "$WORK/$name/error.log" || true)"
-        [ "$name" = bare ] && round_bare="$rps"
-        RATIOS[$name]+="$(awk -v a="$rps" -v b="$round_bare" 'BEGIN{printf "%.3f", a/b}') "
+        ROUND[$name]="$rps"; eval "ref=\$S_REF_$name"
+        RATIOS[$name]+="$(awk -v a="$rps" -v b="${ROUND[$ref]}" 'BEGIN{printf "%.3f", a/b}') "
         RESULTS[$name]+="$rps "; eval "P99_$name=\$p99; NON2XX_$name=\${non2xx:-0}; ERRS_$name=\$((\${ERRS_$name:-0} + errs))"
         log "round $round $name: $rps req/s (p99 $p99)"
     done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-bare="$(median <<<"${RESULTS[bare]}")"
 echo
 echo "nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds, $(date -u +%F)"
-# "x bare" divides the medians; "per round" divides each run by the bare run of its own round
+# "x ref" divides the medians by the reference's (bare, or bare_many for the many-client
+# scenarios); "per round" divides each run by the reference's run of its own round
 # (interleaved, so slow drifts of a noisy machine cancel) and gives the median and the range.
-printf '| %-22s | %10s | %7s | %-25s | %9s | %8s | %10s |\n' scenario "req/s" "x bare" "per round: median (range)" "p99 (last)" "non-2xx" "log errors"
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "---------" "---------------------------" "-----------" "----------" "------------"
+printf '| %-22s | %10s | %9s | %7s | %-25s | %9s | %8s | %10s |\n' scenario "req/s" ref "x ref" "per round: median (range)" "p99 (last)" "non-2xx" "log errors"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "-----------" "---------" "---------------------------" "-----------" "----------" "------------"
 for name in "${SCENARIOS[@]}"; do
     m="$(median <<<"${RESULTS[$name]}")"
     eval "p99=\$P99_$name; n2=\$NON2XX_$name; errs=\${ERRS_$name:-0}"
     sorted="$(tr ' ' '\n' <<<"${RATIOS[$name]}" | grep -v '^$' | sort -n)"
     per_round="$(median <<<"${RATIOS[$name]}") ($(head -1 <<<"$sorted")-$(tail -1 <<<"$sorted"))"
-    printf '| %-22s | %10.0f | %7.3f | %-25s | %9s | %8s | %10s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$bare" 'BEGIN{print a/b}')" "$per_round" "$p99" "$n2" "$errs"
+    eval "ref=\$S_REF_$name"; r="$(median <<<"${RESULTS[$ref]}")"
+    printf '| %-22s | %10.0f | %9s | %7.3f | %-25s | %9s | %8s | %10s |\n' "$name" "$m" "$ref" "$(awk -v a="$m" -v b="$r" 'BEGIN{print a/b}')" "$per_round" "$p99" "$n2" "$errs"
 done
