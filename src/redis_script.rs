@@ -55,7 +55,9 @@ for g = 1, ngroups do
   if banned == 0 then
     -- The group's requests are identical and share one instant: limit i admits the first
     -- fits_i of them, so the group (two-phase) admits the first min(count, fits_i).
-    local admit = count
+    -- base[i]: where limit i's state starts from (GCRA: max(tat, now); sliding window: the
+    -- state rolled to the current window), shared by the admission and the commit.
+    local admit, base = count, {}
     for i = 1, n do
       local key, b = KEYS[k + i], a + 3 + (i - 1) * 6
       local s, cost = st[key], tonumber(ARGV[b + 4])
@@ -66,9 +68,10 @@ for g = 1, ngroups do
           st[key] = s
         end
         out[#out + 1] = s
-        local t, ahead = tonumber(ARGV[b + 1]), s - now
-        if ahead < 0 then ahead = 0 end
-        fits = math.floor(((tonumber(ARGV[b + 3]) + 1) * t - ahead) / (cost * t))
+        if s < now then s = now end
+        base[i] = s
+        local t = tonumber(ARGV[b + 1])
+        fits = math.floor(((tonumber(ARGV[b + 3]) + 1) * t - (s - now)) / (cost * t))
       else
         if s == nil then
           local x, y, z = string.match(redis.call('GET', key) or '', '^(%d+) (%d+) (%d+)$')
@@ -82,25 +85,19 @@ for g = 1, ngroups do
           if s[1] + w == window then prev = cur else prev = 0 end
           cur = 0
         end
+        base[i] = {window, prev, cur}
         fits = math.floor((tonumber(ARGV[b + 5]) * w - prev * (w - (now - window)) - cur * w) / (cost * w))
       end
       if fits < admit then admit = fits end
     end
     for i = 1, admit > 0 and n or 0 do
       local key, b = KEYS[k + i], a + 3 + (i - 1) * 6
-      local s, cost = st[key], tonumber(ARGV[b + 4])
+      local s, cost = base[i], tonumber(ARGV[b + 4])
       if ARGV[b] == '0' then
-        if s < now then s = now end
         s = s + admit * cost * tonumber(ARGV[b + 1])
         st[key], ttl[key] = s, math.floor((s - now) / 1000) + 1000
       else
-        local w, prev, cur = tonumber(ARGV[b + 2]), s[2], s[3]
-        local window = now - now % w
-        if s[1] ~= window then
-          if s[1] + w == window then prev = cur else prev = 0 end
-          cur = 0
-        end
-        st[key], ttl[key] = {window, prev, cur + admit * cost}, math.floor(2 * w / 1000)
+        st[key], ttl[key] = {s[1], s[2], s[3] + admit * cost}, math.floor(2 * tonumber(ARGV[b + 2]) / 1000)
       end
     end
   end
