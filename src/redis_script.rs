@@ -18,7 +18,7 @@
 
 use crate::metrics::Fnv;
 use crate::ratelimit::{check, check_all, Algorithm, Decisions, Limit, Outcome, State};
-use crate::resp::{encode_command, push_bulk, push_bulk_header, push_dec, Reply};
+use crate::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Reply};
 use crate::sha1;
 
 /// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
@@ -230,14 +230,13 @@ struct Group {
     desc: Vec<u8>,
     split: usize,
     nkeys: usize,
-    nargs: usize,
     /// The group's limits, to replay its requests from the states Redis reports.
     limits: Vec<Limit>,
     count: usize,
 }
 
 /// Requests collected for one `LIMIT_SCRIPT` call, grouped: a flood of requests from one
-/// client costs the script one key read, one key write and a loop, not a call each. Keys and
+/// client costs the script one key read, one key write and a little arithmetic, not a call each. Keys and
 /// arguments are RESP-encoded as they are pushed, and the command is built by concatenation.
 #[derive(Default)]
 pub struct Batch {
@@ -301,13 +300,13 @@ impl Batch {
                 let split = desc.len();
                 bulk_u64(&mut desc, nlimits as u64);
                 bulk_u64(&mut desc, nbans as u64);
-                let limits_again = limits.clone();
-                for l in limits.map(|l| l.limit) {
+                let limits: Vec<Limit> = limits.map(|l| Limit { cost: l.limit.cost.max(1), ..l.limit }).collect();
+                for l in &limits {
                     let algo = match l.algorithm {
                         Algorithm::Gcra => 0,
                         Algorithm::SlidingWindow => 1,
                     };
-                    for v in [algo, l.interval_us(), l.period_us(), l.burst, l.cost.max(1), l.quota()] {
+                    for v in [algo, l.interval_us(), l.period_us(), l.burst, l.cost, l.quota()] {
                         bulk_u64(&mut desc, v);
                     }
                 }
@@ -317,8 +316,7 @@ impl Batch {
                     desc,
                     split,
                     nkeys: nlimits + nbans,
-                    nargs: 2 + 6 * nlimits,
-                    limits: limits_again.map(|l| Limit { cost: l.limit.cost.max(1), ..l.limit }).collect(),
+                    limits,
                     count: 0,
                 });
                 self.groups.len() - 1
@@ -332,12 +330,11 @@ impl Batch {
     /// EVAL fallback). `now_us` 0 lets Redis `TIME` decide (tests pass a fixed clock).
     pub fn command(&self, script: &Script, now_us: u64) -> Vec<u8> {
         let nkeys: usize = self.groups.iter().map(|g| g.nkeys).sum();
-        let nargs: usize = 2 + self.groups.iter().map(|g| 1 + g.nargs).sum::<usize>();
+        // now, the group count, then per group: count, n_limits, n_bans and 6 per limit.
+        let nargs: usize = 2 + self.groups.iter().map(|g| 3 + 6 * g.limits.len()).sum::<usize>();
         let size: usize = self.groups.iter().map(|g| g.desc.len() + 24).sum();
         let mut out = Vec::with_capacity(96 + size);
-        out.push(b'*');
-        push_dec(&mut out, (3 + nkeys + nargs) as u64);
-        out.extend_from_slice(b"\r\n");
+        push_array_header(&mut out, 3 + nkeys + nargs);
         push_bulk(&mut out, b"EVALSHA");
         push_bulk(&mut out, script.sha.as_bytes());
         {

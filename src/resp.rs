@@ -29,12 +29,17 @@ const MAX_LINE: usize = 64 << 10;
 
 /// Appends `*N\r\n$len\r\narg\r\n...` for one command.
 pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    push_dec(out, args.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    push_array_header(out, args.len());
     for arg in args {
         push_bulk(out, arg);
     }
+}
+
+/// Appends the header of an array of `len` elements: `*<len>\r\n`.
+pub fn push_array_header(out: &mut Vec<u8>, len: usize) {
+    out.push(b'*');
+    push_dec(out, len as u64);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends one bulk string: `$<len>\r\n<bytes>\r\n`.

@@ -826,12 +826,8 @@ fn is_redis(mcf: &MainConf, zone: usize) -> bool {
 
 /// Redis decided its limits; now the local ones (checked before, committed now) join in.
 fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: Decisions) -> Verdict {
-    if limits.iter().all(|a| is_redis(mcf, a.zone)) && bans.iter().all(|b| is_redis(mcf, b.zone)) {
-        // Nothing local: Redis decided everything.
-        return Verdict::Decisions(redis);
-    }
-    let local: Vec<Applied> = limits.iter().filter(|a| !is_redis(mcf, a.zone)).cloned().collect();
-    let local_bans: Vec<AppliedBan> = bans.iter().filter(|b| !is_redis(mcf, b.zone)).cloned().collect();
+    // Nothing local: Redis decided everything.
+    let Some((local, local_bans)) = local_parts(mcf, limits, bans) else { return Verdict::Decisions(redis) };
     let admitted = redis.iter().all(|d| d.outcome != Outcome::Rejected);
     let local_verdict = decide_local(mcf, &local, &local_bans, admitted);
     // Decisions back in the order of `limits`.
@@ -842,6 +838,17 @@ fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: D
     });
     let all = limits.iter().filter_map(|a| if is_redis(mcf, a.zone) { r.next() } else { l.next() }).collect();
     Verdict::Decisions(Decisions::Many(all))
+}
+
+/// The limits and bans of a request that the local backend decides; None when Redis decides
+/// them all.
+fn local_parts(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan]) -> Option<(Vec<Applied>, Vec<AppliedBan>)> {
+    if limits.iter().all(|a| is_redis(mcf, a.zone)) && bans.iter().all(|b| is_redis(mcf, b.zone)) {
+        return None;
+    }
+    let local = limits.iter().filter(|a| !is_redis(mcf, a.zone)).copied().collect();
+    let local_bans = bans.iter().filter(|b| !is_redis(mcf, b.zone)).copied().collect();
+    Some((local, local_bans))
 }
 
 /// Collects at most `max` items into the request pool: freed with the request, no malloc on
@@ -923,9 +930,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         return finish(r, lc, mcf, limits, bans, verdict);
     }
     // Local limits first, without committing: a local rejection saves the round trip.
-    if limits.iter().any(|a| !is_redis(mcf, a.zone)) || bans.iter().any(|b| !is_redis(mcf, b.zone)) {
-        let local: Vec<Applied> = limits.iter().filter(|a| !is_redis(mcf, a.zone)).cloned().collect();
-        let local_bans: Vec<AppliedBan> = bans.iter().filter(|b| !is_redis(mcf, b.zone)).cloned().collect();
+    if let Some((local, local_bans)) = local_parts(mcf, limits, bans) {
         if let Some(v) = decide_local(mcf, &local, &local_bans, false) {
             let rejected = match &v {
                 Verdict::Banned(..) => true,

@@ -146,10 +146,10 @@ impl Client {
     /// unavailable right now; the callback comes back uncalled.
     /// `script` names the script of an EVALSHA, for the NOSCRIPT fallback.
     pub fn send(&mut self, command: &[u8], script: Option<&'static Script>, callback: Callback) -> Result<(), (RedisError, Callback)> {
+        if !self.available() {
+            return Err((RedisError::Down, callback));
+        }
         if self.state == State::Disconnected {
-            if now() < self.down_until {
-                return Err((RedisError::Down, callback));
-            }
             if let Err(e) = self.connect() {
                 return Err((e, callback));
             }
