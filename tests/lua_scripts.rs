@@ -4,27 +4,25 @@
 //!
 //! The pure modules are compiled into this test directly (the crate's library links nginx).
 
-#[path = "../src/metrics.rs"]
-mod metrics;
+#[path = "../src/limit/mod.rs"]
+mod limit;
 #[path = "../src/parse.rs"]
 mod parse;
-#[path = "../src/ratelimit.rs"]
-mod ratelimit;
-#[path = "../src/redis_script.rs"]
-mod redis_script;
-#[path = "../src/resp.rs"]
-mod resp;
+#[path = "../src/redis/mod.rs"]
+mod redis;
 #[path = "../src/sha1.rs"]
 mod sha1;
+#[path = "../src/status/mod.rs"]
+mod status;
 mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ratelimit::{check_all, Algorithm, Limit, Outcome, State};
-use redis_script::{redis_key, BanKey, Batch, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
-use resp::Reply;
+use limit::{check_all, Algorithm, Limit, Outcome, State};
+use limit::script::{redis_key, BanKey, Batch, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
+use redis::resp::{self, Reply};
 use support::Redis;
 
 struct Conn(TcpStream, Vec<u8>);

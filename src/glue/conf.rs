@@ -16,9 +16,9 @@ use super::Shield;
 use ngx::ngx_string;
 
 use super::util::{directive, pool_str, set_once, ComplexValue};
-use crate::cache::{CachePolicy, CacheRule};
-use crate::cors::{self, CorsPolicy};
-use crate::headers::{self, CookieFlags, HeaderPolicy, Mode};
+use crate::headers::cache::{CachePolicy, CacheRule};
+use crate::headers::cors::{self, CorsPolicy};
+use crate::headers::security::{self, CookieFlags, HeaderPolicy, Mode};
 use crate::parse;
 
 /// A response header ready to send: name in configuration memory, value compiled.
@@ -64,7 +64,7 @@ pub struct LocConf {
     cache: CacheConf,
     pub status: Option<StatusFormat>,
     pub limit: super::limit::LimitLoc,
-    pub waf: super::waf::WafLoc,
+    pub waf: super::filter::WafLoc,
 
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
@@ -88,7 +88,7 @@ impl LocConf {
     pub fn merge(&mut self, cf: &mut ngx_conf_t, prev: &LocConf) -> Result<(), String> {
         self.headers.merge(&prev.headers);
         let preset = if self.headers.mode == Mode::On {
-            headers::PRESET
+            security::PRESET
                 .iter()
                 .map(|(_, v)| Ok((*v, ComplexValue::compile(cf, v)?)))
                 .collect::<Result<Vec<_>, String>>()?
@@ -103,7 +103,7 @@ impl LocConf {
             .filter_map(|rule| {
                 let value = rule.value?;
                 let name = pool_str(cf.pool, rule.name.as_bytes())?;
-                Some(OutHeader { name, value, tls_only: headers::tls_only(&rule.name) })
+                Some(OutHeader { name, value, tls_only: security::tls_only(&rule.name) })
             })
             .collect();
         self.strip = self
@@ -206,10 +206,10 @@ extern "C" fn set_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *m
 extern "C" fn set_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
         let name = parse::header_name(args[0]).map_err(|e| e.0)?;
-        if name.eq_ignore_ascii_case(headers::HSTS) {
+        if name.eq_ignore_ascii_case(security::HSTS) {
             return Err(format!("\"{name}\" is set with \"shield_hsts\""));
         }
-        if name.eq_ignore_ascii_case(headers::CSP) || name.eq_ignore_ascii_case(headers::CSP_REPORT_ONLY) {
+        if name.eq_ignore_ascii_case(security::CSP) || name.eq_ignore_ascii_case(security::CSP_REPORT_ONLY) {
             return Err(format!("\"{name}\" is set with \"shield_csp\""));
         }
         let value = header_value(cf, args[1])?;
@@ -232,7 +232,7 @@ extern "C" fn set_csp(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c
             return Err("empty policy".into());
         }
         let value = header_value(cf, args[0])?;
-        lc.headers.set(headers::CSP, value).map_err(|_| "value is duplicate".to_string())
+        lc.headers.set(security::CSP, value).map_err(|_| "value is duplicate".to_string())
     })
 }
 
@@ -245,10 +245,10 @@ extern "C" fn set_hsts(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut 
         let value = if args == ["off"] {
             None
         } else {
-            let v = headers::parse_hsts(args).map_err(|e| e.0)?;
+            let v = security::parse_hsts(args).map_err(|e| e.0)?;
             Some(ComplexValue::compile(cf, &v)?)
         };
-        lc.headers.set(headers::HSTS, value).map_err(|_| "value is duplicate".to_string())
+        lc.headers.set(security::HSTS, value).map_err(|_| "value is duplicate".to_string())
     })
 }
 
@@ -400,7 +400,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
-use super::{limit, waf};
+use super::{filter, limit};
 
 pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, set_headers),
@@ -429,21 +429,21 @@ pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_limit_fail"), NGX_CONF_TAKE1, limit::set_fail),
     command(ngx_string!("shield_limit_headers"), NGX_CONF_TAKE1, limit::set_headers),
     command(ngx_string!("shield_ban"), NGX_CONF_1MORE, limit::set_ban),
-    command(ngx_string!("shield_filter"), NGX_CONF_TAKE1, waf::set_filter),
-    command(ngx_string!("shield_filter_paranoia"), NGX_CONF_TAKE1, waf::set_paranoia),
-    command(ngx_string!("shield_filter_threshold"), NGX_CONF_TAKE1, waf::set_threshold),
-    command(ngx_string!("shield_filter_status"), NGX_CONF_TAKE1, waf::set_status),
-    command(ngx_string!("shield_filter_exclude"), NGX_CONF_1MORE, waf::set_exclude),
-    command(ngx_string!("shield_filter_rules_file"), NGX_CONF_TAKE1, waf::set_rules_file),
-    command(ngx_string!("shield_filter_rule"), NGX_CONF_1MORE, waf::set_rule),
-    command(ngx_string!("shield_filter_limits"), NGX_CONF_1MORE, waf::set_limits),
-    command(ngx_string!("shield_filter_methods"), NGX_CONF_1MORE, waf::set_methods),
-    command(ngx_string!("shield_filter_content_types"), NGX_CONF_1MORE, waf::set_content_types),
-    command(ngx_string!("shield_filter_allow"), NGX_CONF_1MORE, waf::set_allow),
-    command(ngx_string!("shield_filter_deny"), NGX_CONF_1MORE, waf::set_deny),
-    command(ngx_string!("shield_filter_scanners"), NGX_CONF_FLAG, waf::set_scanners),
-    command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, waf::set_audit_log),
-    command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, waf::set_inspect_headers),
+    command(ngx_string!("shield_filter"), NGX_CONF_TAKE1, filter::set_filter),
+    command(ngx_string!("shield_filter_paranoia"), NGX_CONF_TAKE1, filter::set_paranoia),
+    command(ngx_string!("shield_filter_threshold"), NGX_CONF_TAKE1, filter::set_threshold),
+    command(ngx_string!("shield_filter_status"), NGX_CONF_TAKE1, filter::set_status),
+    command(ngx_string!("shield_filter_exclude"), NGX_CONF_1MORE, filter::set_exclude),
+    command(ngx_string!("shield_filter_rules_file"), NGX_CONF_TAKE1, filter::set_rules_file),
+    command(ngx_string!("shield_filter_rule"), NGX_CONF_1MORE, filter::set_rule),
+    command(ngx_string!("shield_filter_limits"), NGX_CONF_1MORE, filter::set_limits),
+    command(ngx_string!("shield_filter_methods"), NGX_CONF_1MORE, filter::set_methods),
+    command(ngx_string!("shield_filter_content_types"), NGX_CONF_1MORE, filter::set_content_types),
+    command(ngx_string!("shield_filter_allow"), NGX_CONF_1MORE, filter::set_allow),
+    command(ngx_string!("shield_filter_deny"), NGX_CONF_1MORE, filter::set_deny),
+    command(ngx_string!("shield_filter_scanners"), NGX_CONF_FLAG, filter::set_scanners),
+    command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, filter::set_audit_log),
+    command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, filter::set_inspect_headers),
     entry(ngx_string!("shield_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF_OFFSET, set_status),
     ngx_command_t::empty(),
 ];

@@ -9,13 +9,13 @@
 
 mod conf;
 mod filter;
+mod headers;
 mod limit;
-mod phases;
+mod main_conf;
 mod redis;
 mod status;
 mod util;
 mod variables;
-mod waf;
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -27,7 +27,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 pub use conf::LocConf;
-pub use status::MainConf;
+pub use main_conf::{MainConf, ShmMetrics};
 
 pub struct Shield;
 
@@ -57,7 +57,7 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     util::guard(unsafe { (*cf).log }, "postconfiguration", Status::NGX_ERROR.0, || {
         // SAFETY: nginx calls this with a valid cf, once per configuration cycle.
         let cf = unsafe { &mut *cf };
-        if filter::install(cf).is_err() || phases::install(cf).is_err() || status::init_zone(cf).is_err() {
+        if headers::filter::install(cf).is_err() || headers::preflight::install(cf).is_err() || status::init_zone(cf).is_err() {
             return Status::NGX_ERROR.0;
         }
         Status::NGX_OK.0
@@ -149,7 +149,7 @@ pub struct RequestCtx {
     /// The request was a CORS preflight this module answered (204) or refused (403).
     pub preflight: bool,
     pub limit: limit::LimitCtx,
-    pub waf: waf::WafCtx,
+    pub waf: filter::WafCtx,
 }
 
 /// A RequestCtx in its pool cleanup's data, and the request it belongs to (subrequests share

@@ -14,6 +14,7 @@ use ngx::ffi::{
     ngx_str_t, ngx_table_elt_t, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
+use ngx::ffi::{ngx_int_t, NGX_ERROR};
 
 /// Runs `f`, turning a panic into `on_panic` plus an `[alert]` line: no panic may unwind into
 /// nginx's C frames.
@@ -213,4 +214,31 @@ pub fn push_header(
 /// A static `ngx_str_t` for a name known at compile time.
 pub const fn static_str(s: &'static str) -> ngx_str_t {
     ngx_str_t { len: s.len(), data: s.as_ptr().cast_mut() }
+}
+
+/// Sends a complete in-memory response; returns what the content handler should return.
+pub fn send_body(r: &mut ngx_http_request_t, status: usize, content_type: &'static str, body: &[u8]) -> ngx_int_t {
+    r.headers_out.status = status;
+    r.headers_out.content_type = static_str(content_type);
+    r.headers_out.content_type_len = content_type.len();
+    r.headers_out.content_length_n = body.len() as _;
+    let rp: *mut ngx_http_request_t = r;
+    // SAFETY: r is live; the buffer is allocated from its pool and filled before sending.
+    unsafe {
+        let rc = ngx::ffi::ngx_http_send_header(rp);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
+            return rc;
+        }
+        let b = ngx::ffi::ngx_create_temp_buf(r.pool, body.len().max(1));
+        let out = ngx::ffi::ngx_alloc_chain_link(r.pool);
+        if b.is_null() || out.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(body.as_ptr(), (*b).pos, body.len());
+        (*b).last = (*b).pos.add(body.len());
+        (*b).set_last_buf(if ptr::eq(rp, r.main) { 1 } else { 0 });
+        (*b).set_last_in_chain(1);
+        *out = ngx::ffi::ngx_chain_t { buf: b, next: ptr::null_mut() };
+        ngx::ffi::ngx_http_output_filter(rp, out)
+    }
 }

@@ -104,7 +104,7 @@ fn set_owned(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, valu
 unsafe extern "C" fn filter_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
     guard(log, "$shield_filter_status", NGX_ERROR as ngx_int_t, || {
-        match super::waf::status_variable(r) {
+        match super::filter::status_variable(r) {
             Some(s) => set_value(v, super::util::static_str(s)),
             // SAFETY: nginx passes a valid value slot.
             None => unsafe { (*v).set_not_found(1) },
@@ -115,11 +115,11 @@ unsafe extern "C" fn filter_status(r: *mut ngx_http_request_t, v: *mut ngx_http_
 
 unsafe extern "C" fn filter_score(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
-    guard(log, "$shield_filter_score", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::waf::score_variable(r)))
+    guard(log, "$shield_filter_score", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::filter::score_variable(r)))
 }
 
 /// Matched rule ids, comma-separated (or the hygiene check's code).
 unsafe extern "C" fn filter_rules(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
-    guard(log, "$shield_filter_rules", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::waf::rules_variable(r)))
+    guard(log, "$shield_filter_rules", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::filter::rules_variable(r)))
 }

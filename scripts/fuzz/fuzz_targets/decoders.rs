@@ -3,7 +3,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use ngx_http_shield_module::filter::{extract, transform};
-use ngx_http_shield_module::{cors, parse, redis_url, resp};
+use ngx_http_shield_module::headers::cors;
+use ngx_http_shield_module::parse;
+use ngx_http_shield_module::redis::{resp, url as redis_url};
 
 fuzz_target!(|data: &[u8]| {
     for t in [

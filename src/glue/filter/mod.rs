@@ -16,10 +16,10 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 
-use super::status::MainConf;
+use super::MainConf;
 use super::util::{directive, find_header, guard, headers, is_header, set_once};
 use super::{RequestCtx, Shield};
-use crate::metrics::Registry;
+use crate::status::metrics::Registry;
 use crate::parse;
 use crate::filter::ip::Cidr;
 use crate::filter::rules::{self, target, Family, Rule};
@@ -545,7 +545,7 @@ fn block(r: &mut ngx_http_request_t, status: u16) -> ngx_int_t {
     // SAFETY: r is live; the body (if any) was not read yet, or was read already.
     unsafe { ngx_http_discard_request_body(rp) };
     let body = format!("{{\"error\":\"request blocked\",\"status\":{status},\"request_id\":\"{}\"}}\n", request_id(r));
-    super::status::send_body(r, status as usize, "application/json", body.as_bytes())
+    super::util::send_body(r, status as usize, "application/json", body.as_bytes())
 }
 
 fn request_id(r: &ngx_http_request_t) -> String {

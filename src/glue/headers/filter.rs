@@ -13,11 +13,11 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-use super::conf::LocConf;
-use super::status::MainConf;
-use super::util::{find_header, headers, is_header, pool_str, push_header, remove_headers, static_str};
-use super::{RequestCtx, Shield};
-use crate::cache;
+use crate::glue::conf::LocConf;
+use crate::glue::MainConf;
+use crate::glue::util::{find_header, headers, is_header, pool_str, push_header, remove_headers, static_str};
+use crate::glue::{RequestCtx, Shield};
+use crate::headers::cache;
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 
@@ -39,12 +39,12 @@ fn next(r: *mut ngx_http_request_t) -> ngx_int_t {
 extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.
     let log = unsafe { (*(*r).connection).log };
-    super::util::guard(log, "header filter", NGX_ERROR as ngx_int_t, || {
+    crate::glue::util::guard(log, "header filter", NGX_ERROR as ngx_int_t, || {
         // SAFETY: as above; main and conf pointers are valid for a live request.
         let req = unsafe { &mut *r };
         if ptr::eq(r, req.main) {
             let lc = Shield::location_conf(req);
-            if let Some(lc) = lc.filter(|lc| lc.filters_headers() || super::limit::has_headers(r)) {
+            if let Some(lc) = lc.filter(|lc| lc.filters_headers() || crate::glue::limit::has_headers(r)) {
                 if apply(req, lc).is_none() {
                     return NGX_ERROR as ngx_int_t;
                 }
@@ -112,7 +112,7 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
     }
 
     if let Some(mcf) = mcf {
-        if let Some(rendered) = super::limit::response_headers(rp, lc, mcf) {
+        if let Some(rendered) = crate::glue::limit::response_headers(rp, lc, mcf) {
             // One pass drops any copies (an upstream's own rate-limit headers), then ours go in.
             for h in headers(&r.headers_out.headers) {
                 if rendered.iter().any(|(name, _)| is_header(h, name.as_bytes())) {
@@ -127,7 +127,7 @@ fn apply(r: &mut ngx_http_request_t, lc: &LocConf) -> Option<()> {
                 let value = ngx_str_t { len: end - start, data: unsafe { all.data.add(start) } };
                 push_header(&mut r.headers_out.headers, static_str(name), value)?;
             }
-            super::limit::recycle(rendered);
+            crate::glue::limit::recycle(rendered);
         }
     }
     if let Some(policy) = &lc.cors_policy {
@@ -158,7 +158,7 @@ fn suppress_server_header(r: &mut ngx_http_request_t) -> Option<()> {
     Some(())
 }
 
-fn apply_cors(r: &mut ngx_http_request_t, policy: &crate::cors::CorsPolicy) -> Option<()> {
+fn apply_cors(r: &mut ngx_http_request_t, policy: &crate::headers::cors::CorsPolicy) -> Option<()> {
     let vary_has_origin = headers(&r.headers_out.headers).filter(|&h| is_header(h, b"vary")).any(|h| {
         // SAFETY: h is a live header element.
         let v = unsafe { (*h).value };
@@ -230,7 +230,7 @@ fn http_time(r: &ngx_http_request_t, secs: u64) -> Option<ngx_str_t> {
     Some(buf)
 }
 
-fn count(mcf: Option<&MainConf>, slot: impl FnOnce(&super::status::Slots) -> usize) {
+fn count(mcf: Option<&MainConf>, slot: impl FnOnce(&crate::glue::headers::Slots) -> usize) {
     if let Some(mcf) = mcf {
         mcf.add(slot(&mcf.slots), 1);
     }

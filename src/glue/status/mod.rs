@@ -5,106 +5,20 @@
 use core::ffi::c_void;
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_chain_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_discard_request_body,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_shared_memory_add,
+    ngx_conf_t, ngx_http_discard_request_body,
+    ngx_http_request_t, ngx_int_t, ngx_shared_memory_add,
     ngx_shm_zone_t, ngx_slab_calloc, ngx_slab_free, ngx_slab_pool_t, NGX_ERROR,
     NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
 use super::conf::StatusFormat;
-use super::util::{guard, static_str};
-use super::Shield;
-use crate::metrics::Registry;
+use super::util::{guard, send_body, static_str};
+use super::{MainConf, ShmMetrics, Shield};
 
-/// Slots of the counters this part of the module owns.
-pub struct Slots {
-    pub headers_applied: usize,
-    pub cookies_hardened: usize,
-    pub preflight_allowed: usize,
-    pub preflight_denied: usize,
-    pub cache_set: usize,
-    pub cache_no_store: usize,
-}
-
-impl Slots {
-    fn register(reg: &mut Registry) -> Self {
-        const PREFLIGHT: &str = "shield_cors_preflight_total";
-        const PREFLIGHT_HELP: &str = "CORS preflight requests answered by the module.";
-        const CACHE: &str = "shield_cache_policy_total";
-        const CACHE_HELP: &str = "Responses whose Cache-Control the module set.";
-        Slots {
-            headers_applied: reg.counter("shield_headers_applied_total", "Responses given security headers.", &[]),
-            cookies_hardened: reg.counter("shield_cookies_hardened_total", "Set-Cookie headers hardened.", &[]),
-            preflight_allowed: reg.counter(PREFLIGHT, PREFLIGHT_HELP, &[("result", "allowed")]),
-            preflight_denied: reg.counter(PREFLIGHT, PREFLIGHT_HELP, &[("result", "denied")]),
-            cache_set: reg.counter(CACHE, CACHE_HELP, &[("action", "policy")]),
-            cache_no_store: reg.counter(CACHE, CACHE_HELP, &[("action", "private_no_store")]),
-        }
-    }
-}
-
-/// Header of the counters array in shared memory; the values follow it.
-#[repr(C)]
-struct ShmMetrics {
-    signature: u64,
-    len: usize,
-}
-
-impl ShmMetrics {
-    fn values(this: *mut ShmMetrics) -> *mut AtomicU64 {
-        // SAFETY: the values array is allocated right after the header (see zone_init).
-        unsafe { this.add(1).cast() }
-    }
-}
-
-pub struct MainConf {
-    pub registry: Registry,
-    pub slots: Slots,
-    pub limits: super::limit::LimitMain,
-    pub waf: super::waf::WafMain,
-    /// `$request_id`, for block responses and the audit log.
-    pub request_id_index: Option<ngx::ffi::ngx_uint_t>,
-    shm: *mut ShmMetrics,
-}
-
-impl Default for MainConf {
-    fn default() -> Self {
-        let mut registry = Registry::default();
-        let slots = Slots::register(&mut registry);
-        MainConf { registry, slots, limits: Default::default(), waf: Default::default(), request_id_index: None, shm: ptr::null_mut() }
-    }
-}
-
-impl MainConf {
-    /// Adds `n` to a counter; a no-op before the zone exists (never on a request path).
-    pub fn add(&self, slot: usize, n: u64) {
-        if self.shm.is_null() {
-            return;
-        }
-        // SAFETY: shm points at a live ShmMetrics with `len` values; slots come from the
-        // registry whose signature the zone was checked against.
-        unsafe {
-            if slot < (*self.shm).len {
-                (*ShmMetrics::values(self.shm).add(slot)).fetch_add(n, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Vec<u64> {
-        if self.shm.is_null() {
-            return Vec::new();
-        }
-        // SAFETY: as in add().
-        unsafe {
-            let values = ShmMetrics::values(self.shm);
-            (0..(*self.shm).len).map(|i| (*values.add(i)).load(Ordering::Relaxed)).collect()
-        }
-    }
-}
 
 /// Adds the metrics zone, sized for everything registered during configuration.
 pub fn init_zone(cf: &mut ngx_conf_t) -> Result<(), ()> {
@@ -211,29 +125,3 @@ fn health_json(mcf: &MainConf, values: &[u64]) -> String {
     doc.to_string()
 }
 
-/// Sends a complete in-memory response; returns what the content handler should return.
-pub fn send_body(r: &mut ngx_http_request_t, status: usize, content_type: &'static str, body: &[u8]) -> ngx_int_t {
-    r.headers_out.status = status;
-    r.headers_out.content_type = static_str(content_type);
-    r.headers_out.content_type_len = content_type.len();
-    r.headers_out.content_length_n = body.len() as _;
-    let rp: *mut ngx_http_request_t = r;
-    // SAFETY: r is live; the buffer is allocated from its pool and filled before sending.
-    unsafe {
-        let rc = ngx_http_send_header(rp);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
-            return rc;
-        }
-        let b = ngx_create_temp_buf(r.pool, body.len().max(1));
-        let out = ngx_alloc_chain_link(r.pool);
-        if b.is_null() || out.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        ptr::copy_nonoverlapping(body.as_ptr(), (*b).pos, body.len());
-        (*b).last = (*b).pos.add(body.len());
-        (*b).set_last_buf(if ptr::eq(rp, r.main) { 1 } else { 0 });
-        (*b).set_last_in_chain(1);
-        *out = ngx_chain_t { buf: b, next: ptr::null_mut() };
-        ngx_http_output_filter(rp, out)
-    }
-}

@@ -25,8 +25,8 @@ use ngx::ffi::{
 use ngx::ngx_log_error;
 
 use super::util::guard;
-use crate::redis_script::Script;
-use crate::resp::{self, Reply};
+use crate::limit::script::Script;
+use crate::redis::resp::{self, Reply};
 
 /// Where and how to reach Redis; resolved at configuration time.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //! - The preaccess handler evaluates the request's limits. Local zones are decided at once
 //!   under the zone locks. Redis zones join the worker's current batch: every request that
 //!   reaches the limiter in one turn of the event loop goes to Redis in one script call
-//!   (`redis_script::Batch`), sent by a posted event through the worker's pipelined
+//!   (`script::Batch`), sent by a posted event through the worker's pipelined
 //!   connection while each request waits on a non-cancelable timer (so a graceful reload or
 //!   quit waits for it, and it never waits longer than the timeout).
 //! - The log phase counts responses for `shield_ban`, without delaying the response.
@@ -28,15 +28,15 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 
 use super::redis::{Client, RedisError, Target};
-use super::status::MainConf;
+use super::MainConf;
 use super::util::{guard, set_once, ComplexValue};
 use super::{RequestCtx, Shield};
-use crate::metrics::{Histogram, Registry};
+use crate::status::metrics::{Histogram, Registry};
 use crate::parse::{self, Rate};
-use crate::ratelimit::{self, Algorithm, Ban, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered, State};
-use crate::redis_script::{self, BanKey, Batch, LimitKey, LimitReply, Script};
-use crate::resp::Reply;
-use crate::shm_table::{KeyHash, Slot, Table};
+use crate::limit::{self as rate, Algorithm, Ban, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered, State};
+use crate::limit::script::{self, BanKey, Batch, LimitKey, LimitReply, Script};
+use crate::redis::resp::Reply;
+use crate::limit::shm_table::{KeyHash, Slot, Table};
 
 // --- configuration ------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
         if mcf.limits.redis.is_some() {
             return Err("is duplicate".into());
         }
-        let url = crate::redis_url::parse(args[0]).map_err(|e| e.0)?;
+        let url = crate::redis::url::parse(args[0]).map_err(|e| e.0)?;
         let mut timeout_ms = 50;
         for arg in &args[1..] {
             match parse::param(arg) {
@@ -279,7 +279,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             Ok(index as ngx_uint_t)
         });
         let key_var = key_var.transpose()?;
-        let mut h = crate::metrics::Fnv::default();
+        let mut h = crate::status::metrics::Fnv::default();
         h.write(name.as_bytes());
         h.write(&[algorithm as u8]);
         h.write(&rate.requests.to_le_bytes());
@@ -337,7 +337,7 @@ extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_
         unsafe {
             let shm_zone = &mut *zone;
             let z = &mut *shm_zone.data.cast::<Zone>();
-            let mut h = crate::metrics::Fnv::default();
+            let mut h = crate::status::metrics::Fnv::default();
             h.write(z.key_source.as_bytes());
             let old = old.cast::<ZoneShm>();
             z.pool = shm_zone.shm.addr.cast::<ngx_slab_pool_t>();
@@ -360,7 +360,7 @@ extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_
             // Leave room for the slab allocator's own pages.
             let mut slots = (shm_zone.shm.size.saturating_sub(16 * 4096)) / size_of::<Slot>();
             let mut mem = ptr::null_mut::<ZoneShm>();
-            while slots >= crate::shm_table::WAYS && mem.is_null() {
+            while slots >= crate::limit::shm_table::WAYS && mem.is_null() {
                 mem = ngx_slab_calloc(pool, size_of::<ZoneShm>() + slots * size_of::<Slot>()).cast();
                 if mem.is_null() {
                     slots = slots * 9 / 10;
@@ -546,8 +546,8 @@ pub fn init_process(mcf: &'static MainConf) {
     unsafe {
         *ptr::addr_of_mut!(WORKER) = Some(Worker {
             client,
-            script: Box::leak(Box::new(Script::new(redis_script::LIMIT_SCRIPT))),
-            ban_script: Box::leak(Box::new(Script::new(redis_script::BAN_SCRIPT))),
+            script: Box::leak(Box::new(Script::new(script::LIMIT_SCRIPT))),
+            ban_script: Box::leak(Box::new(Script::new(script::BAN_SCRIPT))),
             cache: vec![Slot::default(); 4096],
             batch: Batch::default(),
             waiters: Vec::new(),
@@ -692,9 +692,9 @@ fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit:
         let now = now_us();
         let h = KeyHash::of(&[a.key]);
         let mut t = locked.table(&zones[a.zone]);
-        let (decision, state) = ratelimit::check(&a.limit, t.get(h, now / 1000).unwrap_or([0; 3]), now);
+        let (decision, state) = rate::check(&a.limit, t.get(h, now / 1000).unwrap_or([0; 3]), now);
         if commit && decision.outcome != Outcome::Rejected {
-            let ttl = ratelimit::ttl_us(&a.limit, state, now);
+            let ttl = rate::ttl_us(&a.limit, state, now);
             t.put(h, state, now / 1000, (now + ttl) / 1000);
         }
         return Some(Verdict::Decisions(Decisions::One(decision)));
@@ -715,10 +715,10 @@ fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit:
         .zip(&hashes)
         .map(|(a, h)| (a.limit, locked.table(&zones[a.zone]).get(*h, now / 1000).unwrap_or([0; 3])))
         .collect();
-    let (decisions, _, states) = ratelimit::check_all(&pairs, now);
+    let (decisions, _, states) = rate::check_all(&pairs, now);
     if let (true, Some(states)) = (commit, states) {
         for ((a, h), s) in limits.iter().zip(&hashes).zip(states) {
-            let ttl = ratelimit::ttl_us(&a.limit, s, now);
+            let ttl = rate::ttl_us(&a.limit, s, now);
             locked.table(&zones[a.zone]).put(*h, s, now / 1000, (now + ttl) / 1000);
         }
     }
@@ -1115,7 +1115,7 @@ fn finish(
         Verdict::Banned(zone, us) => {
             mcf.add(zones[zone].slots.banned, 1);
             let level = lc.log_level.unwrap_or(NGX_LOG_ERR as ngx_uint_t);
-            ngx_log_error!(level, log, "shield: banned by zone \"{}\" for {} more s", zones[zone].name, ratelimit::secs_ceil(us));
+            ngx_log_error!(level, log, "shield: banned by zone \"{}\" for {} more s", zones[zone].name, rate::secs_ceil(us));
             let d = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: us, wait_us: us };
             let limit = Limit { algorithm: Algorithm::Gcra, rate: zones[zone].rate, burst: 0, delay: 0, cost: 1 };
             if let Some(ctx) = RequestCtx::get(rp) {
@@ -1221,7 +1221,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
         let Some(key) = eval_key(zone, rp) else { continue };
         if is_redis(mcf, b.zone) {
             if let Some(w) = worker() {
-                let keys = [redis_script::redis_key(&zone.name, &key, ":fails"), redis_script::redis_key(&zone.name, &key, ":ban")];
+                let keys = [script::redis_key(&zone.name, &key, ":fails"), script::redis_key(&zone.name, &key, ":ban")];
                 let args = [b.ban.threshold.to_string(), (b.ban.window_us / 1000).max(1).to_string(), (b.ban.ban_us / 1000).max(1).to_string()];
                 let evalsha = w.ban_script.evalsha(&keys, &args);
                 // Fire and forget: the response is already on its way; the callback holds

@@ -13,8 +13,11 @@
 //! so they leave at the rate; `delay=N` lets the first N excess requests through at once and
 //! delays the rest; `nodelay` delays none. A request beyond the burst is rejected.
 
+pub mod script;
+pub mod shm_table;
+
 use crate::parse::Rate;
-use crate::resp::push_dec;
+use crate::redis::resp::push_dec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {

@@ -16,9 +16,9 @@
 //! A batch mixes clients, which Redis Cluster refuses (`CROSSSLOT`); per-slot batches and
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
-use crate::metrics::Fnv;
-use crate::ratelimit::{check, check_all, Algorithm, Decisions, Limit, Outcome, State};
-use crate::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Reply};
+use crate::status::metrics::Fnv;
+use super::{check, check_all, Algorithm, Decisions, Limit, Outcome, State};
+use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Reply};
 use crate::sha1;
 
 /// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
@@ -424,7 +424,7 @@ pub enum LimitReply {
 mod tests {
     use super::*;
     use crate::parse::rate;
-    use crate::resp::decode;
+    use crate::redis::resp::decode;
 
     #[test]
     fn keys_carry_the_client_key_as_hash_tag() {

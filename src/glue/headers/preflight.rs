@@ -14,9 +14,9 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
-use super::util::{find_header, guard, pool_str, push_header, static_str};
-use super::{RequestCtx, Shield};
-use crate::cors::Preflight;
+use crate::glue::util::{find_header, guard, pool_str, push_header, static_str};
+use crate::glue::{RequestCtx, Shield};
+use crate::headers::cors::Preflight;
 
 pub fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
     add_handler(cf, ngx_http_phases_NGX_HTTP_REWRITE_PHASE as usize, rewrite_phase)?;
@@ -33,7 +33,7 @@ extern "C" fn preaccess_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
         if !ptr::eq(r, req.main) {
             return NGX_DECLINED as ngx_int_t;
         }
-        super::limit::preaccess(req)
+        crate::glue::limit::preaccess(req)
     })
 }
 
@@ -44,7 +44,7 @@ extern "C" fn log_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
         // SAFETY: as above.
         let req = unsafe { &mut *r };
         if ptr::eq(r, req.main) {
-            super::limit::log_phase(req);
+            crate::glue::limit::log_phase(req);
         }
         NGX_OK as ngx_int_t
     })
@@ -84,7 +84,7 @@ extern "C" fn rewrite_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
         if !ptr::eq(r, req.main) {
             return NGX_DECLINED as ngx_int_t;
         }
-        if let Some(rc) = super::waf::rewrite(req) {
+        if let Some(rc) = crate::glue::filter::rewrite(req) {
             return rc;
         }
         cors_preflight(req).unwrap_or(NGX_DECLINED as ngx_int_t)
