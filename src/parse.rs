@@ -24,6 +24,57 @@ pub fn err<T>(msg: impl Into<String>) -> Result<T> {
     Err(ParseError(msg.into()))
 }
 
+/// A directive's configuration error. `nginx -t` prints it through the glue's one reporter,
+/// which adds nginx's own framing (`"name" directive ...` or `... in "name" directive`) and
+/// nginx completes with ` in <file>:<line>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfError {
+    /// Reported as nginx does: `"shield_x" directive is duplicate`.
+    #[error("is duplicate")]
+    Duplicate,
+    /// Reported as `"shield_x" must have "zone" parameter`, limit_req's wording.
+    #[error("must have \"{0}\" parameter")]
+    MissingParameter(&'static str),
+    #[error("invalid parameter \"{0}\"")]
+    InvalidParameter(String),
+    /// A number outside the range the feature can honour exactly.
+    #[error("invalid {what} \"{value}\", it must be between {min} and {max}")]
+    OutOfRange { what: &'static str, value: String, min: u64, max: u64 },
+    /// A value parser's own words (`invalid size "10x"`).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Anything else, already in nginx's words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for ConfError {
+    fn from(s: String) -> Self {
+        ConfError::Other(s)
+    }
+}
+
+impl From<&str> for ConfError {
+    fn from(s: &str) -> Self {
+        ConfError::Other(s.to_string())
+    }
+}
+
+/// A decimal number in `min..=max`, or `OutOfRange` naming `what` (`burst`, `cost`, ...).
+pub fn bounded(what: &'static str, value: &str, min: u64, max: u64) -> core::result::Result<u64, ConfError> {
+    let out_of_range = || ConfError::OutOfRange { what, value: value.to_string(), min, max };
+    // Digits only: "+1", "1e3" and " 1" are not numbers in nginx's grammar.
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfError::Other(format!("invalid {what} \"{value}\"")));
+    }
+    let n: u64 = value.parse().map_err(|_| out_of_range())?;
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(out_of_range())
+    }
+}
+
 /// `on` / `off`, as nginx's `ngx_conf_set_flag_slot` accepts them (case-insensitive).
 pub fn flag(value: &str) -> Result<bool> {
     if value.eq_ignore_ascii_case("on") {
@@ -228,5 +279,18 @@ mod tests {
         assert!(header_name("").is_err());
         assert!(header_value("max-age=1; preload").is_ok());
         assert!(header_value("a\r\nSet-Cookie: x").is_err());
+    }
+
+    #[test]
+    fn bounded_numbers_are_range_checked() {
+        assert_eq!(bounded("burst", "10", 0, 100), Ok(10));
+        assert!(matches!(bounded("burst", "101", 0, 100), Err(ConfError::OutOfRange { .. })));
+        assert!(matches!(bounded("burst", "18446744073709551616", 0, 100), Err(ConfError::OutOfRange { .. })));
+        assert!(matches!(bounded("burst", "-1", 0, 100), Err(ConfError::Other(_))));
+        assert!(matches!(bounded("burst", "", 0, 100), Err(ConfError::Other(_))));
+        assert_eq!(
+            bounded("cost", "0", 1, 9).unwrap_err().to_string(),
+            "invalid cost \"0\", it must be between 1 and 9"
+        );
     }
 }

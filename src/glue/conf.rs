@@ -19,6 +19,7 @@ use super::util::{directive, pool_str, set_once, ComplexValue};
 use crate::headers::cache::{CachePolicy, CacheRule};
 use crate::headers::cors::{self, CorsPolicy};
 use crate::headers::security::{self, CookieFlags, HeaderPolicy, Mode};
+use crate::parse::ConfError;
 use crate::parse;
 
 /// A response header ready to send: name in configuration memory, value compiled.
@@ -186,7 +187,7 @@ fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-fn flag(slot: &mut Option<bool>, args: &[&str]) -> Result<(), String> {
+fn flag(slot: &mut Option<bool>, args: &[&str]) -> Result<(), ConfError> {
     let v = parse::flag(args[0]).map_err(|e| e.0)?;
     set_once(slot, v)
 }
@@ -207,13 +208,13 @@ extern "C" fn set_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mu
     directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
         let name = parse::header_name(args[0]).map_err(|e| e.0)?;
         if name.eq_ignore_ascii_case(security::HSTS) {
-            return Err(format!("\"{name}\" is set with \"shield_hsts\""));
+            return Err(format!("\"{name}\" is set with \"shield_hsts\"").into());
         }
         if name.eq_ignore_ascii_case(security::CSP) || name.eq_ignore_ascii_case(security::CSP_REPORT_ONLY) {
-            return Err(format!("\"{name}\" is set with \"shield_csp\""));
+            return Err(format!("\"{name}\" is set with \"shield_csp\"").into());
         }
         let value = header_value(cf, args[1])?;
-        lc.headers.set(name, value).map_err(|e| e.0)
+        Ok(lc.headers.set(name, value).map_err(|e| e.0)?)
     })
 }
 
@@ -232,7 +233,7 @@ extern "C" fn set_csp(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c
             return Err("empty policy".into());
         }
         let value = header_value(cf, args[0])?;
-        lc.headers.set(security::CSP, value).map_err(|_| "value is duplicate".to_string())
+        lc.headers.set(security::CSP, value).map_err(|_| ConfError::Duplicate)
     })
 }
 
@@ -248,7 +249,7 @@ extern "C" fn set_hsts(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut 
             let v = security::parse_hsts(args).map_err(|e| e.0)?;
             Some(ComplexValue::compile(cf, &v)?)
         };
-        lc.headers.set(security::HSTS, value).map_err(|_| "value is duplicate".to_string())
+        lc.headers.set(security::HSTS, value).map_err(|_| ConfError::Duplicate)
     })
 }
 
@@ -372,7 +373,7 @@ extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mu
         let format = match args.first().copied() {
             None | Some("prometheus") => StatusFormat::Prometheus,
             Some("json") => StatusFormat::Json,
-            Some(other) => return Err(format!("invalid parameter \"{other}\"")),
+            Some(other) => return Err(ConfError::InvalidParameter(other.to_string())),
         };
         set_once(&mut lc.status, format)?;
         super::status::set_content_handler(cf);

@@ -16,6 +16,8 @@ use ngx::ffi::{
 use ngx::{ngx_conf_log_error, ngx_log_error};
 use ngx::ffi::{ngx_int_t, NGX_ERROR};
 
+use crate::parse::ConfError;
+
 /// Runs `f`, turning a panic into `on_panic` plus an `[alert]` line: no panic may unwind into
 /// nginx's C frames.
 pub fn guard<T>(log: *mut ngx_log_t, what: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
@@ -47,8 +49,11 @@ unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
         .collect()
 }
 
-/// The one place a directive handler reports failure: `<error> in "<directive>" directive`,
-/// at `emerg`, which nginx completes with ` in <file>:<line>`.
+/// The one place a directive handler reports failure, at `emerg`, in nginx's words (nginx
+/// completes the line with ` in <file>:<line>`):
+/// - `"<directive>" directive is duplicate` and `"<directive>" must have "zone" parameter`,
+///   as nginx's own modules say them;
+/// - any other error as `<error> in "<directive>" directive`.
 ///
 /// `handler` receives the module configuration slot this directive writes to and the
 /// arguments after the directive name.
@@ -56,7 +61,7 @@ pub fn directive<C>(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
-    handler: impl FnOnce(&mut ngx_conf_t, &mut C, &[&str]) -> Result<(), String>,
+    handler: impl FnOnce(&mut ngx_conf_t, &mut C, &[&str]) -> Result<(), ConfError>,
 ) -> *mut c_char {
     // SAFETY: nginx passes a valid cf during configuration parsing.
     let log = unsafe { (*cf).log };
@@ -65,23 +70,35 @@ pub fn directive<C>(
         // offset, allocated by our create_*_conf as `C`.
         let (name, conf) = unsafe { ((*cmd).name.to_string(), &mut *conf.cast::<C>()) };
         // SAFETY: see conf_args.
-        let result = unsafe { conf_args(cf) }.and_then(|args| handler(unsafe { &mut *cf }, conf, &args[1..]));
+        let result = unsafe { conf_args(cf) }
+            .map_err(ConfError::Other)
+            .and_then(|args| handler(unsafe { &mut *cf }, conf, &args[1..]));
         match result {
             Ok(()) => NGX_CONF_OK,
             Err(err) => {
-                // nginx's log format is one line per message; some errors (regex) span several.
-                let err = err.split_whitespace().collect::<Vec<_>>().join(" ");
-                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{err} in \"{name}\" directive");
+                report(cf, &name, &err);
                 NGX_CONF_ERROR
             }
         }
     })
 }
 
+/// Logs a configuration error of directive `name` in nginx's words (see [`directive`]).
+pub fn report(cf: *mut ngx_conf_t, name: &str, err: &ConfError) {
+    // nginx's log format is one line per message; some errors (regex) span several.
+    let text = err.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = match err {
+        ConfError::Duplicate => format!("\"{name}\" directive {text}"),
+        ConfError::MissingParameter(_) => format!("\"{name}\" {text}"),
+        _ => format!("{text} in \"{name}\" directive"),
+    };
+    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{line}");
+}
+
 /// Sets `slot` once; a second occurrence in the same block is nginx's "is duplicate".
-pub fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), String> {
+pub fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), ConfError> {
     if slot.is_some() {
-        return Err("value is duplicate".into());
+        return Err(ConfError::Duplicate);
     }
     *slot = Some(value);
     Ok(())

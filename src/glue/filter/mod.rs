@@ -168,7 +168,7 @@ pub extern "C" fn set_filter(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf:
             "on" => Mode::Block,
             "off" => Mode::Off,
             "detect" => Mode::Detect,
-            other => return Err(format!("invalid value \"{other}\", it must be \"on\", \"off\" or \"detect\"")),
+            other => return Err(format!("invalid value \"{other}\", it must be \"on\", \"off\" or \"detect\"").into()),
         };
         register_metrics(cf);
         set_once(&mut lc.waf.mode, mode)
@@ -194,7 +194,7 @@ pub extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf:
 }
 
 pub extern "C" fn set_exclude(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut super::LocConf, args| lc.waf.exclusions.add(args))
+    directive(cf, cmd, conf, |_, lc: &mut super::LocConf, args| Ok(lc.waf.exclusions.add(args)?))
 }
 
 pub extern "C" fn set_rules_file(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {

@@ -32,6 +32,7 @@ use super::MainConf;
 use super::util::{guard, set_once, ComplexValue};
 use super::{RequestCtx, Shield};
 use crate::status::metrics::{Histogram, Registry};
+use crate::parse::ConfError;
 use crate::parse::{self, Rate};
 use crate::limit::{self as rate, Algorithm, Ban, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered, State};
 use crate::limit::script::{self, BanKey, Batch, LimitKey, LimitReply, Script};
@@ -165,10 +166,10 @@ pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
                 Some(("timeout", v)) => {
                     timeout_ms = parse::time(v).map_err(|e| e.0)?.as_millis() as u64;
                     if timeout_ms == 0 {
-                        return Err(format!("invalid timeout \"{v}\""));
+                        return Err(format!("invalid timeout \"{v}\"").into());
                     }
                 }
-                _ => return Err(format!("invalid parameter \"{arg}\"")),
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
         let (sockaddr, name) = match &url.socket {
@@ -239,7 +240,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
                 Some(("zone", v)) => {
                     let (n, s) = v.split_once(':').ok_or_else(|| format!("invalid zone size \"{v}\""))?;
                     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                        return Err(format!("invalid zone name \"{n}\""));
+                        return Err(format!("invalid zone name \"{n}\"").into());
                     }
                     size = parse::size(s).map_err(|_| format!("invalid zone size \"{v}\""))?;
                     name = Some(n.to_string());
@@ -249,16 +250,16 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
                 Some(("algorithm", "sliding_window")) => algorithm = Algorithm::SlidingWindow,
                 Some(("backend", "redis")) => backend = Some(Backend::Redis),
                 Some(("backend", "local")) => backend = Some(Backend::Local),
-                _ => return Err(format!("invalid parameter \"{arg}\"")),
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
         let name = name.ok_or("must have \"zone\" parameter")?;
         let rate = rate.ok_or("must have \"rate\" parameter")?;
         if size < 32 * 1024 {
-            return Err(format!("zone \"{name}\" is too small"));
+            return Err(format!("zone \"{name}\" is too small").into());
         }
         if mcf.limits.zones.iter().any(|z| z.name == name) {
-            return Err(format!("zone \"{name}\" is duplicate"));
+            return Err(format!("zone \"{name}\" is duplicate").into());
         }
         let backend = match backend {
             Some(Backend::Redis) if mcf.limits.redis.is_none() => {
@@ -274,7 +275,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
             let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
             if index == NGX_ERROR as ngx_int_t {
-                return Err(format!("unknown variable \"${var}\""));
+                return Err(ConfError::Other(format!("unknown variable \"${var}\"")));
             }
             Ok(index as ngx_uint_t)
         });
@@ -305,7 +306,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
         // SAFETY: NULL or a zone owned by the cycle.
         let shm = unsafe { shm.as_mut() }.ok_or("cannot add shared memory zone")?;
         if !shm.data.is_null() {
-            return Err(format!("zone \"{name}\" is duplicate"));
+            return Err(format!("zone \"{name}\" is duplicate").into());
         }
         shm.init = Some(zone_init);
         shm.data = ptr::from_mut(&mut *zone).cast();
@@ -391,7 +392,7 @@ pub extern "C" fn set_limit(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
                 Some(("delay", v)) => delay = number(v)?,
                 Some(("cost", v)) => cost = number(v)?.max(1),
                 None if *arg == "nodelay" => nodelay = true,
-                _ => return Err(format!("invalid parameter \"{arg}\"")),
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
         let zone = zone.ok_or("must have \"zone\" parameter")?;
@@ -427,7 +428,7 @@ pub extern "C" fn set_ban(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t
                     threshold = Some((n, w.max(1)));
                 }
                 Some(("ban", v)) => ban_us = Some(parse::time(v).map_err(|e| e.0)?.as_micros() as u64),
-                _ => return Err(format!("invalid parameter \"{arg}\"")),
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
         let zone = zone.ok_or("must have \"zone\" parameter")?;
@@ -460,7 +461,7 @@ pub extern "C" fn set_log_level(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_com
             "notice" => NGX_LOG_NOTICE,
             "warn" => NGX_LOG_WARN,
             "error" => NGX_LOG_ERR,
-            other => return Err(format!("invalid value \"{other}\", it must be \"info\", \"notice\", \"warn\" or \"error\"")),
+            other => return Err(format!("invalid value \"{other}\", it must be \"info\", \"notice\", \"warn\" or \"error\"").into()),
         };
         set_once(&mut lc.limit.log_level, level as ngx_uint_t)
     })
@@ -472,7 +473,7 @@ pub extern "C" fn set_fail(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             "open" => FailPolicy::Open,
             "closed" => FailPolicy::Closed,
             "local" => FailPolicy::Local,
-            other => return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"")),
+            other => return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"").into()),
         };
         set_once(&mut lc.limit.fail, policy)
     })
@@ -485,7 +486,7 @@ pub extern "C" fn set_headers(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_comma
             "off" => (false, false),
             "draft" => (true, false),
             "legacy" => (false, true),
-            other => return Err(format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"")),
+            other => return Err(format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"").into()),
         };
         set_once(&mut lc.limit.headers, mode)
     })
