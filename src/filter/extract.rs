@@ -1,13 +1,27 @@
 //! Turning a request into the values the engine inspects: query arguments, cookies, and
-//! bodies (urlencoded, JSON, multipart). Parsers never panic and are bounded: at most
-//! `MAX_ITEMS` values per request and JSON nesting of `MAX_DEPTH`.
+//! bodies (urlencoded, JSON, multipart). Parsers never panic, run in time linear in their
+//! input, and hand each value to a [`Sink`] as they find it, borrowed from the input (only a
+//! JSON string with escapes, a multipart name and a JSON key path are copied, and dropped
+//! once inspected): every value is seen, and memory does not grow with the number of values.
 
 use std::borrow::Cow;
 
 use super::rules::target;
 
-pub const MAX_ITEMS: usize = 1024;
-const MAX_DEPTH: usize = 32;
+/// Where extracted values go: the engine's inspection, or a `Vec` in tests.
+pub trait Sink<'a> {
+    fn push(&mut self, item: Item<'a>);
+}
+
+impl<'a> Sink<'a> for Vec<Item<'a>> {
+    fn push(&mut self, item: Item<'a>) {
+        Vec::push(self, item);
+    }
+}
+
+/// A JSON key is also inspected joined to its parent's (`constructor.prototype`), when both
+/// together are at most this long.
+const MAX_KEY_PATH: usize = 256;
 
 /// One inspected value: where it came from, its name (arg/cookie/header/field name), and
 /// its raw bytes (decoding happens in the rule pipelines).
@@ -26,35 +40,29 @@ impl<'a> Item<'a> {
 
 /// `a=1&b=2` pairs, undecoded; a name without `=` has an empty value.
 pub fn pairs(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    raw.split(|&b| b == b'&').filter(|p| !p.is_empty()).take(MAX_ITEMS).map(|p| match p.iter().position(|&b| b == b'=') {
+    raw.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| match p.iter().position(|&b| b == b'=') {
         Some(i) => (&p[..i], &p[i + 1..]),
         None => (p, &p[p.len()..]),
     })
 }
 
 /// Query arguments as names (`args_names`) and values (`args`).
-pub fn query<'a>(raw: &'a [u8], out: &mut Vec<Item<'a>>) {
+pub fn query<'a>(raw: &'a [u8], out: &mut impl Sink<'a>) {
     for (name, value) in pairs(raw) {
-        push(out, Item::new(target::ARG_NAMES, name, name));
-        push(out, Item::new(target::ARG_VALUES, name, value));
+        out.push(Item::new(target::ARG_NAMES, name, name));
+        out.push(Item::new(target::ARG_VALUES, name, value));
     }
 }
 
 /// `Cookie: a=1; b=2`.
-pub fn cookies<'a>(header: &'a [u8], out: &mut Vec<Item<'a>>) {
-    for part in header.split(|&b| b == b';').take(MAX_ITEMS) {
+pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
+    for part in header.split(|&b| b == b';') {
         let part = part.trim_ascii();
         let (name, value) = match part.iter().position(|&b| b == b'=') {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &part[part.len()..]),
         };
-        push(out, Item::new(target::COOKIES, name, value));
-    }
-}
-
-fn push<'a>(out: &mut Vec<Item<'a>>, item: Item<'a>) {
-    if out.len() < MAX_ITEMS {
-        out.push(item);
+        out.push(Item::new(target::COOKIES, name, value));
     }
 }
 
@@ -79,50 +87,140 @@ pub fn body_kind(content_type: &[u8]) -> BodyKind {
 
 /// Body fields. A body that does not parse as its declared type is inspected as one raw value
 /// (an attacker gains nothing by sending broken JSON).
-pub fn body<'a>(content_type: &[u8], body: &'a [u8], out: &mut Vec<Item<'a>>) {
+pub fn body<'a>(content_type: &[u8], body: &'a [u8], out: &mut impl Sink<'a>) {
     match body_kind(content_type) {
         BodyKind::UrlEncoded => {
             for (name, value) in pairs(body) {
-                push(out, Item::new(target::BODY_NAMES, name, name));
-                push(out, Item::new(target::BODY_VALUES, name, value));
+                out.push(Item::new(target::BODY_NAMES, name, name));
+                out.push(Item::new(target::BODY_VALUES, name, value));
             }
         }
-        BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(v) => json(&v, b"", 0, out),
-            Err(_) => push(out, Item::new(target::BODY_VALUES, &b""[..], body)),
-        },
-        BodyKind::Multipart => {
-            if !multipart(content_type, body, out) {
-                push(out, Item::new(target::BODY_VALUES, &b""[..], body));
-            }
-        }
-        BodyKind::Other => push(out, Item::new(target::BODY_VALUES, &b""[..], body)),
+        // Validated first without building anything (serde's IgnoredAny), then streamed.
+        BodyKind::Json if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => json(body, out),
+        BodyKind::Multipart if multipart(content_type, body, &mut *out) => {}
+        _ => out.push(Item::new(target::BODY_VALUES, &b""[..], body)),
     }
 }
 
-fn json<'a>(v: &serde_json::Value, name: &[u8], depth: usize, out: &mut Vec<Item<'a>>) {
-    if depth > MAX_DEPTH || out.len() >= MAX_ITEMS {
-        return;
+/// A container being read: its name (the key it sits under, inherited by an array's values),
+/// and for an object the key whose value comes next.
+struct Frame<'a> {
+    object: bool,
+    expect_key: bool,
+    name: Cow<'a, [u8]>,
+    key: Cow<'a, [u8]>,
+}
+
+/// Every key (`body_names`, also joined to its parent's) and string value (`body`, named by
+/// its key) of a valid JSON document, in one pass; numbers, booleans and null are skipped.
+fn json<'a>(text: &'a [u8], out: &mut impl Sink<'a>) {
+    let mut stack: Vec<Frame<'a>> = Vec::new();
+    let current_name = |stack: &[Frame<'a>]| match stack.last() {
+        Some(f) if f.object => f.key.clone(),
+        Some(f) => f.name.clone(),
+        None => Cow::Borrowed(&b""[..]),
+    };
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'{' | b'[' => {
+                let name = current_name(&stack);
+                stack.push(Frame { object: text[i] == b'{', expect_key: true, name, key: Cow::Borrowed(&b""[..]) });
+                i += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                i += 1;
+            }
+            b',' => {
+                if let Some(f) = stack.last_mut() {
+                    f.expect_key = true;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let (value, end) = json_string(text, i + 1);
+                i = end;
+                match stack.last_mut() {
+                    Some(f) if f.object && f.expect_key => {
+                        out.push(Item::new(target::BODY_NAMES, value.clone(), value.clone()));
+                        if !f.name.is_empty() && f.name.len() + value.len() < MAX_KEY_PATH {
+                            let path = [&f.name[..], b".", &value[..]].concat();
+                            out.push(Item::new(target::BODY_NAMES, path.clone(), path));
+                        }
+                        f.key = value;
+                        f.expect_key = false;
+                    }
+                    _ => out.push(Item::new(target::BODY_VALUES, current_name(&stack), value)),
+                }
+            }
+            _ => i += 1,
+        }
     }
-    match v {
-        serde_json::Value::String(s) => push(out, Item::new(target::BODY_VALUES, name.to_vec(), s.as_bytes().to_vec())),
-        serde_json::Value::Array(items) => {
-            for item in items {
-                json(item, name, depth + 1, out);
+}
+
+/// The string starting after the quote at `start`: its value (borrowed unless it has
+/// escapes) and the index after its closing quote.
+fn json_string(text: &[u8], start: usize) -> (Cow<'_, [u8]>, usize) {
+    let mut i = start;
+    let mut escaped = false;
+    while i < text.len() && text[i] != b'"' {
+        if text[i] == b'\\' {
+            escaped = true;
+            i += 1;
+        }
+        i += 1;
+    }
+    let end = i.min(text.len());
+    let raw = &text[start..end];
+    let value = if escaped { Cow::Owned(json_unescape(raw)) } else { Cow::Borrowed(raw) };
+    (value, end + 1)
+}
+
+fn json_unescape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    let hex4 = |at: usize| raw.get(at..at + 4).and_then(|h| core::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok());
+    while i < raw.len() {
+        if raw[i] != b'\\' || i + 1 >= raw.len() {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let simple = match raw[i + 1] {
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'u' => None,
+            other => Some(other),
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            i += 2;
+            continue;
+        }
+        let Some(mut cp) = hex4(i + 2) else {
+            out.push(b'?');
+            i += 2;
+            continue;
+        };
+        i += 6;
+        if (0xD800..0xDC00).contains(&cp) && raw.get(i) == Some(&b'\\') && raw.get(i + 1) == Some(&b'u') {
+            if let Some(low @ 0xDC00..=0xDFFF) = hex4(i + 2) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                i += 6;
             }
         }
-        serde_json::Value::Object(map) => {
-            for (k, item) in map {
-                push(out, Item::new(target::BODY_NAMES, k.as_bytes().to_vec(), k.as_bytes().to_vec()));
-                json(item, k.as_bytes(), depth + 1, out);
-            }
-        }
-        _ => {}
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(char::from_u32(cp).unwrap_or('?').encode_utf8(&mut buf).as_bytes());
     }
+    out
 }
 
 /// multipart/form-data: field names, file names, and the content of non-file parts.
-fn multipart<'a>(content_type: &[u8], body: &'a [u8], out: &mut Vec<Item<'a>>) -> bool {
+fn multipart<'a>(content_type: &[u8], body: &'a [u8], out: &mut impl Sink<'a>) -> bool {
     let Some(boundary) = param(content_type, b"boundary") else { return false };
     if boundary.is_empty() || boundary.len() > 200 {
         return false;
@@ -146,16 +244,13 @@ fn multipart<'a>(content_type: &[u8], body: &'a [u8], out: &mut Vec<Item<'a>>) -
             .find(|l| l.len() > 20 && l[..20].eq_ignore_ascii_case(b"content-disposition:"))
             .unwrap_or(b"");
         let name = param(disposition, b"name").unwrap_or_default();
-        push(out, Item::new(target::BODY_NAMES, name.clone(), name.clone()));
+        out.push(Item::new(target::BODY_NAMES, name.clone(), name.clone()));
         match param(disposition, b"filename") {
-            Some(filename) => push(out, Item::new(target::BODY_VALUES, name, filename)),
-            None => push(out, Item::new(target::BODY_VALUES, name, content)),
+            Some(filename) => out.push(Item::new(target::BODY_VALUES, name, filename)),
+            None => out.push(Item::new(target::BODY_VALUES, name, content)),
         }
         rest = &rest[content_end..];
         parts += 1;
-        if parts >= MAX_ITEMS {
-            break;
-        }
     }
     parts > 0
 }
@@ -236,10 +331,23 @@ mod tests {
     }
 
     #[test]
-    fn items_are_bounded() {
+    fn every_value_is_extracted_borrowed_unless_escaped() {
         let mut out = Vec::new();
         let many = "a=1&".repeat(5000);
         query(many.as_bytes(), &mut out);
-        assert_eq!(out.len(), MAX_ITEMS);
+        assert_eq!(out.len(), 10_000, "no cap: the 5000th argument is inspected too");
+        let mut fields: String = (0..3000).map(|i| format!("\"k{i}\":\"v\",")).collect();
+        fields.push_str(&format!(r#""deep":{}{{"q":"x' or 1=1"}}{}"#, "[".repeat(40), "]".repeat(40)));
+        out.clear();
+        let text = format!("{{{fields}}}");
+        body(b"application/json", text.as_bytes(), &mut out);
+        assert!(values(&out).contains(&(target::BODY_VALUES, "q".into(), "x' or 1=1".into())), "past 1024 items and 32 levels");
+        assert!(out.iter().filter(|i| i.target == target::BODY_VALUES).all(|i| matches!(i.value, Cow::Borrowed(_))), "no escapes, no copies");
+        out.clear();
+        body(b"application/json", br#"{"a\u0027b":"\u003cscript\u003e \ud83d\ude00 \n\"","constructor":{"prototype":{"isAdmin":true}}}"#, &mut out);
+        let v = values(&out);
+        assert!(v.contains(&(target::BODY_NAMES, "a'b".into(), "a'b".into())), "{v:?}");
+        assert!(v.contains(&(target::BODY_VALUES, "a'b".into(), "<script> \u{1F600} \n\"".into())), "{v:?}");
+        assert!(v.contains(&(target::BODY_NAMES, "constructor.prototype".into(), "constructor.prototype".into())), "{v:?}");
     }
 }

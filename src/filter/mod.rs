@@ -3,43 +3,82 @@
 //! - `transform`: decoders and normalisers (URL incl. `%uXXXX` and overlong UTF-8, HTML
 //!   entities, comments, whitespace, paths), total and bounded;
 //! - `rules`: the built-in rule packs and custom rules;
-//! - `extract`: request → inspected values (query, cookies, headers, urlencoded/JSON/multipart);
+//! - `alphabet`: the fast path for plain words, derived from the compiled rules;
+//! - `extract`: request → inspected values (query, cookies, headers, urlencoded/JSON/multipart),
+//!   streamed to the engine without copying them;
+//! - `exclusions`: per-location false-positive tuning;
+//! - `hygiene`: limits and the cheap checks that run before any rule;
 //! - `ip`: CIDR allow/deny lists;
 //! - this file: the engine (rules grouped by transform pipeline into `RegexSet`s, anomaly
-//!   scoring, exclusions) and the cheap hygiene checks that run first.
+//!   scoring).
 //!
 //! Every value is transformed once per distinct pipeline and scanned once per pipeline by a
 //! `RegexSet` (finite automata: time linear in the input, no backtracking, no ReDoS). Only the
 //! rules that matched run individually, to extract the fragment for the audit log.
+//!
+//! Memory: values are borrowed from the request (or the body) as they are extracted and
+//! inspected one at a time; each transformed copy is cut at `transform::MAX_TRANSFORMED`, and
+//! the copies of one value are dropped before the next. So inspection costs the body once plus
+//! a constant, whatever the body's shape.
 
+pub mod alphabet;
+pub mod exclusions;
 pub mod extract;
+pub mod hygiene;
 pub mod ip;
 pub mod rules;
 pub mod transform;
 
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 
-pub use extract::Item;
+pub use exclusions::Exclusions;
+pub use extract::{Item, Sink};
+pub use hygiene::{check_uri, scanner, Hygiene, Limits, SCANNERS};
 use rules::{target, Family, Rule};
 use transform::Transform;
 
 /// Default anomaly threshold: one critical rule blocks.
 pub const DEFAULT_THRESHOLD: u32 = 5;
 
+/// One `RegexSet` and the rule (index into `Engine::rules`) behind each of its patterns.
+struct Scan {
+    set: RegexSet,
+    rules: Vec<usize>,
+}
+
+impl Scan {
+    fn build(all: &[Rule], members: Vec<usize>) -> Result<Scan, String> {
+        let set = RegexSetBuilder::new(members.iter().map(|&i| &all[i].pattern))
+            .unicode(false)
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()
+            .map_err(|e| format!("rule set: {e}"))?;
+        Ok(Scan { set, rules: members })
+    }
+}
+
+/// What a pipeline does with a plain value (only `[A-Za-z0-9_-]`).
+enum Plain {
+    /// No rule of the pipeline can match anything a plain value becomes (see `alphabet`).
+    Skip,
+    /// Every rule of the pipeline might: scan them all.
+    All,
+    /// Only these rules might.
+    Some(Scan),
+}
+
 struct PipelineSet {
     transforms: Vec<Transform>,
-    set: RegexSet,
-    /// Index into `Engine::rules` of each pattern in `set`.
-    rules: Vec<usize>,
-    regexes: Vec<Regex>,
+    all: Scan,
+    plain: Plain,
 }
 
 pub struct Engine {
     rules: Vec<Rule>,
+    /// One per rule, to extract the matched fragment.
+    regexes: Vec<Regex>,
     sets: Vec<PipelineSet>,
-    /// Values made only of `[A-Za-z0-9_-]` cannot match a built-in rule (bare shell command
-    /// words excepted); skipped when no custom rule could see them differently.
-    fast_path: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,115 +119,139 @@ impl Engine {
                 return Err(format!("rule {} is duplicate", r.id));
             }
         }
+        let mut regexes = Vec::with_capacity(all.len());
+        let mut syntax = Vec::with_capacity(all.len());
+        for r in &all {
+            let invalid = |e: String| format!("rule {}: invalid pattern: {e}", r.id);
+            regexes.push(regex::bytes::RegexBuilder::new(&r.pattern).unicode(false).size_limit(2 << 20).build().map_err(|e| invalid(e.to_string()))?);
+            syntax.push(alphabet::parse(&r.pattern).map_err(invalid)?);
+        }
         let mut pipelines: Vec<Vec<Transform>> = all.iter().map(|r| r.pipeline.clone()).collect();
         pipelines.sort();
         pipelines.dedup();
         let mut sets = Vec::new();
         for transforms in pipelines {
             let members: Vec<usize> = (0..all.len()).filter(|&i| all[i].pipeline == transforms).collect();
-            let mut regexes = Vec::with_capacity(members.len());
-            for &i in &members {
-                let re = regex::bytes::RegexBuilder::new(&all[i].pattern)
-                    .unicode(false)
-                    .size_limit(2 << 20)
-                    .build()
-                    .map_err(|e| format!("rule {}: invalid pattern: {e}", all[i].id))?;
-                regexes.push(re);
-            }
-            let set = RegexSetBuilder::new(members.iter().map(|&i| &all[i].pattern))
-                .unicode(false)
-                .size_limit(64 << 20)
-                .dfa_size_limit(16 << 20)
-                .build()
-                .map_err(|e| format!("rule set: {e}"))?;
-            sets.push(PipelineSet { transforms, set, rules: members, regexes });
+            let reachable = alphabet::image(&transforms, alphabet::plain());
+            let may_match: Vec<usize> = members.iter().copied().filter(|&i| alphabet::can_match_over(&syntax[i], &reachable)).collect();
+            let plain = match may_match.len() {
+                0 => Plain::Skip,
+                n if n == members.len() => Plain::All,
+                _ => Plain::Some(Scan::build(&all, may_match)?),
+            };
+            sets.push(PipelineSet { all: Scan::build(&all, members)?, transforms, plain });
         }
-        Ok(Engine { fast_path: custom.is_empty(), rules: all, sets })
+        Ok(Engine { rules: all, regexes, sets })
     }
 
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
 
-    /// Inspects every item; stops early once `stop_at` is reached (the request is blocked
-    /// either way, so more matches only cost time).
+    /// (pipelines, pipelines that scan plain values): what the fast path saves.
+    pub fn plain_scans(&self) -> (usize, usize) {
+        (self.sets.len(), self.sets.iter().filter(|ps| !matches!(ps.plain, Plain::Skip)).count())
+    }
+
+    /// Starts inspecting one request; it stops scoring once `stop_at` is reached (the
+    /// request is blocked either way, so more matches only cost time).
+    pub fn start<'e>(&'e self, exclusions: &'e Exclusions, stop_at: u32) -> Inspection<'e> {
+        Inspection { engine: self, exclusions, stop_at, verdict: Verdict::default() }
+    }
+
+    /// Inspects every item.
     pub fn inspect(&self, items: &[Item], exclusions: &Exclusions, stop_at: u32) -> Verdict {
-        let mut verdict = Verdict::default();
+        let mut inspection = self.start(exclusions, stop_at);
         for item in items {
-            if item.value.is_empty() || (self.fast_path && is_plain(&item.value) && !is_command_word(&item.value)) {
+            inspection.item(item);
+        }
+        inspection.verdict
+    }
+}
+
+/// One request's inspection, fed item by item as the request is read (see `extract`).
+pub struct Inspection<'e> {
+    engine: &'e Engine,
+    exclusions: &'e Exclusions,
+    stop_at: u32,
+    verdict: Verdict,
+}
+
+impl<'e> Inspection<'e> {
+    pub fn verdict(self) -> Verdict {
+        self.verdict
+    }
+
+    pub fn item(&mut self, item: &Item) {
+        if self.verdict.score >= self.stop_at || item.value.is_empty() || self.exclusions.skips_target(item) {
+            return;
+        }
+        let plain = item.value.iter().all(|&b| alphabet::is_plain_byte(b));
+        let engine = self.engine;
+        let mut memo = Memo { original: &item.value[..], steps: Vec::new(), values: Vec::new() };
+        for ps in &engine.sets {
+            let scan = match (&ps.plain, plain) {
+                (Plain::Skip, true) => continue,
+                (Plain::Some(subset), true) => subset,
+                _ => &ps.all,
+            };
+            let value = memo.get(&ps.transforms);
+            // Most values match nothing: the early-exit scan decides that alone.
+            if !scan.set.is_match(value) {
                 continue;
             }
-            if exclusions.skips_target(item) {
-                continue;
-            }
-            // Pipelines share prefixes ([UrlDecode, HtmlDecode, Lowercase, ...]): each
-            // intermediate value is computed once per item, in pipeline order.
-            let mut memo = Memo { steps: Vec::with_capacity(self.sets.len() * 2), values: vec![item.value.to_vec()] };
-            for ps in &self.sets {
-                let value = memo.get(&ps.transforms);
-                // Most values match nothing: the early-exit scan decides that alone.
-                if !ps.set.is_match(value) {
+            for k in scan.set.matches(value).iter() {
+                let index = scan.rules[k];
+                let rule = &engine.rules[index];
+                if rule.targets & item.target == 0 || self.exclusions.excludes(rule, item) {
                     continue;
                 }
-                let hits = ps.set.matches(value);
-                for k in hits.iter() {
-                    let rule = &self.rules[ps.rules[k]];
-                    if rule.targets & item.target == 0 || exclusions.excludes(rule, item) {
-                        continue;
-                    }
-                    if verdict.matches.iter().any(|m| m.id == rule.id) {
-                        continue; // a rule scores once per request
-                    }
-                    let fragment = ps.regexes[k].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
-                    verdict.score += rule.score;
-                    verdict.matches.push(Match { id: rule.id, family: rule.family, score: rule.score, target: describe(item), fragment });
+                if self.verdict.matches.iter().any(|m| m.id == rule.id) {
+                    continue; // a rule scores once per request
                 }
-            }
-            if verdict.score >= stop_at {
-                break;
+                let fragment = engine.regexes[index].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
+                self.verdict.score += rule.score;
+                self.verdict.matches.push(Match { id: rule.id, family: rule.family, score: rule.score, target: describe(item), fragment });
             }
         }
-        verdict
+    }
+}
+
+impl<'a> Sink<'a> for Inspection<'_> {
+    fn push(&mut self, item: Item<'a>) {
+        self.item(&item);
     }
 }
 
 /// The values of one item after each pipeline prefix, computed once: pipelines share
 /// prefixes ([UrlDecode, HtmlDecode, Lowercase, ...]) and most transforms leave most values
-/// unchanged, which costs neither a copy nor an allocation here.
-struct Memo<'p> {
-    /// (prefix, index into `values`)
-    steps: Vec<(&'p [Transform], usize)>,
+/// unchanged, which costs neither a copy nor an allocation here. Each copy is at most
+/// `MAX_TRANSFORMED` bytes, and there are at most as many as pipeline steps.
+struct Memo<'p, 'v> {
+    original: &'v [u8],
+    /// (prefix, index into `values`, or `None` for the original)
+    steps: Vec<(&'p [Transform], Option<usize>)>,
     values: Vec<Vec<u8>>,
 }
 
-impl<'p> Memo<'p> {
+impl<'p> Memo<'p, '_> {
     fn get(&mut self, pipeline: &'p [Transform]) -> &[u8] {
         let (mut at, done) = self
             .steps
             .iter()
             .filter(|(prefix, _)| pipeline.starts_with(prefix))
             .max_by_key(|(prefix, _)| prefix.len())
-            .map_or((0, 0), |(prefix, i)| (*i, prefix.len()));
+            .map_or((None, 0), |(prefix, i)| (*i, prefix.len()));
         for (k, t) in pipeline.iter().enumerate().skip(done) {
-            if let Some(next) = t.apply_if_changed(&self.values[at]) {
+            let current = at.map_or(self.original, |i| &self.values[i]);
+            if let Some(next) = t.apply_if_changed(current) {
                 self.values.push(next);
-                at = self.values.len() - 1;
+                at = Some(self.values.len() - 1);
             }
             self.steps.push((&pipeline[..=k], at));
         }
-        &self.values[at]
+        at.map_or(self.original, |i| &self.values[i])
     }
-}
-
-fn is_plain(v: &[u8]) -> bool {
-    v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Single words that are a shell command on their own (`?cmd=whoami`).
-fn is_command_word(v: &[u8]) -> bool {
-    const WORDS: &[&[u8]] =
-        &[b"whoami", b"ifconfig", b"ipconfig", b"systeminfo", b"sysinfo", b"netstat", b"uname", b"pwd", b"ls", b"dir", b"tasklist", b"passwd"];
-    v.len() <= 10 && WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
 }
 
 fn describe(item: &Item) -> String {
@@ -217,225 +280,6 @@ fn mask(fragment: &[u8]) -> String {
         out.push_str("...");
     }
     out
-}
-
-/// Per-location false-positive tuning: `id=N`, `tag=T`, `target=KIND[:NAME]`, combinable
-/// (`id=942100 target=args:q` excludes that rule for that argument only).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Exclusions(Vec<Exclusion>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Exclusion {
-    id: Option<u32>,
-    tag: Option<String>,
-    target: Option<(u8, Option<String>)>,
-}
-
-impl Exclusions {
-    pub fn add(&mut self, args: &[&str]) -> Result<(), String> {
-        let mut e = Exclusion { id: None, tag: None, target: None };
-        for arg in args {
-            match arg.split_once('=') {
-                Some(("id", v)) => e.id = Some(v.parse().map_err(|_| format!("invalid parameter \"{arg}\""))?),
-                Some(("tag", v)) if !v.is_empty() => e.tag = Some(v.to_ascii_lowercase()),
-                Some(("target", v)) => {
-                    let (kind, name) = match v.split_once(':') {
-                        Some((k, n)) => (k, Some(n.to_ascii_lowercase())),
-                        None => (v, None),
-                    };
-                    let mask = match kind {
-                        "args" | "arg" => target::ARG_VALUES | target::ARG_NAMES,
-                        "cookie" | "cookies" => target::COOKIES,
-                        "header" | "headers" => target::HEADERS,
-                        "body" => target::BODY_VALUES | target::BODY_NAMES,
-                        "path" => target::PATH,
-                        _ => return Err(format!("invalid target \"{v}\"")),
-                    };
-                    e.target = Some((mask, name));
-                }
-                _ => return Err(format!("invalid parameter \"{arg}\"")),
-            }
-        }
-        if e.id.is_none() && e.tag.is_none() && e.target.is_none() {
-            return Err("needs \"id=\", \"tag=\" or \"target=\"".into());
-        }
-        self.0.push(e);
-        Ok(())
-    }
-
-    pub fn extend(&mut self, other: &Exclusions) {
-        self.0.extend(other.0.iter().cloned());
-    }
-
-    fn target_matches(t: &Option<(u8, Option<String>)>, item: &Item) -> bool {
-        match t {
-            None => true,
-            Some((mask, name)) => {
-                mask & item.target != 0
-                    && name.as_ref().is_none_or(|n| transform::url_decode(&item.name).eq_ignore_ascii_case(n.as_bytes()))
-            }
-        }
-    }
-
-    /// A target-only exclusion: the value is not inspected at all.
-    fn skips_target(&self, item: &Item) -> bool {
-        self.0.iter().any(|e| e.id.is_none() && e.tag.is_none() && Self::target_matches(&e.target, item))
-    }
-
-    fn excludes(&self, rule: &Rule, item: &Item) -> bool {
-        self.0.iter().any(|e| {
-            let rule_ok = e.id.is_none_or(|id| id == rule.id) && e.tag.as_ref().is_none_or(|t| rule.tags.iter().any(|rt| rt == t));
-            rule_ok && (e.id.is_some() || e.tag.is_some()) && Self::target_matches(&e.target, item)
-        })
-    }
-}
-
-/// Request limits and hygiene, checked before any rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub max_uri: usize,
-    pub max_args: usize,
-    pub max_arg_name: usize,
-    pub max_arg_value: usize,
-    pub max_headers: usize,
-    pub max_header_size: usize,
-    /// Request bodies are inspected up to this many bytes.
-    pub max_body: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_uri: 4096,
-            max_args: 256,
-            max_arg_name: 256,
-            max_arg_value: 16 * 1024,
-            max_headers: 100,
-            max_header_size: 16 * 1024,
-            max_body: 128 * 1024,
-        }
-    }
-}
-
-impl Limits {
-    /// `shield_filter_limits uri=4k args=256 arg_name=256 arg_value=16k headers=100 header_size=16k body=128k`.
-    pub fn set(&mut self, arg: &str) -> Result<(), String> {
-        let (k, v) = arg.split_once('=').ok_or_else(|| format!("invalid parameter \"{arg}\""))?;
-        let n = crate::parse::size(v).map_err(|_| format!("invalid parameter \"{arg}\""))?;
-        let slot = match k {
-            "uri" => &mut self.max_uri,
-            "args" => &mut self.max_args,
-            "arg_name" => &mut self.max_arg_name,
-            "arg_value" => &mut self.max_arg_value,
-            "headers" => &mut self.max_headers,
-            "header_size" => &mut self.max_header_size,
-            "body" => &mut self.max_body,
-            _ => return Err(format!("invalid parameter \"{arg}\"")),
-        };
-        *slot = n;
-        Ok(())
-    }
-}
-
-/// Why a request failed hygiene: a stable short code for logs and variables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hygiene {
-    UriTooLong,
-    TooManyArgs,
-    ArgNameTooLong,
-    ArgValueTooLong,
-    TooManyHeaders,
-    HeaderTooLarge,
-    MethodNotAllowed,
-    ContentTypeNotAllowed,
-    NullByte,
-    BadEncoding,
-    Traversal,
-    ScannerUserAgent,
-    DeniedAddress,
-    Smuggling,
-}
-
-impl Hygiene {
-    pub fn code(self) -> &'static str {
-        match self {
-            Hygiene::UriTooLong => "uri_too_long",
-            Hygiene::TooManyArgs => "too_many_args",
-            Hygiene::ArgNameTooLong => "arg_name_too_long",
-            Hygiene::ArgValueTooLong => "arg_value_too_long",
-            Hygiene::TooManyHeaders => "too_many_headers",
-            Hygiene::HeaderTooLarge => "header_too_large",
-            Hygiene::MethodNotAllowed => "method_not_allowed",
-            Hygiene::ContentTypeNotAllowed => "content_type_not_allowed",
-            Hygiene::NullByte => "null_byte",
-            Hygiene::BadEncoding => "bad_encoding",
-            Hygiene::Traversal => "path_traversal",
-            Hygiene::ScannerUserAgent => "scanner",
-            Hygiene::DeniedAddress => "denied_address",
-            Hygiene::Smuggling => "request_smuggling",
-        }
-    }
-
-    /// The status a hygiene failure answers with when it is not a security block: malformed
-    /// requests get 400, oversized ones 414/413/431, a forbidden method 405.
-    pub fn status(self, block_status: u16) -> u16 {
-        match self {
-            Hygiene::BadEncoding | Hygiene::NullByte | Hygiene::Smuggling => 400,
-            Hygiene::UriTooLong => 414,
-            Hygiene::TooManyHeaders | Hygiene::HeaderTooLarge => 431,
-            Hygiene::MethodNotAllowed => 405,
-            Hygiene::ContentTypeNotAllowed => 415,
-            _ => block_status,
-        }
-    }
-}
-
-/// Scanner and attack-tool user agents (case-insensitive substrings).
-pub const SCANNERS: &[&str] = &[
-    "sqlmap", "nikto", "nmap", "masscan", "wpscan", "dirbuster", "gobuster", "nuclei", "acunetix", "netsparker", "w3af",
-    "havij", "zgrab", "openvas", "nessus", "arachni", "skipfish", "whatweb", "joomscan", "fimap", "commix", "xsstrike",
-    "feroxbuster", "ffuf", "wfuzz", "burpcollaborator", "jorgee", "zmeu", "morfeus", "dirb/", "hydra",
-];
-
-pub fn scanner(user_agent: &[u8]) -> bool {
-    let ua = user_agent.to_ascii_lowercase();
-    SCANNERS.iter().any(|s| ua.windows(s.len()).any(|w| w == s.as_bytes()))
-}
-
-/// The raw request target checks: length, encoding, NUL, traversal after normalisation.
-pub fn check_uri(limits: &Limits, raw_uri: &[u8]) -> Result<(), Hygiene> {
-    if raw_uri.len() > limits.max_uri {
-        return Err(Hygiene::UriTooLong);
-    }
-    let (path, query) = match raw_uri.iter().position(|&b| b == b'?') {
-        Some(i) => (&raw_uri[..i], &raw_uri[i + 1..]),
-        None => (raw_uri, &raw_uri[raw_uri.len()..]),
-    };
-    if transform::has_invalid_percent(raw_uri) {
-        return Err(Hygiene::BadEncoding);
-    }
-    let decoded_path = transform::apply_all(&[Transform::UrlDecode], path);
-    if decoded_path.contains(&0) || transform::url_decode(query).contains(&0) {
-        return Err(Hygiene::NullByte);
-    }
-    let normal = transform::normalize_path(&decoded_path);
-    if normal.split(|&b| b == b'/').any(|seg| seg == b"..") {
-        return Err(Hygiene::Traversal);
-    }
-    let mut args = 0;
-    for (name, value) in extract::pairs(query) {
-        args += 1;
-        if args > limits.max_args {
-            return Err(Hygiene::TooManyArgs);
-        }
-        if name.len() > limits.max_arg_name {
-            return Err(Hygiene::ArgNameTooLong);
-        }
-        if value.len() > limits.max_arg_value {
-            return Err(Hygiene::ArgValueTooLong);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

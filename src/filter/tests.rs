@@ -119,8 +119,7 @@ fn custom_rules_from_file_and_directive() {
     assert!(e.inspect(&body, &Exclusions::default(), u32::MAX).score >= 5);
     assert!(!blocked(&e, "forbidden-word"), "rule 100002 targets the body only");
 
-    let bad = rules::parse_rule_args(&["id=100003", "pattern=(unclosed"]).unwrap();
-    let err = Engine::new(1, &[bad]).err().unwrap();
+    let err = rules::parse_rule_args(&["id=100003", "pattern=(unclosed"]).unwrap_err().to_string();
     assert!(err.contains("100003"), "{err}");
     assert!(rules::parse_rules_file("[{\"id\": 1}]").is_err(), "pattern is required");
     assert!(rules::parse_rule_args(&["pattern=x"]).is_err(), "id is required");
@@ -137,10 +136,16 @@ fn hygiene_checks() {
     assert_eq!(check_uri(&l, b"/static/..%2f..%2fetc/passwd"), Err(Hygiene::Traversal));
     assert_eq!(check_uri(&l, b"/static/%c0%ae%c0%ae/x"), Err(Hygiene::Traversal));
     assert_eq!(check_uri(&l, b"/a\\..\\b"), Err(Hygiene::Traversal));
-    let long = format!("/{}", "a".repeat(5000));
+    let long = format!("/{}", "a".repeat(9000));
     assert_eq!(check_uri(&l, long.as_bytes()), Err(Hygiene::UriTooLong));
-    let many = format!("/?{}", "a=1&".repeat(300));
-    assert_eq!(check_uri(&l, many.as_bytes()), Err(Hygiene::TooManyArgs));
+    // The defaults pass anything nginx's default buffers let through (an 8k request line).
+    let full = format!("/?{}={}&{}", "n".repeat(2000), "v".repeat(2000), "a&".repeat(2000));
+    assert_eq!(check_uri(&l, full.as_bytes()), Ok(()));
+    let mut few = Limits::default();
+    few.set("args=5").unwrap();
+    assert_eq!(check_uri(&few, b"/?a&b&c&d&e&f"), Err(Hygiene::TooManyArgs));
+    assert_eq!(few.set("args=0").unwrap_err().to_string(), "invalid args \"0\", it must be between 1 and 1000000");
+    assert!(few.set("uri=1g").is_err() && few.set("headers=99999999999999999999").is_err());
     assert!(scanner(b"sqlmap/1.7.2#stable (https://sqlmap.org)"));
     assert!(!scanner(b"Mozilla/5.0 (X11; Linux x86_64)"));
     let mut custom = Limits::default();
@@ -209,4 +214,65 @@ fn payload_lists_detection_and_false_positives() {
         assert!(*hit as f64 >= 0.95 * *total as f64, "{family}: {hit}/{total} below 95%");
     }
     assert!(benign.1 as f64 <= 0.01 * benign.0 as f64, "false positives above 1%: {:?}", benign.2);
+}
+
+/// Plain words (`[A-Za-z0-9_-]`) that built-in rules match: the fast path must not skip them,
+/// at any paranoia level. Before the fast path was derived from the rules, all passed.
+#[test]
+fn plain_words_that_rules_match_are_still_inspected() {
+    for paranoia in 1..=4 {
+        let e = Engine::new(paranoia, &[]).unwrap();
+        for word in ["__proto__", "information_schema", "pg_catalog", "whoami", "Li4vZXRjL3Bhc3N3ZA"] {
+            assert!(blocked(&e, word), "paranoia {paranoia}: not blocked: {word}");
+        }
+        for body in [&br#"{"__proto__":{"isAdmin":true}}"#[..], br#"{"constructor":{"prototype":{"isAdmin":true}}}"#] {
+            let mut items = Vec::new();
+            extract::body(b"application/json", body, &mut items);
+            let v = e.inspect(&items, &Exclusions::default(), u32::MAX);
+            assert!(v.score >= DEFAULT_THRESHOLD && v.matches.iter().any(|m| m.id == 934100), "paranoia {paranoia}: {v:?}");
+        }
+    }
+}
+
+/// The fast path still applies where it is sound: most pipelines skip plain values, and
+/// plain benign values pass.
+#[test]
+fn fast_path_skips_pipelines_no_rule_can_match_on_plain_words() {
+    let e = engine();
+    let (pipelines, scanned) = e.plain_scans();
+    assert!(scanned < pipelines, "{scanned} of {pipelines} pipelines scan plain values");
+    for benign in ["hello", "user_42", "550e8400-e29b-41d4-a716-446655440000", "select", "prototype", "constructor"] {
+        assert!(!blocked(&e, benign), "{benign}");
+    }
+    // A custom rule on a plain word is honoured (the old fast path was switched off for any
+    // custom rule; now it is derived per pipeline).
+    let custom = rules::parse_rule_args(&["id=100010", "pattern=^letmein$", "transforms=lowercase"]).unwrap();
+    let e = Engine::new(1, &[custom]).unwrap();
+    assert!(blocked(&e, "LetMeIn"));
+}
+
+/// Numbers are range-checked, never wrapped (`paranoia=257` was accepted as 1), and a rules
+/// file's errors name the rule's own line.
+#[test]
+fn rule_numbers_are_range_checked_and_file_errors_have_the_rule_line() {
+    for (arg, expected) in [
+        ("paranoia=257", "invalid paranoia \"257\", it must be between 1 and 4"),
+        ("paranoia=0", "invalid paranoia \"0\""),
+        ("score=10000", "invalid score \"10000\", it must be between 0 and 9999"),
+        ("id=4294967296", "invalid id \"4294967296\""),
+    ] {
+        let args = if arg.starts_with("id=") { vec![arg, "pattern=x"] } else { vec!["id=100001", "pattern=x", arg] };
+        assert_eq!(rules::parse_rule_args(&args).unwrap_err().to_string().split(',').next(), expected.split(',').next(), "{arg}");
+    }
+    let file = "[\n  {\"id\": 100001, \"pattern\": \"a\"},\n\n  {\"id\": 100002,\n   \"pattern\": \"b\", \"paranoia\": 257}\n]";
+    assert_eq!(rules::parse_rules_file(file).unwrap_err(), (4, "invalid paranoia \"257\", it must be between 1 and 4".to_string()));
+    let file = "[{\"id\": 1, \"pattern\": \"a\"},\n {\"id\": 2, \"pattern\": \"(x\"}]";
+    let (line, msg) = rules::parse_rules_file(file).unwrap_err();
+    assert_eq!(line, 2, "{msg}");
+    assert!(msg.starts_with("rule 2: invalid pattern"), "{msg}");
+    let file = r#"[{"id": 1, "pattern": "a\" ]"}, {"id": 3, "pattern": "c"},
+ {"id": 1, "pattern": "b"}]"#;
+    assert_eq!(rules::parse_rules_file(file).unwrap_err(), (2, "rule 1 is duplicate".to_string()));
+    assert_eq!(rules::parse_rules_file("[\n{\"id\": 1,\n \"patern\": 1}]").unwrap_err().0, 2);
+    assert_eq!(rules::parse_rules_file("[\n\n{oops").unwrap_err().0, 3, "serde's own line for bad JSON");
 }

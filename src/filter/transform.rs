@@ -1,10 +1,16 @@
 //! Value transforms applied before matching: decoding and normalisation. Every function is
-//! total (never panics, whatever the bytes), linear in the input, and bounded in output.
+//! total (never panics, whatever the bytes), linear in the input, and bounded in output: the
+//! engine's transforms stop writing at `MAX_TRANSFORMED` (+ a few bytes of slack, cut off), so
+//! a value of any size costs at most that much memory per transformed copy.
 
 use serde::Deserialize;
 
-/// Transformed values are cut at this size: the engine's time per value stays bounded.
+/// Transformed values are cut at this size: the engine's time and memory per value stay bounded.
 pub const MAX_TRANSFORMED: usize = 64 * 1024;
+/// Transforms write a little past the cut before stopping: `normalize_path` takes back up to
+/// two bytes it wrote, so the kept prefix is exactly the full transform's prefix.
+const SLACK: usize = 8;
+const BOUND: usize = MAX_TRANSFORMED + SLACK;
 /// URL decoding is repeated until stable, at most this many passes (double encoding).
 const MAX_URL_PASSES: usize = 4;
 
@@ -62,14 +68,14 @@ impl Transform {
         }
         let mut out = match self {
             Transform::UrlDecode => url_decode_repeated(input),
-            Transform::UrlDecodeOnce => url_decode(input),
-            Transform::HtmlDecode => html_decode(input),
-            Transform::Lowercase => input.to_ascii_lowercase(),
-            Transform::RemoveComments => remove_comments(input),
-            Transform::CompressWhitespace => compress_whitespace(input),
-            Transform::RemoveControls => input.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).collect(),
-            Transform::NormalizePath => normalize_path(input),
-            Transform::Base64Decode => base64_decode(input).unwrap_or_default(),
+            Transform::UrlDecodeOnce => url_decode_to(input, BOUND),
+            Transform::HtmlDecode => html_decode_to(input, BOUND),
+            Transform::Lowercase => input[..input.len().min(BOUND)].to_ascii_lowercase(),
+            Transform::RemoveComments => remove_comments_to(input, BOUND),
+            Transform::CompressWhitespace => compress_whitespace_to(input, BOUND),
+            Transform::RemoveControls => input.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).take(BOUND).collect(),
+            Transform::NormalizePath => normalize_path_to(input, BOUND),
+            Transform::Base64Decode => base64_decode_to(input, BOUND).unwrap_or_default(),
         };
         out.truncate(MAX_TRANSFORMED);
         Some(out)
@@ -96,9 +102,14 @@ fn hex(b: u8) -> Option<u8> {
 /// One pass of URL decoding. Invalid escapes are kept as they are. `%uXXXX` (IIS) becomes
 /// the code point's UTF-8 (or `?` for surrogates); full-width ASCII folds to ASCII.
 pub fn url_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
+    url_decode_to(input, usize::MAX)
+}
+
+/// [`url_decode`], stopping once `max` bytes are written.
+fn url_decode_to(input: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len().min(max));
     let mut i = 0;
-    while i < input.len() {
+    while i < input.len() && out.len() < max {
         let b = input[i];
         if b == b'+' {
             out.push(b' ');
@@ -144,12 +155,12 @@ fn push_code_point(out: &mut Vec<u8>, cp: u32) {
 }
 
 fn url_decode_repeated(input: &[u8]) -> Vec<u8> {
-    let mut value = fold_overlong(&url_decode(input));
+    let mut value = fold_overlong(&url_decode_to(input, BOUND));
     for _ in 1..MAX_URL_PASSES {
         if !value.contains(&b'%') {
             break;
         }
-        let next = fold_overlong(&url_decode(&value));
+        let next = fold_overlong(&url_decode_to(&value, BOUND));
         if next == value {
             break;
         }
@@ -222,9 +233,13 @@ const ENTITIES: &[(&[u8], u8)] = &[
 ];
 
 pub fn html_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
+    html_decode_to(input, usize::MAX)
+}
+
+fn html_decode_to(input: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len().min(max));
     let mut i = 0;
-    while i < input.len() {
+    while i < input.len() && out.len() < max {
         if input[i] == b'&' {
             if let Some((decoded, used)) = entity(&input[i + 1..]) {
                 out.extend_from_slice(&decoded);
@@ -268,9 +283,13 @@ fn entity(rest: &[u8]) -> Option<(Vec<u8>, usize)> {
 }
 
 pub fn remove_comments(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
+    remove_comments_to(input, usize::MAX)
+}
+
+fn remove_comments_to(input: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len().min(max));
     let mut i = 0;
-    while i < input.len() {
+    while i < input.len() && out.len() < max {
         match &input[i..] {
             [b'/', b'*', ..] => {
                 // MySQL's `/*! ... */` executes its content: keep it, drop the markers.
@@ -299,9 +318,16 @@ pub fn remove_comments(input: &[u8]) -> Vec<u8> {
 }
 
 pub fn compress_whitespace(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
+    compress_whitespace_to(input, usize::MAX)
+}
+
+fn compress_whitespace_to(input: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len().min(max));
     let mut space = false;
     for &b in input {
+        if out.len() >= max {
+            break;
+        }
         if b.is_ascii_whitespace() || b == 0x0b || b == 0xa0 {
             if !space {
                 out.push(b' ');
@@ -316,8 +342,15 @@ pub fn compress_whitespace(input: &[u8]) -> Vec<u8> {
 }
 
 pub fn normalize_path(input: &[u8]) -> Vec<u8> {
-    let mut out: Vec<u8> = Vec::with_capacity(input.len());
+    normalize_path_to(input, usize::MAX)
+}
+
+fn normalize_path_to(input: &[u8], max: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(input.len().min(max));
     for &b in input {
+        if out.len() >= max {
+            break;
+        }
         let b = if b == b'\\' { b'/' } else { b };
         if b == b'/' && out.last() == Some(&b'/') {
             continue;
@@ -333,21 +366,27 @@ pub fn normalize_path(input: &[u8]) -> Vec<u8> {
 /// Strict standard base64 (padding optional); `None` unless the whole input is base64 of at
 /// least 8 characters.
 pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    base64_decode_to(input, usize::MAX)
+}
+
+fn base64_decode_to(input: &[u8], max: usize) -> Option<Vec<u8>> {
     let input = input.trim_ascii();
     let body = input.strip_suffix(b"==").or_else(|| input.strip_suffix(b"=")).unwrap_or(input);
-    if body.len() < 8 {
+    if body.len() < 8 || !body.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/') {
         return None;
     }
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    let mut out = Vec::with_capacity((body.len() * 3 / 4).min(max));
     let (mut acc, mut bits) = (0u32, 0);
     for &c in body {
+        if out.len() >= max {
+            break;
+        }
         let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
             b'+' => 62,
-            b'/' => 63,
-            _ => return None,
+            _ => 63,
         };
         acc = acc << 6 | u32::from(v);
         bits += 6;
@@ -412,6 +451,24 @@ mod tests {
                 .collect();
             for t in [UrlDecode, UrlDecodeOnce, HtmlDecode, Lowercase, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Base64Decode] {
                 assert!(t.apply(&input).len() <= MAX_TRANSFORMED);
+            }
+        }
+        // Stopping early keeps exactly the prefix the whole transform would have kept.
+        let long: Vec<u8> = b"a%41B &lt;x/**/y -- z\n./\\\\ \t".iter().copied().cycle().take(MAX_TRANSFORMED * 3).collect();
+        for t in [UrlDecode, HtmlDecode, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Lowercase] {
+            let full = match t {
+                UrlDecode => url_decode(&long),
+                HtmlDecode => html_decode(&long),
+                RemoveComments => remove_comments(&long),
+                CompressWhitespace => compress_whitespace(&long),
+                NormalizePath => normalize_path(&long),
+                RemoveControls => long.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).collect(),
+                _ => long.to_ascii_lowercase(),
+            };
+            let bounded = t.apply(&long);
+            assert_eq!(bounded.len(), MAX_TRANSFORMED, "{t:?}");
+            if t != UrlDecode {
+                assert_eq!(bounded[..], full[..MAX_TRANSFORMED], "{t:?}");
             }
         }
         let huge = vec![b'%'; MAX_TRANSFORMED * 2];
