@@ -18,28 +18,29 @@ pub struct Limits {
     pub max_body: usize,
 }
 
-/// Stock nginx reads a request within `large_client_header_buffers 4 8k`: a request line of at
-/// most 8k, each header line at most 8k, about 33k of headers in all. The defaults are the most
-/// such a request can carry, so a default never refuses what nginx itself accepts.
+/// Stock nginx reads a request within `large_client_header_buffers 4 8k`: over HTTP/1.1 a
+/// request line and each header line of at most 8k; over HTTP/2 all header fields together
+/// (`:path` included) of at most 4 x 8k = 32k. The defaults are the most such a request can
+/// carry, so a default never refuses what nginx itself accepts.
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_uri: 8 * 1024,
-            // `a&b&...`: two bytes per argument in an 8k request line.
-            max_args: 4096,
-            max_arg_name: 8 * 1024,
-            max_arg_value: 8 * 1024,
-            // `a:` and a newline: three bytes per header in ~33k.
-            max_headers: 11 * 1024,
-            max_header_size: 8 * 1024,
+            max_uri: 32 * 1024,
+            // `a&b&...`: two bytes per argument.
+            max_args: 16 * 1024,
+            max_arg_name: 32 * 1024,
+            max_arg_value: 32 * 1024,
+            // A one-byte field name (HTTP/2) costs one byte of the 32k.
+            max_headers: 32 * 1024,
+            max_header_size: 32 * 1024,
             max_body: 128 * 1024,
         }
     }
 }
 
 impl Limits {
-    /// `shield_filter_limits uri=8k args=4096 arg_name=8k arg_value=8k headers=11264
-    /// header_size=8k body=128k`: sizes take `k`/`m`; each value is range-checked.
+    /// `shield_filter_limits uri=32k args=16k arg_name=32k arg_value=32k headers=32k
+    /// header_size=32k body=128k`: `k`/`m` suffixes; each value is range-checked.
     pub fn set(&mut self, arg: &str) -> Result<(), ConfError> {
         let (k, v) = arg.split_once('=').ok_or_else(|| ConfError::InvalidParameter(arg.to_string()))?;
         const SIZE_MAX: u64 = 16 << 20;

@@ -136,10 +136,10 @@ fn hygiene_checks() {
     assert_eq!(check_uri(&l, b"/static/..%2f..%2fetc/passwd"), Err(Hygiene::Traversal));
     assert_eq!(check_uri(&l, b"/static/%c0%ae%c0%ae/x"), Err(Hygiene::Traversal));
     assert_eq!(check_uri(&l, b"/a\\..\\b"), Err(Hygiene::Traversal));
-    let long = format!("/{}", "a".repeat(9000));
+    let long = format!("/{}", "a".repeat(33 * 1024));
     assert_eq!(check_uri(&l, long.as_bytes()), Err(Hygiene::UriTooLong));
-    // The defaults pass anything nginx's default buffers let through (an 8k request line).
-    let full = format!("/?{}={}&{}", "n".repeat(2000), "v".repeat(2000), "a&".repeat(2000));
+    // The defaults pass anything nginx's default buffers let through (32k of HTTP/2 headers).
+    let full = format!("/?{}={}&{}", "n".repeat(8000), "v".repeat(8000), "a&".repeat(8000));
     assert_eq!(check_uri(&l, full.as_bytes()), Ok(()));
     let mut few = Limits::default();
     few.set("args=5").unwrap();
