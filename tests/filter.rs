@@ -201,7 +201,7 @@ fn bad_filter_directives_fail_nginx_t() {
     std::fs::write(&bad_rules, r#"[{"id": 123456, "pattern": "(unclosed"}]"#).unwrap();
     let cases = [
         ("shield_filter maybe;".to_string(), "invalid value \"maybe\""),
-        ("shield_filter_paranoia 7;".to_string(), "it must be 1 to 4"),
+        ("shield_filter_paranoia 7;".to_string(), "invalid paranoia \"7\", it must be between 1 and 4"),
         ("shield_filter_status 200;".to_string(), "between 400 and 599"),
         ("shield_filter_rule id=5 pattern=(oops;".to_string(), "rule 5"),
         ("shield_filter_rule pattern=x;".to_string(), "must have \"id\" parameter"),
@@ -214,4 +214,219 @@ fn bad_filter_directives_fail_nginx_t() {
     for (directive, expected) in cases {
         assert_config_error(&format!("{directive} {srv}"), expected);
     }
+}
+
+/// Two locations whose custom rules share an id but not a pattern: each runs its own rule.
+/// (The engine cache was keyed by the rule ids: /b/ ran /a/'s rule.)
+#[test]
+fn locations_with_same_rule_id_and_different_patterns_get_their_own_rule() {
+    let nginx = Nginx::start(
+        r#"
+        shield_filter on;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location /a/ { alias %%HTML%%/; shield_filter_rule id=100001 pattern=alpha-word targets=args; }
+            location /b/ { alias %%HTML%%/; shield_filter_rule id=100001 pattern=beta-word targets=args; }
+        }"#,
+    );
+    assert_eq!(http_get(nginx.port, "/a/index.html?x=alpha-word").status, 403);
+    assert_eq!(http_get(nginx.port, "/a/index.html?x=beta-word").status, 200);
+    assert_eq!(http_get(nginx.port, "/b/index.html?x=beta-word").status, 403, "/b/'s own pattern");
+    assert_eq!(http_get(nginx.port, "/b/index.html?x=alpha-word").status, 200, "not /a/'s pattern");
+}
+
+/// Plain words that built-in rules match were skipped by a hand-written fast path at every
+/// paranoia level; the fast path is now derived from the rules.
+#[test]
+fn plain_word_attacks_are_blocked_and_plain_benign_values_pass() {
+    let up = echo_upstream();
+    let nginx = Nginx::builder()
+        .var("UPSTREAM", up.port)
+        .http(
+            r#"
+        shield_filter on;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            location / { proxy_pass http://127.0.0.1:%%UPSTREAM%%; }
+            location /p4/ { shield_filter_paranoia 4; proxy_pass http://127.0.0.1:%%UPSTREAM%%; }
+        }"#,
+        )
+        .start();
+    let json = [("Content-Type", "application/json")];
+    for prefix in ["/api", "/p4/api"] {
+        for body in [&br#"{"__proto__":{"isAdmin":true}}"#[..], br#"{"constructor":{"prototype":{"isAdmin":true}}}"#, br#"{"a":{"constructor.prototype.isAdmin":1}}"#] {
+            let r = http_request(nginx.port, "POST", &format!("{prefix}/items"), &json, Some(body));
+            assert_eq!(r.status, 403, "{prefix}: {}", String::from_utf8_lossy(body));
+        }
+        for query in ["t=information_schema", "t=pg_catalog", "__proto__=1", "cmd=whoami"] {
+            assert_eq!(http_get(nginx.port, &format!("{prefix}/x?{query}")).status, 403, "{prefix}?{query}");
+        }
+        for query in ["t=hello_world-42", "id=550e8400-e29b-41d4-a716-446655440000", "sort=price", "q=prototype"] {
+            assert_eq!(http_get(nginx.port, &format!("{prefix}/x?{query}")).status, 200, "{prefix}?{query}");
+        }
+        let r = http_request(nginx.port, "POST", &format!("{prefix}/items"), &json, Some(br#"{"name":"constructor","kind":"prototype","n":1}"#));
+        assert_eq!(r.status, 200, "{prefix}");
+    }
+}
+
+/// The default limits refuse nothing stock nginx accepts: a 7 KB query (its request line limit
+/// is 8k) with 300 arguments and a 300-byte argument name passes (it was 414).
+#[test]
+fn default_limits_accept_what_nginx_accepts() {
+    let nginx = Nginx::start("shield_filter on; server { listen 127.0.0.1:%%PORT%%; root %%HTML%%; location / { } }");
+    let mut query = format!("q={}", "lorem+ipsum+dolor+sit+amet+".repeat(175));
+    for i in 0..300 {
+        query.push_str(&format!("&a{i}=v"));
+    }
+    query.push_str(&format!("&{}=1", "n".repeat(300)));
+    assert!((7000..8000).contains(&query.len()), "{}", query.len());
+    assert_eq!(http_get(nginx.port, &format!("/index.html?{query}")).status, 200);
+    let headers: Vec<(String, String)> = (0..150).map(|i| (format!("X-Custom-{i}"), "v".to_string())).collect();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(http_request(nginx.port, "GET", "/index.html", &headers, None).status, 200, "150 headers");
+}
+
+#[test]
+fn filter_numbers_are_range_checked_and_rules_file_errors_name_the_rule_line() {
+    let srv = "server { listen 127.0.0.1:%%PORT%%; }";
+    let dir = support::TempDir::new();
+    let rules = dir.path().join("rules.json");
+    std::fs::write(&rules, "[\n  {\"id\": 100001, \"pattern\": \"a\"},\n  {\"id\": 100002, \"pattern\": \"b\",\n   \"paranoia\": 257}\n]\n").unwrap();
+    let bad_pattern = dir.path().join("bad.json");
+    std::fs::write(&bad_pattern, "[\n\n  {\"id\": 123456, \"pattern\": \"(unclosed\"}\n]\n").unwrap();
+    let cases = [
+        ("shield_filter_rule id=5 pattern=x paranoia=257;".to_string(), "invalid paranoia \"257\", it must be between 1 and 4".to_string()),
+        ("shield_filter_rule id=5 pattern=x score=100000;".to_string(), "invalid score \"100000\", it must be between 0 and 9999".to_string()),
+        ("shield_filter_rule id=99999999999 pattern=x;".to_string(), "invalid id \"99999999999\"".to_string()),
+        (format!("shield_filter_rules_file {};", rules.display()), format!("invalid paranoia \"257\", it must be between 1 and 4 in {}:3", rules.display())),
+        (format!("shield_filter_rules_file {};", bad_pattern.display()), format!("in {}:3", bad_pattern.display())),
+        ("shield_filter_threshold 10000;".to_string(), "invalid threshold \"10000\", it must be between 1 and 9999".to_string()),
+        ("shield_filter_paranoia 257;".to_string(), "invalid paranoia \"257\"".to_string()),
+        ("shield_filter_limits args=0;".to_string(), "invalid args \"0\", it must be between 1 and 1000000".to_string()),
+        ("shield_filter_limits uri=1g;".to_string(), "invalid uri \"1g\"".to_string()),
+        ("shield_filter_exclude id=4294967296;".to_string(), "invalid id \"4294967296\"".to_string()),
+    ];
+    for (directive, expected) in cases {
+        assert_config_error(&format!("{directive} {srv}"), &expected);
+    }
+}
+
+/// The audit log is opened by the master (like access_log): workers that cannot create files
+/// where it lives still write to it. (Workers opened it themselves: "Permission denied".)
+#[test]
+fn audit_log_is_opened_by_the_master_for_unprivileged_workers() {
+    if !support::is_root() {
+        eprintln!("not root: workers already run as the invoking user, nothing to show");
+        return;
+    }
+    let nginx = Nginx::builder()
+        .main_conf("user nobody nogroup;")
+        .worker_processes(1)
+        .http(
+            r#"
+        shield_filter on;
+        shield_filter_audit_log %%TMP%%/audit.log;
+        server { listen 127.0.0.1:%%PORT%%; location / { return 200 "ok\n"; } }"#,
+        )
+        .start();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(nginx.dir.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o002, 0, "the prefix dir is root's: nobody cannot create files in it");
+    assert_eq!(http_get(nginx.port, "/x?q=%3Cscript%3Ealert(1)%3C/script%3E").status, 403);
+    let audit = nginx.wait_log("audit.log", 1);
+    assert!(audit.contains("\"id\":941100"), "{audit:?}\n{}", nginx.error_log());
+    assert!(!nginx.error_log().contains("audit"), "{}", nginx.error_log());
+}
+
+/// `nginx -s reopen` after the audit log was renamed (log rotation): new lines go to a new
+/// file. (Workers kept writing to the renamed file.)
+#[test]
+fn audit_log_is_reopened_on_usr1() {
+    let nginx = Nginx::builder()
+        .worker_processes(1)
+        .http(
+            r#"
+        shield_filter on;
+        shield_filter_audit_log %%TMP%%/audit.log;
+        server { listen 127.0.0.1:%%PORT%%; location / { return 200 "ok\n"; } }"#,
+        )
+        .start();
+    assert_eq!(http_get(nginx.port, "/x?q=1%27%20UNION%20SELECT%201--").status, 403);
+    assert_eq!(nginx.wait_log("audit.log", 1).lines().count(), 1);
+    std::fs::rename(nginx.dir.path().join("audit.log"), nginx.dir.path().join("audit.log.1")).unwrap();
+    nginx.reopen(1);
+    assert_eq!(http_get(nginx.port, "/x?q=%3Cscript%3Ealert(1)%3C/script%3E").status, 403);
+    let fresh = nginx.wait_log("audit.log", 1);
+    assert_eq!(fresh.lines().count(), 1, "{fresh:?}");
+    assert!(fresh.contains("941100"), "{fresh}");
+    let rotated = std::fs::read_to_string(nginx.dir.path().join("audit.log.1")).unwrap();
+    assert_eq!(rotated.lines().count(), 1, "the rotated file got nothing new: {rotated}");
+}
+
+/// A worker's resident memory (kB): ("VmRSS", "VmHWM") from /proc.
+fn worker_memory(nginx: &Nginx) -> (u64, u64) {
+    let master: u32 = std::fs::read_to_string(nginx.dir.path().join("nginx.pid")).unwrap().trim().parse().unwrap();
+    let worker = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok()) == Some(master)
+        })
+        .expect("worker process");
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let kb = |key: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// Inspecting an ~8 MB JSON body keeps the worker's peak memory growth within 3x the body
+/// (+ 8 MB for the engine's automata caches and allocator slack). It was ~14x.
+#[test]
+fn inspecting_a_large_json_body_costs_at_most_three_times_its_size() {
+    let up = echo_upstream();
+    let nginx = Nginx::builder()
+        .var("UPSTREAM", up.port)
+        .worker_processes(1)
+        .http(
+            r#"
+        shield_filter on;
+        client_max_body_size 16m;
+        shield_filter_limits body=16m;
+        server { listen 127.0.0.1:%%PORT%%; location / { return 200 "ok\n"; } }"#,
+        )
+        .start();
+    let json = [("Content-Type", "application/json")];
+    // Many small fields, escaped strings, nesting, and one large value: every shape at once.
+    let mut body = String::from("{\"items\":[");
+    let mut i = 0;
+    while body.len() < 6 << 20 {
+        body.push_str(&format!("{{\"id\":{i},\"name\":\"item {i}\",\"tags\":[\"a\",\"b\\u0027c\"],\"note\":\"O\\\"Brien's \\n list\"}},"));
+        i += 1;
+    }
+    body.push_str(&format!("{{}}],\"blob\":\"{}\"}}", "Lorem ipsum dolor sit amet. ".repeat(75_000)));
+    let body = body.into_bytes();
+    assert!((7 << 20..9 << 20).contains(&body.len()), "{}", body.len());
+    // Warm up: the engine's automata caches fill on the first requests.
+    let small = br#"{"a":"hello world","b":["x","y"]}"#;
+    for _ in 0..3 {
+        assert_eq!(http_request(nginx.port, "POST", "/x", &json, Some(small)).status, 200);
+    }
+    let (rss_before, _) = worker_memory(&nginx);
+    let r = http_request(nginx.port, "POST", "/x", &json, Some(&body));
+    assert_eq!(r.status, 200, "a benign body passes");
+    let (_, peak) = worker_memory(&nginx);
+    let growth = peak.saturating_sub(rss_before) * 1024;
+    println!("worker peak growth {} kB for a {} kB body", growth >> 10, body.len() >> 10);
+    let bound = 3 * body.len() as u64 + (8 << 20);
+    assert!(growth <= bound, "worker peak grew by {} MB for a {} MB body (bound {} MB)", growth >> 20, body.len() >> 20, bound >> 20);
+    // The same body with an attack at its very end is still blocked: nothing is skipped.
+    let mut attack = body[..body.len() - 2].to_vec();
+    attack.extend_from_slice(br#"","q":"x' OR '1'='1"}"#);
+    assert_eq!(http_request(nginx.port, "POST", "/x", &json, Some(&attack)).status, 403);
 }

@@ -159,6 +159,17 @@ impl Nginx {
         assert!(status.success(), "nginx -s {sig} failed");
     }
 
+    /// `nginx -s reopen` (USR1); returns once the master and `workers` workers reopened.
+    pub fn reopen(&self, workers: usize) {
+        let before = self.error_log().matches("reopening logs").count();
+        self.signal("reopen");
+        let start = Instant::now();
+        while self.error_log().matches("reopening logs").count() < before + 1 + workers {
+            assert!(start.elapsed() < Duration::from_secs(10), "reopen not logged:\n{}", self.error_log());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Graceful reload; returns once new workers have been started.
     pub fn reload(&self) {
         let before = self.error_log().matches("start worker process").count();
@@ -234,7 +245,7 @@ fn render_conf(dir: &Path, port: u16, vars: &[(String, String)], http: &str, mai
     let load = if module { format!("load_module {};\n", env_path("SHIELD_MODULE")) } else { String::new() };
     // Workers run as the invoking user's peer: as root, nginx would switch to nobody, who
     // cannot read the test's temp dir.
-    let user = if is_root() { "user root;" } else { "" };
+    let user = if is_root() && !main.contains("user ") { "user root;" } else { "" };
     format!(
         "{load}{user}\ndaemon off;\nmaster_process on;\nworker_processes {workers};\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n{main}\n\
          events {{ worker_connections 1024; }}\n\
