@@ -245,7 +245,7 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
         if let Some(types) = &waf.content_types {
             let ct = find_header(&r.headers_in.headers, b"content-type").map(|h| unsafe { (*h).value.to_str().unwrap_or("") }).unwrap_or("");
             let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if !types.iter().any(|t| *t == mime) {
+            if !types.contains(&mime) {
                 return Err(Hygiene::ContentTypeNotAllowed);
             }
         }
