@@ -16,6 +16,11 @@ use super::inspect::{client_ip, request_id};
 use crate::filter::{Hygiene, Verdict};
 use crate::glue::util::pool_str;
 
+thread_local! {
+    /// The second of the last write error this worker logged.
+    static LAST_ERROR: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 /// A file of the cycle's open-file list; its `fd` changes on reopen, so it is read per write.
 #[derive(Clone, Copy)]
 pub struct AuditLog(NonNull<ngx_open_file_t>);
@@ -41,7 +46,12 @@ impl AuditLog {
         let n = unsafe { write(file.fd, line.as_ptr().cast(), line.len()) };
         if n != line.len() as isize {
             let err = std::io::Error::last_os_error();
-            ngx_log_error!(NGX_LOG_ERR, log, "shield: audit log \"{}\" write failed: {err}", file.name);
+            // At most one line a second per worker, as nginx does for its access log: a full
+            // disk must not also flood error.log.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if LAST_ERROR.replace(now) != now {
+                ngx_log_error!(NGX_LOG_ERR, log, "shield: audit log \"{}\" write failed: {err}", file.name);
+            }
         }
     }
 }
