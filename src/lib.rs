@@ -16,7 +16,6 @@
 //! | `status/`       | the metrics registry                                                  |
 //! | `parse`         | directive value grammar shared by every feature                       |
 
-pub mod base64;
 pub mod filter;
 pub mod headers;
 pub mod limit;

@@ -20,7 +20,6 @@ use crate::headers::cache::{CachePolicy, CacheRule};
 use crate::headers::cors::{self, CorsPolicy};
 use crate::headers::security::{self, CookieFlags, HeaderPolicy, Mode};
 use crate::parse::ConfError;
-use crate::parse;
 
 /// A response header ready to send: name in configuration memory, value compiled.
 #[derive(Clone, Copy)]
@@ -32,24 +31,24 @@ pub struct OutHeader {
 
 /// CORS settings as written in one block; inherited field by field.
 #[derive(Default)]
-struct CorsConf {
-    enabled: Option<bool>,
-    origins: Option<Vec<String>>,
-    methods: Option<Vec<String>>,
-    headers: Option<Vec<String>>,
-    expose: Option<Vec<String>>,
-    credentials: Option<bool>,
-    max_age: Option<u32>,
+pub(crate) struct CorsConf {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) origins: Option<Vec<String>>,
+    pub(crate) methods: Option<Vec<String>>,
+    pub(crate) headers: Option<Vec<String>>,
+    pub(crate) expose: Option<Vec<String>>,
+    pub(crate) credentials: Option<bool>,
+    pub(crate) max_age: Option<u32>,
 }
 
 /// Cache settings as written in one block.
 #[derive(Default)]
-struct CacheConf {
+pub(crate) struct CacheConf {
     /// `Some(empty)` is `shield_cache_control off`.
-    rules: Option<Vec<CacheRule>>,
-    off: bool,
-    override_upstream: Option<bool>,
-    private_no_store: Option<bool>,
+    pub(crate) rules: Option<Vec<CacheRule>>,
+    pub(crate) off: bool,
+    pub(crate) override_upstream: Option<bool>,
+    pub(crate) private_no_store: Option<bool>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -60,9 +59,9 @@ pub enum StatusFormat {
 
 #[derive(Default)]
 pub struct LocConf {
-    headers: HeaderPolicy<ComplexValue>,
-    cors: CorsConf,
-    cache: CacheConf,
+    pub(crate) headers: HeaderPolicy<ComplexValue>,
+    pub(crate) cors: CorsConf,
+    pub(crate) cache: CacheConf,
     pub status: Option<StatusFormat>,
     pub limit: super::limit::LimitLoc,
     pub waf: super::filter::WafLoc,
@@ -183,190 +182,7 @@ fn inherit<T: Clone>(slot: &mut Option<T>, prev: &Option<T>) {
     }
 }
 
-fn owned(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
-fn flag(slot: &mut Option<bool>, args: &[&str]) -> Result<(), ConfError> {
-    let v = parse::flag(args[0]).map_err(|e| e.0)?;
-    set_once(slot, v)
-}
-
-// --- directive handlers -------------------------------------------------------------------
-
-extern "C" fn set_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        if lc.headers.mode != Mode::Unset {
-            return Err("value is duplicate".into());
-        }
-        lc.headers.mode = if parse::flag(args[0]).map_err(|e| e.0)? { Mode::On } else { Mode::Off };
-        Ok(())
-    })
-}
-
-extern "C" fn set_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
-        let name = parse::header_name(args[0]).map_err(|e| e.0)?;
-        if name.eq_ignore_ascii_case(security::HSTS) {
-            return Err(format!("\"{name}\" is set with \"shield_hsts\"").into());
-        }
-        if name.eq_ignore_ascii_case(security::CSP) || name.eq_ignore_ascii_case(security::CSP_REPORT_ONLY) {
-            return Err(format!("\"{name}\" is set with \"shield_csp\"").into());
-        }
-        let value = header_value(cf, args[1])?;
-        Ok(lc.headers.set(name, value).map_err(|e| e.0)?)
-    })
-}
-
-/// `off` removes the header; anything else is a (possibly variable) value.
-fn header_value(cf: &mut ngx_conf_t, arg: &str) -> Result<Option<ComplexValue>, String> {
-    if arg == "off" {
-        return Ok(None);
-    }
-    parse::header_value(arg).map_err(|e| e.0)?;
-    ComplexValue::compile(cf, arg).map(Some)
-}
-
-extern "C" fn set_csp(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
-        if args[0].is_empty() {
-            return Err("empty policy".into());
-        }
-        let value = header_value(cf, args[0])?;
-        lc.headers.set(security::CSP, value).map_err(|_| ConfError::Duplicate)
-    })
-}
-
-extern "C" fn set_csp_report_only(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.headers.csp_report_only, args))
-}
-
-extern "C" fn set_hsts(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
-        let value = if args == ["off"] {
-            None
-        } else {
-            let v = security::parse_hsts(args).map_err(|e| e.0)?;
-            Some(ComplexValue::compile(cf, &v)?)
-        };
-        lc.headers.set(security::HSTS, value).map_err(|_| ConfError::Duplicate)
-    })
-}
-
-extern "C" fn set_strip(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let list = if args == ["off"] {
-            Vec::new()
-        } else {
-            args.iter().map(|a| parse::header_name(a).map(str::to_string).map_err(|e| e.0)).collect::<Result<_, _>>()?
-        };
-        set_once(&mut lc.headers.strip, list)
-    })
-}
-
-extern "C" fn set_cookie_flags(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let flags = CookieFlags::parse(args).map_err(|e| e.0)?;
-        set_once(&mut lc.headers.cookie, flags)
-    })
-}
-
-extern "C" fn set_cors(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cors.enabled, args))
-}
-
-extern "C" fn set_cors_origins(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        // Validate now so the error points at this line; merge re-checks combinations.
-        let mut probe = CorsPolicy::default();
-        for a in args {
-            probe.add_origin(a).map_err(|e| e.0)?;
-        }
-        if probe.any && lc.cors.credentials == Some(true) {
-            return Err("\"*\" origin cannot be used with credentials".into());
-        }
-        set_once(&mut lc.cors.origins, owned(args))
-    })
-}
-
-extern "C" fn set_cors_methods(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let methods = args
-            .iter()
-            .map(|m| {
-                if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) {
-                    Ok(m.to_ascii_uppercase())
-                } else {
-                    Err(format!("invalid method \"{m}\""))
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        set_once(&mut lc.cors.methods, methods)
-    })
-}
-
-fn header_list(args: &[&str], allow_star: bool) -> Result<Vec<String>, String> {
-    args.iter()
-        .map(|h| {
-            if allow_star && *h == "*" {
-                return Ok("*".to_string());
-            }
-            parse::header_name(h).map(|h| h.to_ascii_lowercase()).map_err(|e| e.0)
-        })
-        .collect()
-}
-
-extern "C" fn set_cors_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| set_once(&mut lc.cors.headers, header_list(args, true)?))
-}
-
-extern "C" fn set_cors_expose(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let list = args.iter().map(|h| parse::header_name(h).map(str::to_string).map_err(|e| e.0)).collect::<Result<_, _>>()?;
-        set_once(&mut lc.cors.expose, list)
-    })
-}
-
-extern "C" fn set_cors_credentials(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        flag(&mut lc.cors.credentials, args)?;
-        if lc.cors.credentials == Some(true) && lc.cors.origins.as_ref().is_some_and(|o| o.iter().any(|o| o == "*")) {
-            return Err("\"*\" origin cannot be used with credentials".into());
-        }
-        Ok(())
-    })
-}
-
-extern "C" fn set_cors_max_age(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let secs = parse::time(args[0]).map_err(|e| e.0)?.as_secs();
-        set_once(&mut lc.cors.max_age, u32::try_from(secs).map_err(|_| format!("invalid time \"{}\"", args[0]))?)
-    })
-}
-
-extern "C" fn set_cache_control(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        // `off` stands alone in its block: it switches inherited rules off.
-        let rules = lc.cache.rules.get_or_insert_with(Vec::new);
-        if args == ["off"] || lc.cache.off {
-            if !rules.is_empty() || lc.cache.off {
-                return Err("\"off\" cannot be combined with other rules".into());
-            }
-            lc.cache.off = true;
-            return Ok(());
-        }
-        rules.push(CacheRule::parse(args).map_err(|e| e.0)?);
-        Ok(())
-    })
-}
-
-extern "C" fn set_cache_override(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cache.override_upstream, args))
-}
-
-extern "C" fn set_cache_private(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cache.private_no_store, args))
-}
+// The header, CORS and cache directives are in `headers::directives`.
 
 extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
@@ -401,26 +217,26 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
-use super::{filter, limit};
+use super::{filter, headers, limit};
 
 pub static mut COMMANDS: [ngx_command_t; 43] = [
-    command(ngx_string!("shield_headers"), NGX_CONF_FLAG, set_headers),
-    command(ngx_string!("shield_header"), NGX_CONF_TAKE2, set_header),
-    command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, set_csp),
-    command(ngx_string!("shield_csp_report_only"), NGX_CONF_FLAG, set_csp_report_only),
-    command(ngx_string!("shield_hsts"), NGX_CONF_1MORE, set_hsts),
-    command(ngx_string!("shield_strip_headers"), NGX_CONF_1MORE, set_strip),
-    command(ngx_string!("shield_cookie_flags"), NGX_CONF_1MORE, set_cookie_flags),
-    command(ngx_string!("shield_cors"), NGX_CONF_FLAG, set_cors),
-    command(ngx_string!("shield_cors_origins"), NGX_CONF_1MORE, set_cors_origins),
-    command(ngx_string!("shield_cors_methods"), NGX_CONF_1MORE, set_cors_methods),
-    command(ngx_string!("shield_cors_headers"), NGX_CONF_1MORE, set_cors_headers),
-    command(ngx_string!("shield_cors_expose_headers"), NGX_CONF_1MORE, set_cors_expose),
-    command(ngx_string!("shield_cors_credentials"), NGX_CONF_FLAG, set_cors_credentials),
-    command(ngx_string!("shield_cors_max_age"), NGX_CONF_TAKE1, set_cors_max_age),
-    command(ngx_string!("shield_cache_control"), NGX_CONF_1MORE, set_cache_control),
-    command(ngx_string!("shield_cache_override"), NGX_CONF_FLAG, set_cache_override),
-    command(ngx_string!("shield_cache_private_no_store"), NGX_CONF_FLAG, set_cache_private),
+    command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
+    command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
+    command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
+    command(ngx_string!("shield_csp_report_only"), NGX_CONF_FLAG, headers::directives::set_csp_report_only),
+    command(ngx_string!("shield_hsts"), NGX_CONF_1MORE, headers::directives::set_hsts),
+    command(ngx_string!("shield_strip_headers"), NGX_CONF_1MORE, headers::directives::set_strip),
+    command(ngx_string!("shield_cookie_flags"), NGX_CONF_1MORE, headers::directives::set_cookie_flags),
+    command(ngx_string!("shield_cors"), NGX_CONF_FLAG, headers::directives::set_cors),
+    command(ngx_string!("shield_cors_origins"), NGX_CONF_1MORE, headers::directives::set_cors_origins),
+    command(ngx_string!("shield_cors_methods"), NGX_CONF_1MORE, headers::directives::set_cors_methods),
+    command(ngx_string!("shield_cors_headers"), NGX_CONF_1MORE, headers::directives::set_cors_headers),
+    command(ngx_string!("shield_cors_expose_headers"), NGX_CONF_1MORE, headers::directives::set_cors_expose),
+    command(ngx_string!("shield_cors_credentials"), NGX_CONF_FLAG, headers::directives::set_cors_credentials),
+    command(ngx_string!("shield_cors_max_age"), NGX_CONF_TAKE1, headers::directives::set_cors_max_age),
+    command(ngx_string!("shield_cache_control"), NGX_CONF_1MORE, headers::directives::set_cache_control),
+    command(ngx_string!("shield_cache_override"), NGX_CONF_FLAG, headers::directives::set_cache_override),
+    command(ngx_string!("shield_cache_private_no_store"), NGX_CONF_FLAG, headers::directives::set_cache_private),
     main_command(ngx_string!("shield_redis"), NGX_CONF_1MORE, limit::set_redis),
     main_command(ngx_string!("shield_limit_zone"), NGX_CONF_2MORE, limit::set_zone),
     command(ngx_string!("shield_limit"), NGX_CONF_1MORE, limit::set_limit),

@@ -1,5 +1,7 @@
 //! `$shield_*` variables for `log_format`, header values and `sub_filter`.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
@@ -57,9 +59,10 @@ unsafe extern "C" fn csp_nonce(r: *mut ngx_http_request_t, v: *mut ngx_http_vari
             if getrandom::fill(&mut raw).is_err() {
                 return NGX_ERROR as ngx_int_t;
             }
-            let encoded = crate::base64::encode(&raw);
+            let mut encoded = [0u8; 24];
+            let Ok(len) = STANDARD.encode_slice(raw, &mut encoded) else { return NGX_ERROR as ngx_int_t };
             // SAFETY: r is live; the nonce lives in its pool.
-            ctx.nonce = pool_str(unsafe { (*r).pool }, encoded.as_bytes());
+            ctx.nonce = pool_str(unsafe { (*r).pool }, &encoded[..len]);
         }
         match ctx.nonce {
             Some(nonce) => {

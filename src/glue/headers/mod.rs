@@ -2,6 +2,7 @@
 //! cookie hardening, CORS response headers and cache policy (`filter`), and the rewrite-phase
 //! CORS preflight answer (`preflight`).
 
+pub mod directives;
 pub mod filter;
 pub mod preflight;
 
