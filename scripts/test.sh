@@ -6,6 +6,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 install_deps
 
+log "toolchain checks: rustfmt, clippy (pure core and tests)"
+cargo fmt --all --check
+CARGO_TARGET_DIR="$BUILD/unit" cargo clippy --locked --no-default-features --lib --tests -- -D warnings
+
 log "unit tests (pure core, no nginx)"
 CARGO_TARGET_DIR="$BUILD/unit" cargo test --locked --no-default-features --lib ${1:+"$1"}
 
@@ -16,6 +20,10 @@ for flavour in debian vendored; do
     extra=()
     [ "$flavour" = vendored ] && extra=(--features vendored)
     [ "$flavour" = debian ] && export NGINX_BUILD_DIR="$DEBIAN_NGINX_SRC/objs"
+    if [ "$flavour" = debian ]; then
+        log "clippy: the nginx glue"
+        CARGO_TARGET_DIR="$BUILD/$flavour" cargo clippy --release --locked --lib -- -D warnings
+    fi
     SHIELD_NGINX_BIN="$bin" SHIELD_MODULE="$so" CARGO_TARGET_DIR="$BUILD/$flavour" \
         cargo test --release --locked "${extra[@]}" --test '*' ${1:+"$1"}
     unset NGINX_BUILD_DIR

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end WAF evaluation: replays every payload list in ../shared/payloads (and the project's
+# End-to-end WAF evaluation: replays every payload list in tests/data/payloads (and the project's
 # benign corpus) through a real nginx with the module at the default paranoia level, one
 # request per line as the query argument q (URL-encoded by curl), and reports per family the
 # share answered 403, plus the false-positive rate on the benign lists.
@@ -8,7 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 install_deps
-PAYLOADS="${1:-$ROOT/../shared/payloads}"
+PAYLOADS="${1:-$ROOT/tests/data/payloads}"
 so="$(build_module debian)"
 WORK="$BUILD/waf-eval"; rm -rf "$WORK"; mkdir -p "$WORK/html"
 echo ok >"$WORK/html/index.html"

@@ -159,14 +159,12 @@ fn inspection_time_is_linear_on_hostile_input() {
     }
 }
 
-/// The shared payload lists, evaluated offline (the end-to-end version through nginx is
+/// The payload lists in tests/data/payloads (with their licences), evaluated offline (the end-to-end version through nginx is
 /// `scripts/waf-eval.sh`). Families are judged on all their lists together.
 #[test]
 fn payload_lists_detection_and_false_positives() {
-    let dir = std::env::var("SHIELD_PAYLOADS").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/payloads").into());
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        panic!("payload lists not found at {dir} (set SHIELD_PAYLOADS)");
-    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/payloads");
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("payload lists at {dir}: {e}"));
     let e = engine();
     let mut families: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     let mut benign = (0, 0, Vec::new());

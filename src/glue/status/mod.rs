@@ -29,7 +29,9 @@ pub fn init_zone(cf: &mut ngx_conf_t) -> Result<(), ()> {
     mcf.request_id_index = (index >= 0).then_some(index as ngx::ffi::ngx_uint_t);
     let bytes = size_of::<ShmMetrics>() + mcf.registry.slots() * size_of::<u64>();
     // Slab bookkeeping needs a few pages on top of the data.
-    let size = (bytes + 8 * 4096).next_multiple_of(4096);
+    // SAFETY: ngx_pagesize is set by ngx_os_init before any configuration is read.
+    let page = unsafe { ngx::ffi::ngx_pagesize };
+    let size = (bytes + 8 * page).next_multiple_of(page);
     let mut name = static_str("shield_metrics");
     // SAFETY: cf is live; the module's address is a stable tag for the zone.
     let zone = unsafe { ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(super::ngx_http_shield_module).cast()) };

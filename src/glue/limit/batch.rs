@@ -1,0 +1,188 @@
+//! The per-worker state: the Redis client, the batch of requests waiting for the next
+//! LIMIT_SCRIPT call (one script call per turn of the event loop), and the cache of Redis
+//! rejections that spares a rejected client's flood the round trips.
+
+use core::ptr;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_post_event, ngx_posted_events, NGX_LOG_ERR};
+use ngx::ngx_log_error;
+
+use super::directives::is_redis;
+use super::park::Waiter;
+use super::zone::{now_us, Applied};
+use crate::glue::redis::{Client, RedisError};
+use crate::glue::util::guard;
+use crate::glue::MainConf;
+use crate::limit::script::{self, BanKey, Batch, LimitKey, Script};
+use crate::limit::shm_table::{KeyHash, Slot, Table};
+use crate::limit::{Decision, Outcome};
+use crate::redis::resp::Reply;
+
+// --- per worker ---------------------------------------------------------------------------
+
+pub(super) struct Worker {
+    pub(super) client: Option<Box<Client>>,
+    /// Leaked once per worker: the client keeps references for the NOSCRIPT fallback.
+    pub(super) script: &'static Script,
+    pub(super) ban_script: &'static Script,
+    /// "Rejected until" per (limit config, key): a flood from a rejected client costs no
+    /// Redis round trips. Bounded: a fixed table, LRU per bucket.
+    pub(super) cache: Vec<Slot>,
+    /// Requests waiting for the next LIMIT_SCRIPT call, and who gets each answer.
+    pub(super) batch: Batch,
+    pub(super) waiters: Vec<Rc<Waiter>>,
+    /// Posted when the batch gets its first request: sends the batch once the event loop
+    /// has handled everything that is ready now. (Holding batches back while one is out, to
+    /// make them larger, measured slower: Redis idles while nginx waits.)
+    pub(super) batch_ev: Box<ngx_event_t>,
+    /// Reused for every response's rate-limit headers (copied to the request pool).
+    pub(super) header_buf: Vec<u8>,
+}
+
+/// A batch this large goes out at once rather than at the end of the loop iteration.
+const MAX_BATCH: usize = 256;
+
+static mut WORKER: Option<Worker> = None;
+
+pub(super) fn worker() -> Option<&'static mut Worker> {
+    // SAFETY: nginx workers are single-threaded; WORKER is only touched from the event loop.
+    unsafe { (*ptr::addr_of_mut!(WORKER)).as_mut() }
+}
+
+pub fn init_process(mcf: &'static MainConf) {
+    let client = mcf.limits.redis.clone().map(|target| {
+        let mut client = Client::new(target);
+        if let Some(slots) = &mcf.limits.redis_slots {
+            let (latency, errors) = (slots.latency.clone(), slots.errors);
+            client.on_latency = Some(Box::new(move |ms| {
+                let (bucket, sum, count) = latency.slots_for(ms);
+                mcf.add(bucket, 1);
+                mcf.add(sum, ms);
+                mcf.add(count, 1);
+            }));
+            client.on_error = Some(Box::new(move |_| mcf.add(errors, 1)));
+        }
+        client
+    });
+    // SAFETY: an all-zero event is nginx's initial state; the handler and log are set here,
+    // the cycle's log outlives the worker's requests.
+    let mut batch_ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+    batch_ev.handler = Some(batch_handler);
+    batch_ev.log = unsafe { (*ngx::ffi::ngx_cycle).log };
+    // SAFETY: called once per worker before any request.
+    unsafe {
+        *ptr::addr_of_mut!(WORKER) = Some(Worker {
+            client,
+            script: Box::leak(Box::new(Script::new(script::LIMIT_SCRIPT))),
+            ban_script: Box::leak(Box::new(Script::new(script::BAN_SCRIPT))),
+            cache: vec![Slot::default(); 4096],
+            batch: Batch::default(),
+            waiters: Vec::new(),
+            batch_ev,
+            header_buf: Vec::with_capacity(256),
+        });
+    }
+}
+
+extern "C" fn batch_handler(ev: *mut ngx_event_t) {
+    // SAFETY: the event's log is the cycle's.
+    guard(unsafe { (*ev).log }, "limit batch", (), || {
+        if let Some(w) = worker() {
+            send_batch(w);
+        }
+    })
+}
+
+/// Adds a request's Redis limits and bans to the worker's batch; the returned waiter gets
+/// the answer. The batch goes out at the end of this turn of the event loop, or at once when
+/// it is full.
+pub(super) fn enqueue<'a>(
+    w: &mut Worker,
+    r: *mut ngx_http_request_t,
+    limits: impl Iterator<Item = LimitKey<'a>> + Clone,
+    bans: impl Iterator<Item = BanKey<'a>> + Clone,
+) -> Rc<Waiter> {
+    w.batch.push(limits, bans);
+    let waiter = Rc::new(Waiter { request: Cell::new(r), reply: RefCell::new(None) });
+    w.waiters.push(waiter.clone());
+    if w.batch.len() >= MAX_BATCH {
+        send_batch(w);
+    } else if w.batch_ev.posted() == 0 {
+        // SAFETY: the boxed event lives as long as the worker; posted events run on this
+        // thread once the current event-loop iteration has handled its ready events.
+        unsafe { ngx_post_event(&mut *w.batch_ev, ptr::addr_of_mut!(ngx_posted_events)) };
+    }
+    waiter
+}
+
+/// Sends the pending batch as one EVALSHA; the reply is split among the batch's requests.
+fn send_batch(w: &mut Worker) {
+    if w.batch.is_empty() {
+        return;
+    }
+    let batch = core::mem::take(&mut w.batch);
+    let waiters = core::mem::take(&mut w.waiters);
+    let evalsha = batch.command(w.script, 0);
+    let callback = Box::new(move |reply: Result<Reply, RedisError>| {
+        let answers = reply.and_then(|r| {
+            batch.decode(&r).map_err(|e| {
+                // SAFETY: the cycle log is valid in a running worker.
+                ngx_log_error!(NGX_LOG_ERR, unsafe { (*ngx::ffi::ngx_cycle).log }, "shield: unexpected redis reply: {e}");
+                RedisError::Protocol
+            })
+        });
+        match answers {
+            Ok(answers) => waiters.iter().zip(answers).for_each(|(w, a)| w.deliver(Ok(a))),
+            Err(e) => waiters.iter().for_each(|w| w.deliver(Err(e.clone()))),
+        }
+    });
+    let Some(client) = w.client.as_mut() else { return };
+    if let Err((e, callback)) = client.send(&evalsha, Some(w.script), callback) {
+        callback(Err(e));
+    }
+}
+
+pub fn exit_process() {
+    if let Some(w) = worker() {
+        if let Some(c) = w.client.as_mut() {
+            c.shutdown();
+        }
+    }
+}
+
+pub fn redis_health() -> Option<bool> {
+    worker().and_then(|w| w.client.as_ref().map(|c| c.is_up()))
+}
+
+pub(super) fn cached_rejection<'a>(w: &mut Worker, mcf: &MainConf, limits: impl Iterator<Item = &'a Applied> + Clone, now: u64) -> Option<Vec<Decision>> {
+    let mut t = Table::new(&mut w.cache)?;
+    let mut until = |a: &Applied| t.get(cache_key(mcf, a), now / 1000).map(|s| s[0]).filter(|&u| u > now);
+    if !limits.clone().any(|a| until(a).is_some()) {
+        return None;
+    }
+    let decisions = limits
+        .map(|a| match until(a) {
+            Some(u) => Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: u - now, wait_us: u - now },
+            None => Decision { outcome: Outcome::Passed, remaining: a.limit.quota(), reset_us: 0, wait_us: 0 },
+        })
+        .collect();
+    Some(decisions)
+}
+
+fn cache_key(mcf: &MainConf, a: &Applied) -> KeyHash {
+    let z = &mcf.limits.zones[a.zone];
+    KeyHash::of(&[&z.config_hash.to_le_bytes(), &a.limit.burst.to_le_bytes(), &a.limit.cost.to_le_bytes(), &a.key])
+}
+
+pub(super) fn remember_rejections(mcf: &MainConf, limits: &[Applied], decisions: &[Decision]) {
+    let Some(w) = worker() else { return };
+    let Some(mut t) = Table::new(&mut w.cache) else { return };
+    let now = now_us();
+    for (a, d) in limits.iter().zip(decisions) {
+        if d.outcome == Outcome::Rejected && is_redis(mcf, a.zone) && d.wait_us > 0 {
+            t.put(cache_key(mcf, a), [now + d.wait_us, 0, 0], now / 1000, (now + d.wait_us) / 1000);
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The limiter's directives and the configuration they build: zones (main level), and per
+//! location the limits, bans and controls, merged the nginx way.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_slab_pool_t, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::http::HttpModuleMainConf;
+
+use super::zone::{zone_init, ZoneShm};
+use crate::glue::redis::Target;
+use crate::glue::util::{set_once, ComplexValue};
+use crate::glue::{LocConf, MainConf, Shield};
+use crate::limit::{Algorithm, Ban};
+use crate::parse::{self, ConfError, Rate};
+use crate::status::metrics::{Histogram, Registry};
+
+// --- configuration ------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Backend {
+    Redis,
+    Local,
+}
+
+pub(super) struct ZoneSlots {
+    pub(super) passed: usize,
+    pub(super) delayed: usize,
+    pub(super) rejected: usize,
+    pub(super) dry_run: usize,
+    pub(super) error: usize,
+    pub(super) banned: usize,
+}
+
+pub struct Zone {
+    pub name: String,
+    pub(super) key: ComplexValue,
+    /// The key's variable index when the key is exactly one variable (`$binary_remote_addr`):
+    /// read directly, without running the complex-value script or copying.
+    pub(super) key_var: Option<ngx_uint_t>,
+    pub(super) key_source: String,
+    pub(super) rate: Rate,
+    pub(super) algorithm: Algorithm,
+    pub(super) backend: Backend,
+    pub(super) config_hash: u64,
+    pub(super) shm: *mut ZoneShm,
+    pub(super) pool: *mut ngx_slab_pool_t,
+    pub(super) slots: ZoneSlots,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FailPolicy {
+    Open,
+    Closed,
+    Local,
+}
+
+#[derive(Default)]
+pub struct LimitMain {
+    pub zones: Vec<Box<Zone>>,
+    pub redis: Option<Target>,
+    pub(super) redis_slots: Option<RedisSlots>,
+}
+
+pub(super) struct RedisSlots {
+    pub(super) latency: Histogram,
+    pub(super) errors: usize,
+    pub(super) cache_hits: usize,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct LimitRef {
+    pub(super) zone: usize,
+    pub(super) burst: u64,
+    pub(super) delay: u64,
+    pub(super) cost: u64,
+}
+
+#[derive(Clone)]
+pub(super) struct BanRef {
+    pub(super) zone: usize,
+    pub(super) statuses: Vec<u16>,
+    pub(super) ban: Ban,
+}
+
+#[derive(Default)]
+pub struct LimitLoc {
+    pub(super) limits: Option<Vec<LimitRef>>,
+    pub(super) bans: Option<Vec<BanRef>>,
+    pub(super) status: Option<u16>,
+    pub(super) dry_run: Option<bool>,
+    pub(super) log_level: Option<ngx_uint_t>,
+    pub(super) fail: Option<FailPolicy>,
+    pub(super) headers: Option<(bool, bool)>,
+}
+
+impl LimitLoc {
+    pub fn merge(&mut self, prev: &LimitLoc) {
+        if self.limits.is_none() {
+            self.limits.clone_from(&prev.limits);
+        }
+        if self.bans.is_none() {
+            self.bans.clone_from(&prev.bans);
+        }
+        self.status = self.status.or(prev.status);
+        self.dry_run = self.dry_run.or(prev.dry_run);
+        self.log_level = self.log_level.or(prev.log_level);
+        self.fail = self.fail.or(prev.fail);
+        self.headers = self.headers.or(prev.headers);
+    }
+
+    pub(super) fn active(&self) -> bool {
+        self.limits.as_ref().is_some_and(|l| !l.is_empty()) || self.bans.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    pub(super) fn status(&self) -> ngx_int_t {
+        self.status.unwrap_or(429) as ngx_int_t
+    }
+}
+
+pub(super) fn main_conf(cf: &mut ngx_conf_t) -> Result<&'static mut MainConf, String> {
+    Shield::main_conf_mut(cf).ok_or_else(|| "no main configuration".to_string())
+}
+
+/// `shield_redis redis://[user:pass@]host[:port][/db] | unix://[user:pass@]/path[?db=n] [timeout=50ms];`
+pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, mcf: &mut MainConf, args| {
+        if mcf.limits.redis.is_some() {
+            return Err("is duplicate".into());
+        }
+        let url = crate::redis::url::parse(args[0]).map_err(|e| e.0)?;
+        let mut timeout_ms = 50;
+        for arg in &args[1..] {
+            match parse::param(arg) {
+                Some(("timeout", v)) => {
+                    timeout_ms = parse::time(v).map_err(|e| e.0)?.as_millis() as u64;
+                    if timeout_ms == 0 {
+                        return Err(format!("invalid timeout \"{v}\"").into());
+                    }
+                }
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            }
+        }
+        let (sockaddr, name) = match &url.socket {
+            Some(path) => (sockaddr_un_bytes(path), format!("unix:{path}")),
+            None => {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
+                    .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
+                    .next()
+                    .ok_or_else(|| format!("host not found in \"{}\"", args[0]))?;
+                (sockaddr_bytes(&addr), addr.to_string())
+            }
+        };
+        mcf.limits.redis = Some(Target {
+            sockaddr,
+            name,
+            username: url.username,
+            password: url.password,
+            db: url.db,
+            timeout_ms: timeout_ms as _,
+        });
+        let reg = &mut mcf.registry;
+        mcf.limits.redis_slots = Some(RedisSlots {
+            latency: reg.histogram("shield_redis_latency_ms", "Redis reply latency.", &[], &[1, 2, 5, 10, 25, 50, 100, 250]),
+            errors: reg.counter("shield_redis_errors_total", "Redis failures (connect, timeout, protocol, server errors).", &[]),
+            cache_hits: reg.counter("shield_limit_cache_hits_total", "Rejections answered from the per-worker cache, without Redis.", &[]),
+        });
+        Ok(())
+    })
+}
+
+/// A `struct sockaddr_un` as bytes (family, NUL-terminated path; the URL parser bounds the
+/// path length).
+fn sockaddr_un_bytes(path: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 2 + 108];
+    b[..2].copy_from_slice(&(ngx::ffi::AF_UNIX as u16).to_ne_bytes());
+    b[2..2 + path.len()].copy_from_slice(path.as_bytes());
+    b
+}
+
+/// A `struct sockaddr_in`/`sockaddr_in6` as bytes, for nginx's peer connection.
+fn sockaddr_bytes(addr: &std::net::SocketAddr) -> Vec<u8> {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let mut b = vec![0u8; 16];
+            b[..2].copy_from_slice(&(ngx::ffi::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.ip().octets());
+            b
+        }
+        std::net::SocketAddr::V6(a) => {
+            let mut b = vec![0u8; 28];
+            b[..2].copy_from_slice(&(ngx::ffi::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[8..24].copy_from_slice(&a.ip().octets());
+            b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+            b
+        }
+    }
+}
+
+/// `shield_limit_zone $key zone=name:size rate=Nr/s [algorithm=gcra|sliding_window] [backend=redis|local];`
+pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |cf, mcf: &mut MainConf, args| {
+        let key_source = args[0].to_string();
+        let (mut name, mut size, mut rate, mut algorithm, mut backend) = (None, 0, None, Algorithm::Gcra, None);
+        for arg in &args[1..] {
+            match parse::param(arg) {
+                Some(("zone", v)) => {
+                    let (n, s) = v.split_once(':').ok_or_else(|| format!("invalid zone size \"{v}\""))?;
+                    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                        return Err(format!("invalid zone name \"{n}\"").into());
+                    }
+                    size = parse::size(s).map_err(|_| format!("invalid zone size \"{v}\""))?;
+                    name = Some(n.to_string());
+                }
+                Some(("rate", v)) => rate = Some(parse::rate(v).map_err(|e| e.0)?),
+                Some(("algorithm", "gcra")) => algorithm = Algorithm::Gcra,
+                Some(("algorithm", "sliding_window")) => algorithm = Algorithm::SlidingWindow,
+                Some(("backend", "redis")) => backend = Some(Backend::Redis),
+                Some(("backend", "local")) => backend = Some(Backend::Local),
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            }
+        }
+        let name = name.ok_or("must have \"zone\" parameter")?;
+        let rate = rate.ok_or("must have \"rate\" parameter")?;
+        if size < 32 * 1024 {
+            return Err(format!("zone \"{name}\" is too small").into());
+        }
+        if mcf.limits.zones.iter().any(|z| z.name == name) {
+            return Err(format!("zone \"{name}\" is duplicate").into());
+        }
+        let backend = match backend {
+            Some(Backend::Redis) if mcf.limits.redis.is_none() => {
+                return Err("\"backend=redis\" requires \"shield_redis\" before it".into())
+            }
+            Some(b) => b,
+            None if mcf.limits.redis.is_some() => Backend::Redis,
+            None => Backend::Local,
+        };
+        let key = ComplexValue::compile(cf, &key_source)?;
+        let key_var = single_variable(&key_source).map(|var| {
+            let mut name = crate::glue::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
+            // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
+            let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
+            if index == NGX_ERROR as ngx_int_t {
+                return Err(ConfError::Other(format!("unknown variable \"${var}\"")));
+            }
+            Ok(index as ngx_uint_t)
+        });
+        let key_var = key_var.transpose()?;
+        let mut h = crate::status::metrics::Fnv::default();
+        h.write(name.as_bytes());
+        h.write(&[algorithm as u8]);
+        h.write(&rate.requests.to_le_bytes());
+        h.write(&rate.period.as_secs().to_le_bytes());
+        let slots = zone_slots(&mut mcf.registry, &name);
+        let mut zone = Box::new(Zone {
+            name: name.clone(),
+            key,
+            key_var,
+            key_source,
+            rate,
+            algorithm,
+            backend,
+            config_hash: h.0,
+            shm: ptr::null_mut(),
+            pool: ptr::null_mut(),
+            slots,
+        });
+        // nginx keeps this pointer (it does not copy the name): it must live in the cycle's pool.
+        let mut shm_name = crate::glue::util::pool_str(cf.pool, format!("shield_limit_{name}").as_bytes()).ok_or("out of memory")?;
+        // SAFETY: cf is live; the module address tags the zone.
+        let shm = unsafe { ngx_shared_memory_add(cf, &mut shm_name, size, ptr::addr_of_mut!(crate::glue::ngx_http_shield_module).cast()) };
+        // SAFETY: NULL or a zone owned by the cycle.
+        let shm = unsafe { shm.as_mut() }.ok_or("cannot add shared memory zone")?;
+        if !shm.data.is_null() {
+            return Err(format!("zone \"{name}\" is duplicate").into());
+        }
+        shm.init = Some(zone_init);
+        shm.data = ptr::from_mut(&mut *zone).cast();
+        mcf.limits.zones.push(zone);
+        Ok(())
+    })
+}
+
+fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
+    const NAME: &str = "shield_limit_requests_total";
+    const HELP: &str = "Requests checked by a shield_limit zone, by outcome.";
+    let mut c = |outcome| reg.counter(NAME, HELP, &[("zone", zone), ("outcome", outcome)]);
+    ZoneSlots {
+        passed: c("passed"),
+        delayed: c("delayed"),
+        rejected: c("rejected"),
+        dry_run: c("dry_run_rejected"),
+        error: c("error"),
+        banned: c("banned"),
+    }
+}
+
+
+/// `shield_limit zone=name [burst=N] [nodelay | delay=N] [cost=N];`
+pub extern "C" fn set_limit(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let mcf = main_conf(cf)?;
+        let (mut zone, mut burst, mut delay, mut nodelay, mut cost) = (None, 0, 0, false, 1);
+        for arg in args {
+            let number = |v: &str| parse::number(v).ok_or_else(|| format!("invalid parameter \"{arg}\""));
+            match parse::param(arg) {
+                Some(("zone", v)) => zone = Some(find_zone(mcf, v)?),
+                Some(("burst", v)) => burst = number(v)?,
+                Some(("delay", v)) => delay = number(v)?,
+                Some(("cost", v)) => cost = number(v)?.max(1),
+                None if *arg == "nodelay" => nodelay = true,
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            }
+        }
+        let zone = zone.ok_or("must have \"zone\" parameter")?;
+        let limits = lc.limit.limits.get_or_insert_with(Vec::new);
+        if limits.iter().any(|l| l.zone == zone) {
+            return Err("is duplicate".into());
+        }
+        let delay = if nodelay { burst } else { delay.min(burst) };
+        limits.push(LimitRef { zone, burst, delay, cost });
+        Ok(())
+    })
+}
+
+pub(super) fn find_zone(mcf: &MainConf, name: &str) -> Result<usize, String> {
+    mcf.limits.zones.iter().position(|z| z.name == name).ok_or_else(|| format!("unknown zone \"{name}\" (declare it with shield_limit_zone before use)"))
+}
+
+/// `shield_ban zone=name status=401,403 threshold=N/window ban=duration;`
+pub extern "C" fn set_ban(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let mcf = main_conf(cf)?;
+        let (mut zone, mut statuses, mut threshold, mut ban_us) = (None, Vec::new(), None, None);
+        for arg in args {
+            match parse::param(arg) {
+                Some(("zone", v)) => zone = Some(find_zone(mcf, v)?),
+                Some(("status", v)) => {
+                    statuses = v.split(',').map(|s| parse::status(s, 100, 599).map_err(|e| e.0)).collect::<Result<_, _>>()?
+                }
+                Some(("threshold", v)) => {
+                    let (n, w) = v.split_once('/').ok_or_else(|| format!("invalid threshold \"{v}\""))?;
+                    let n = parse::number(n).filter(|&n| n > 0).ok_or_else(|| format!("invalid threshold \"{v}\""))?;
+                    let w = parse::time(w).map_err(|e| e.0)?.as_micros() as u64;
+                    threshold = Some((n, w.max(1)));
+                }
+                Some(("ban", v)) => ban_us = Some(parse::time(v).map_err(|e| e.0)?.as_micros() as u64),
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            }
+        }
+        let zone = zone.ok_or("must have \"zone\" parameter")?;
+        if statuses.is_empty() {
+            return Err("must have \"status\" parameter".into());
+        }
+        let (threshold, window_us) = threshold.ok_or("must have \"threshold\" parameter")?;
+        let ban_us = ban_us.filter(|&b| b > 0).ok_or("must have \"ban\" parameter")?;
+        lc.limit.bans.get_or_insert_with(Vec::new).push(BanRef { zone, statuses, ban: Ban { threshold, window_us, ban_us } });
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        set_once(&mut lc.limit.status, parse::status(args[0], 400, 599).map_err(|e| e.0)?)
+    })
+}
+
+pub extern "C" fn set_dry_run(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        set_once(&mut lc.limit.dry_run, parse::flag(args[0]).map_err(|e| e.0)?)
+    })
+}
+
+pub extern "C" fn set_log_level(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let level = match args[0] {
+            "info" => NGX_LOG_INFO,
+            "notice" => NGX_LOG_NOTICE,
+            "warn" => NGX_LOG_WARN,
+            "error" => NGX_LOG_ERR,
+            other => return Err(format!("invalid value \"{other}\", it must be \"info\", \"notice\", \"warn\" or \"error\"").into()),
+        };
+        set_once(&mut lc.limit.log_level, level as ngx_uint_t)
+    })
+}
+
+pub extern "C" fn set_fail(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let policy = match args[0] {
+            "open" => FailPolicy::Open,
+            "closed" => FailPolicy::Closed,
+            "local" => FailPolicy::Local,
+            other => return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"").into()),
+        };
+        set_once(&mut lc.limit.fail, policy)
+    })
+}
+
+pub extern "C" fn set_headers(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let mode = match args[0] {
+            "on" => (true, true),
+            "off" => (false, false),
+            "draft" => (true, false),
+            "legacy" => (false, true),
+            other => return Err(format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"").into()),
+        };
+        set_once(&mut lc.limit.headers, mode)
+    })
+}
+
+pub(super) fn is_redis(mcf: &MainConf, zone: usize) -> bool {
+    mcf.limits.zones[zone].backend == Backend::Redis && mcf.limits.redis.is_some()
+}
+
+/// `$name` alone (no other text, no braces) → `name`.
+pub(super) fn single_variable(source: &str) -> Option<&str> {
+    let name = source.strip_prefix('$')?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(name)
+}
