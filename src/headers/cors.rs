@@ -106,7 +106,7 @@ impl CorsPolicy {
         let Ok(normal) = normalize_origin(origin) else {
             return false;
         };
-        self.origins.iter().any(|o| *o == normal) || self.patterns.iter().any(|p| p.is_match(&normal))
+        self.origins.contains(&normal) || self.patterns.iter().any(|p| p.is_match(&normal))
     }
 
     /// Value of `Access-Control-Allow-Origin` for an allowed origin.

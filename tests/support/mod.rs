@@ -767,16 +767,6 @@ impl Drop for Redis {
     }
 }
 
-#[cfg(test)]
-mod selftest {
-    #[test]
-    fn log_scan_flags_alerts_and_panics_only() {
-        let log = "2026/01/01 [notice] 1#1: start\n2026/01/01 [alert] 1#1: boom\n[error] x\nthread panicked at y\n";
-        assert_eq!(super::bad_lines(log, &[]).len(), 2);
-        assert_eq!(super::bad_lines(log, &["boom".into()]).len(), 1);
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // a real browser
 
@@ -803,4 +793,14 @@ pub fn chromium_dom(url: &str) -> String {
         .expect("run chromium (apt-get install chromium)");
     assert!(out.status.success(), "chromium failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(test)]
+mod selftest {
+    #[test]
+    fn log_scan_flags_alerts_and_panics_only() {
+        let log = "2026/01/01 [notice] 1#1: start\n2026/01/01 [alert] 1#1: boom\n[error] x\nthread panicked at y\n";
+        assert_eq!(super::bad_lines(log, &[]).len(), 2);
+        assert_eq!(super::bad_lines(log, &["boom".into()]).len(), 1);
+    }
 }
