@@ -421,6 +421,11 @@ fn shield_cache_control_replaces_what_expires_adds() {
             location /public/ { alias %%HTML%%/; shield_cache_control "public"; }
             location /keep { proxy_pass http://127.0.0.1:%%UPSTREAM%%; shield_cache_control "no-cache"; }
             location /expires-only/ { alias %%HTML%%/; }
+            location = /login {
+                shield_cache_control "public, max-age=600";
+                add_header Set-Cookie "sid=1; Path=/";
+                return 200 "welcome";
+            }
         }"#,
         )
         .start();
@@ -440,4 +445,7 @@ fn shield_cache_control_replaces_what_expires_adds() {
 
     let plain = http_get(nginx.port, "/expires-only/index.html");
     assert_eq!(plain.headers_all("Cache-Control"), vec!["max-age=3600"], "no policy: nginx's expires alone");
+
+    let login = http_get(nginx.port, "/login");
+    assert_eq!(login.headers_all("Cache-Control"), vec!["no-store"], "an add_header cookie is private: {:?}", login.headers);
 }
