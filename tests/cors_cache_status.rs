@@ -289,3 +289,163 @@ fn metrics_survive_a_reload() {
         .unwrap();
     assert!(n >= 5, "counters kept across reload: {text}");
 }
+
+/// nginx's own `add_header` on a CORS location: the module's value replaces it, on actual
+/// responses and on preflights (`always`), and a refused preflight carries none.
+fn add_header_cors_nginx() -> Nginx {
+    Nginx::start(
+        r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            location /api/ {
+                shield_cors on;
+                shield_cors_origins https://app.example.com;
+                shield_cors_methods GET PUT;
+                shield_cors_headers X-Api-Key;
+                add_header Access-Control-Allow-Origin * always;
+                add_header Access-Control-Allow-Methods "GET, POST, DELETE" always;
+                add_header Vary Accept-Encoding;
+                default_type text/plain;
+                return 200 "api";
+            }
+        }"#,
+    )
+}
+
+#[test]
+fn add_header_acao_is_replaced_not_duplicated() {
+    let nginx = add_header_cors_nginx();
+    let actual = http_request(nginx.port, "GET", "/api/x", &[("Origin", "https://app.example.com")], None);
+    assert_eq!(actual.status, 200);
+    assert_eq!(actual.headers_all("Access-Control-Allow-Origin"), vec!["https://app.example.com"], "{:?}", actual.headers);
+    let denied = http_request(nginx.port, "GET", "/api/x", &[("Origin", "https://evil.example")], None);
+    assert!(denied.header("Access-Control-Allow-Origin").is_none(), "add_header's * removed: {:?}", denied.headers);
+
+    let pre = preflight(nginx.port, "/api/x", "https://app.example.com", "PUT", Some("x-api-key"));
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.headers_all("Access-Control-Allow-Origin"), vec!["https://app.example.com"], "{:?}", pre.headers);
+    assert_eq!(pre.headers_all("Access-Control-Allow-Methods"), vec!["GET, PUT"]);
+    let refused = preflight(nginx.port, "/api/x", "https://evil.example", "PUT", None);
+    assert_eq!(refused.status, 403);
+    assert!(refused.header("Access-Control-Allow-Origin").is_none(), "{:?}", refused.headers);
+    assert!(refused.header("Access-Control-Allow-Methods").is_none(), "{:?}", refused.headers);
+}
+
+#[test]
+fn preflights_vary_on_origin_and_the_requested_method_and_headers() {
+    let nginx = add_header_cors_nginx();
+    let expected = ["origin", "access-control-request-method", "access-control-request-headers"];
+    for resp in [
+        preflight(nginx.port, "/api/x", "https://app.example.com", "PUT", Some("x-api-key")),
+        preflight(nginx.port, "/api/x", "https://evil.example", "PUT", None),
+    ] {
+        let vary: Vec<String> = resp
+            .headers_all("Vary")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        for name in expected {
+            assert_eq!(vary.iter().filter(|t| *t == name).count(), 1, "{} {name} once in {vary:?}", resp.status);
+        }
+    }
+    let actual = http_request(nginx.port, "GET", "/api/x", &[("Origin", "https://app.example.com")], None);
+    let vary = actual.headers_all("Vary").join(", ");
+    assert!(vary.contains("Origin") && !vary.contains("Access-Control-Request"), "actual responses: {vary}");
+}
+
+/// A page on origin A (port %%PORT%%) fetch()es origin B; the DOM shows what the browser made
+/// of each answer. `/dup/` is the control: two Access-Control-Allow-Origin values from plain
+/// nginx, which Chromium must refuse.
+#[test]
+fn chromium_accepts_the_modules_cors_over_add_header() {
+    let nginx = Nginx::builder()
+        .var("BPORT", support::free_port())
+        .http(
+            r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+        }
+        server {
+            listen 127.0.0.1:%%BPORT%%;
+            default_type text/plain;
+            location /api/ {
+                shield_cors on;
+                shield_cors_origins http://127.0.0.1:%%PORT%%;
+                shield_cors_methods GET PUT;
+                shield_cors_headers X-Api-Key;
+                add_header Access-Control-Allow-Origin * always;
+                return 200 "from-b";
+            }
+            location /dup/ {
+                add_header Access-Control-Allow-Origin http://127.0.0.1:%%PORT%%;
+                add_header Access-Control-Allow-Origin *;
+                return 200 "from-b";
+            }
+        }"#,
+        )
+        .start();
+    let b = nginx.var_port("BPORT");
+    let page = format!(
+        r#"<html><body><pre id="simple">pending</pre><pre id="preflighted">pending</pre><pre id="dup">pending</pre>
+<script>
+function show(id, p) {{
+  p.then(r => r.text()).then(t => {{ document.getElementById(id).textContent = "OK " + t; }},
+                            e => {{ document.getElementById(id).textContent = "FAIL " + e; }});
+}}
+show("simple", fetch("http://127.0.0.1:{b}/api/x"));
+show("preflighted", fetch("http://127.0.0.1:{b}/api/x", {{ method: "PUT", headers: {{ "X-Api-Key": "k" }} }}));
+show("dup", fetch("http://127.0.0.1:{b}/dup/x"));
+</script></body></html>"#
+    );
+    std::fs::write(nginx.dir.path().join("html/cors.html"), page).unwrap();
+    let dom = support::chromium_dom(&format!("http://127.0.0.1:{}/cors.html", nginx.port));
+    assert!(dom.contains(r#"<pre id="simple">OK from-b</pre>"#), "simple GET: {dom}");
+    assert!(dom.contains(r#"<pre id="preflighted">OK from-b</pre>"#), "preflighted PUT: {dom}");
+    assert!(dom.contains(r#"<pre id="dup">FAIL "#), "control: Chromium refuses two ACAO values: {dom}");
+}
+
+#[test]
+fn shield_cache_control_replaces_what_expires_adds() {
+    let upstream = cache_upstream();
+    let nginx = Nginx::builder()
+        .var("UPSTREAM", upstream.port)
+        .http(
+            r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            expires 1h;
+            location / { shield_cache_control "no-cache"; }
+            location /public/ { alias %%HTML%%/; shield_cache_control "public"; }
+            location /keep { proxy_pass http://127.0.0.1:%%UPSTREAM%%; shield_cache_control "no-cache"; }
+            location /expires-only/ { alias %%HTML%%/; }
+            location = /login {
+                shield_cache_control "public, max-age=600";
+                add_header Set-Cookie "sid=1; Path=/";
+                return 200 "welcome";
+            }
+        }"#,
+        )
+        .start();
+    let resp = http_get(nginx.port, "/index.html");
+    assert_eq!(resp.headers_all("Cache-Control"), vec!["no-cache"], "{:?}", resp.headers);
+    assert_eq!(resp.headers_all("Expires"), vec!["Thu, 01 Jan 1970 00:00:01 GMT"], "{:?}", resp.headers);
+
+    let public = http_get(nginx.port, "/public/index.html");
+    assert_eq!(public.headers_all("Cache-Control"), vec!["public"], "{:?}", public.headers);
+    assert!(public.header("Expires").is_none(), "expires' +1h dropped with its max-age: {:?}", public.headers);
+
+    // An upstream's own Cache-Control is still kept (shield_cache_override off); nginx's
+    // `expires` rewrites it, as nginx does without the module.
+    let kept = http_get(nginx.port, "/keep");
+    assert_eq!(kept.headers_all("Cache-Control"), vec!["max-age=3600"], "{:?}", kept.headers);
+    assert_eq!(kept.headers_all("Expires").len(), 1, "{:?}", kept.headers);
+
+    let plain = http_get(nginx.port, "/expires-only/index.html");
+    assert_eq!(plain.headers_all("Cache-Control"), vec!["max-age=3600"], "no policy: nginx's expires alone");
+
+    let login = http_get(nginx.port, "/login");
+    assert_eq!(login.headers_all("Cache-Control"), vec!["no-store"], "an add_header cookie is private: {:?}", login.headers);
+}

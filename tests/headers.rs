@@ -227,3 +227,73 @@ fn bad_header_directives_fail_nginx_t() {
     assert!(ok, "force allows a short max-age: {out}");
     let _ = http_request; // keep the import set stable across test files
 }
+
+/// nginx's own `add_header` in the same location: the module's value replaces it (with or
+/// without `always`, on a 200 and on nginx's error pages), stripped names stay stripped, and
+/// cookies it sets are hardened like an upstream's.
+#[test]
+fn add_header_copies_are_replaced_stripped_and_hardened() {
+    let nginx = Nginx::start(
+        r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / {
+                shield_headers on;
+                shield_header X-Frame-Options SAMEORIGIN;
+                shield_csp "default-src 'self'";
+                shield_cookie_flags secure httponly samesite=lax;
+                add_header X-Frame-Options DENY always;
+                add_header Content-Security-Policy "default-src *";
+                add_header X-Powered-By "PHP/8.1.2" always;
+                add_header Set-Cookie "sid=abc; Path=/";
+                add_header X-Kept "nginx's own";
+            }
+        }"#,
+    );
+    let ok = http_get(nginx.port, "/index.html");
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.headers_all("X-Frame-Options"), vec!["SAMEORIGIN"], "{:?}", ok.headers);
+    assert_eq!(ok.headers_all("Content-Security-Policy"), vec!["default-src 'self'"], "{:?}", ok.headers);
+    assert!(ok.header("X-Powered-By").is_none(), "add_header X-Powered-By stripped: {:?}", ok.headers);
+    assert_eq!(ok.headers_all("Set-Cookie"), vec!["sid=abc; Path=/; HttpOnly; SameSite=Lax"]);
+    assert_eq!(ok.header("X-Kept"), Some("nginx's own"), "headers the module does not own pass");
+    assert_preset(&ok, "200 with add_header");
+
+    let missing = http_get(nginx.port, "/no-such-file");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.headers_all("X-Frame-Options"), vec!["SAMEORIGIN"], "always: {:?}", missing.headers);
+    assert!(missing.header("X-Powered-By").is_none());
+}
+
+/// A page whose response sets a cookie with `add_header Set-Cookie` under
+/// `shield_cookie_flags httponly`: Chromium must not show it to the page's scripts. The page
+/// then fetch()es a location without the flags, whose cookie scripts do see (the control).
+#[test]
+fn chromium_cannot_read_an_add_header_cookie_made_httponly() {
+    let nginx = Nginx::start(
+        r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location = /cookie.html {
+                shield_cookie_flags secure httponly samesite=lax;
+                add_header Set-Cookie "sid=secret; Path=/";
+            }
+            location = /plain {
+                add_header Set-Cookie "plain=visible; Path=/";
+                return 204;
+            }
+        }"#,
+    );
+    let page = r#"<html><body><pre id="cookies">pending</pre>
+<script>
+fetch("/plain").then(() => { document.getElementById("cookies").textContent = "seen:" + document.cookie; },
+                     e => { document.getElementById("cookies").textContent = "FAIL " + e; });
+</script></body></html>"#;
+    std::fs::write(nginx.dir.path().join("html/cookie.html"), page).unwrap();
+    let dom = support::chromium_dom(&format!("http://127.0.0.1:{}/cookie.html", nginx.port));
+    assert!(dom.contains("seen:"), "the script ran: {dom}");
+    assert!(dom.contains("plain=visible"), "control: scripts read a plain cookie: {dom}");
+    assert!(!dom.contains("sid="), "HttpOnly cookie hidden from document.cookie: {dom}");
+}

@@ -57,7 +57,7 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     util::guard(unsafe { (*cf).log }, "postconfiguration", Status::NGX_ERROR.0, || {
         // SAFETY: nginx calls this with a valid cf, once per configuration cycle.
         let cf = unsafe { &mut *cf };
-        if headers::filter::install(cf).is_err() || headers::preflight::install(cf).is_err() || status::init_zone(cf).is_err() {
+        if headers::filter::install_snapshot(cf).is_err() || headers::preflight::install(cf).is_err() || status::init_zone(cf).is_err() {
             return Status::NGX_ERROR.0;
         }
         Status::NGX_OK.0
@@ -121,7 +121,47 @@ static NGX_HTTP_SHIELD_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(merge_loc_conf),
 };
 
-ngx::ngx_modules!(ngx_http_shield_module);
+// The three symbols nginx's `load_module` reads from a dynamic module (`ngx_load_module` in
+// nginx.c, the same in 1.22 and 1.28): the modules, their names, and the order list
+// `ngx_add_module` places them by. ngx's `ngx_modules!` macro always exports an empty order,
+// so they are written out here.
+//
+// Order list semantics (`ngx_add_module`): a module whose name is in the list goes before the
+// first already-loaded module named after it; one not in the list is appended. So
+// `ngx_http_shield_module` is appended as before (its phase handlers keep their place: after
+// every static module, hence first within a phase), and the filter module goes just before
+// `ngx_http_headers_filter_module`, so its header filter runs after `add_header`/`expires`.
+//
+// The arrays are NULL-terminated arrays of pointers, the C types `ngx_module_t *[]` and
+// `char *[]` nginx declares; the names are 'static NUL-terminated literals. nginx only reads
+// them (it writes through the module pointers, into the modules, which are `static mut` for
+// that); `CPtrs` exists only to make such arrays `Sync`.
+
+#[repr(transparent)]
+pub struct CPtrs<T, const N: usize>([*const T; N]);
+
+// SAFETY: the pointers are to statics and string literals that live for the whole process; no
+// Rust code reads or writes through them, and nginx reads the arrays from one thread while
+// loading the configuration.
+unsafe impl<T, const N: usize> Sync for CPtrs<T, N> {}
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static ngx_modules: CPtrs<ngx_module_t, 3> = CPtrs([
+    ptr::addr_of!(ngx_http_shield_module),
+    ptr::addr_of!(headers::filter::ngx_http_shield_headers_filter_module),
+    ptr::null(),
+]);
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static ngx_module_names: CPtrs<c_char, 3> =
+    CPtrs([c"ngx_http_shield_module".as_ptr(), c"ngx_http_shield_headers_filter_module".as_ptr(), ptr::null()]);
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static ngx_module_order: CPtrs<c_char, 3> =
+    CPtrs([c"ngx_http_shield_headers_filter_module".as_ptr(), c"ngx_http_headers_filter_module".as_ptr(), ptr::null()]);
 
 #[used]
 #[allow(non_upper_case_globals)]
@@ -148,6 +188,9 @@ pub struct RequestCtx {
     pub nonce: Option<ngx::ffi::ngx_str_t>,
     /// The request was a CORS preflight this module answered (204) or refused (403).
     pub preflight: bool,
+    /// The response came with its own `Cache-Control` before nginx's headers filter
+    /// (`expires`, `add_header`) ran: see `headers::filter`.
+    pub own_cache_control: bool,
     pub limit: limit::LimitCtx,
     pub waf: filter::WafCtx,
 }

@@ -161,6 +161,12 @@ impl ComplexValue {
 }
 
 /// Iterates the elements of an nginx list of headers.
+///
+/// For response headers ngx 0.5.1's own helpers do not fit: `Request::headers_out_iterator`
+/// yields `(key, value)` copies, removed (hash 0) elements included, and no element to edit or
+/// remove; `add_header_out` copies the name into the pool on every request and leaves the
+/// element's `next` (nginx 1.23+) uninitialised. Request headers, which are only read, go
+/// through ngx's `headers_in_iterator` (`headers::filter::request_header`).
 pub fn headers(list: &ngx_list_t) -> impl Iterator<Item = *mut ngx_table_elt_t> + '_ {
     let mut part: *const ngx_list_part_t = &list.part;
     let mut i = 0usize;

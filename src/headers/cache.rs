@@ -55,7 +55,8 @@ impl CacheRule {
 pub struct CachePolicy {
     /// First match wins; a rule without `ext=`/`type=` is the location's default.
     pub rules: Vec<CacheRule>,
-    /// Replace an upstream's own Cache-Control (default: keep it).
+    /// Replace an upstream's own Cache-Control (default: keep it). The decision then owns
+    /// `Expires` too: the glue drops any other copy.
     pub override_upstream: bool,
     /// Force `no-store` on private responses (default: on).
     pub private_no_store: bool,
@@ -68,6 +69,8 @@ pub struct Response<'a> {
     pub content_type: Option<&'a str>,
     pub request_has_authorization: bool,
     pub sets_cookie: bool,
+    /// The response came with its own `Cache-Control` (an upstream's); one that nginx's
+    /// `expires` or `add_header` added in this location does not count: the policy replaces it.
     pub has_cache_control: bool,
 }
 

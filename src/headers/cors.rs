@@ -29,6 +29,40 @@ pub struct CorsPolicy {
     pub max_age: u32,
 }
 
+/// The CORS headers of an actual response: the module owns them in a CORS location, so any
+/// copy from an upstream or from nginx's `add_header` is removed before the module's go in.
+pub const ACTUAL_HEADERS: &[&str] =
+    &["Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers"];
+
+/// The CORS headers of a preflight answer, owned the same way.
+pub const PREFLIGHT_HEADERS: &[&str] = &[
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Max-Age",
+];
+
+/// What an actual response's CORS headers depend on, for `Vary`.
+pub const ACTUAL_VARY: &[&str] = &["Origin"];
+
+/// What a preflight answer depends on: a shared cache must not answer one preflight with
+/// another's allowed methods or headers.
+pub const PREFLIGHT_VARY: &[&str] = &["Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers"];
+
+/// The names of `wanted` that none of the response's `Vary` values lists yet (ASCII
+/// case-insensitive, comma-separated tokens), in `wanted`'s order.
+pub fn missing_vary<'a, 'v>(existing: impl IntoIterator<Item = &'v [u8]>, wanted: &[&'a str]) -> Vec<&'a str> {
+    let mut missing = wanted.to_vec();
+    for value in existing {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            missing.retain(|w| !w.as_bytes().eq_ignore_ascii_case(token));
+        }
+    }
+    missing
+}
+
 /// What to do with a preflight request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Preflight {
@@ -72,7 +106,7 @@ impl CorsPolicy {
         let Ok(normal) = normalize_origin(origin) else {
             return false;
         };
-        self.origins.iter().any(|o| *o == normal) || self.patterns.iter().any(|p| p.is_match(&normal))
+        self.origins.contains(&normal) || self.patterns.iter().any(|p| p.is_match(&normal))
     }
 
     /// Value of `Access-Control-Allow-Origin` for an allowed origin.
@@ -246,6 +280,15 @@ mod tests {
         assert!(h.contains(&("Access-Control-Expose-Headers", "X-Request-Id".into())));
         assert!(p.response_headers("https://b.example").is_empty());
         assert_eq!(policy(&["*"]).response_headers("https://b.example")[0].1, "*");
+    }
+
+    #[test]
+    fn vary_lists_only_what_is_missing_once() {
+        assert_eq!(missing_vary([], PREFLIGHT_VARY), PREFLIGHT_VARY);
+        let existing: [&[u8]; 2] = [b"Accept-Encoding, origin", b"access-control-request-method"];
+        assert_eq!(missing_vary(existing, PREFLIGHT_VARY), ["Access-Control-Request-Headers"]);
+        assert!(missing_vary([b"Origin".as_slice()], ACTUAL_VARY).is_empty());
+        assert_eq!(missing_vary([b"Origins".as_slice()], ACTUAL_VARY), ["Origin"], "whole tokens only");
     }
 
     #[test]

@@ -778,6 +778,34 @@ impl Drop for Redis {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// a real browser
+
+/// Loads `url` (a page on a loopback test nginx) in headless Chromium and returns the DOM once
+/// its scripts have run. `--virtual-time-budget` lets pending `fetch()`es finish before the
+/// dump; `timeout` bounds the whole run; the resolver maps every host but 127.0.0.1 to
+/// nothing and background networking is off, so the browser only ever talks to loopback.
+/// `SHIELD_CHROMIUM` overrides the binary (default `chromium`); a missing one is a failure.
+pub fn chromium_dom(url: &str) -> String {
+    assert!(url.starts_with("http://127.0.0.1:"), "browser tests stay on loopback: {url}");
+    let profile = TempDir::new();
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(std::env::var("SHIELD_CHROMIUM").unwrap_or_else(|_| "chromium".into()))
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-proxy-server"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args(["--disable-extensions", "--disable-dev-shm-usage", "--virtual-time-budget=10000"])
+        .arg("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium (apt-get install chromium)");
+    assert!(out.status.success(), "chromium failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[cfg(test)]
 mod selftest {
     #[test]

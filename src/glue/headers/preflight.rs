@@ -14,7 +14,8 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
-use crate::glue::util::{find_header, guard, pool_str, push_header, static_str};
+use super::filter::request_header;
+use crate::glue::util::guard;
 use crate::glue::{RequestCtx, Shield};
 use crate::headers::cors::Preflight;
 
@@ -68,13 +69,6 @@ fn add_handler(
     Ok(())
 }
 
-/// A request header's value; it lives in the request pool, as long as the request.
-fn header_text<'a>(r: &ngx_http_request_t, name: &[u8]) -> Option<&'a str> {
-    let h = find_header(&r.headers_in.headers, name)?;
-    // SAFETY: h is a live request header element, valid as long as the request.
-    unsafe { (&(*h).value).to_str().ok() }
-}
-
 extern "C" fn rewrite_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let log = unsafe { (*(*r).connection).log };
@@ -97,9 +91,9 @@ fn cors_preflight(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
     if r.method != NGX_HTTP_OPTIONS as usize {
         return None;
     }
-    let origin = header_text(r, b"origin")?;
-    let method = header_text(r, b"access-control-request-method")?;
-    let request_headers = header_text(r, b"access-control-request-headers");
+    let origin = request_header(r, "origin")?;
+    let method = request_header(r, "access-control-request-method")?;
+    let request_headers = request_header(r, "access-control-request-headers");
     let rp: *mut ngx_http_request_t = r;
     RequestCtx::get(rp)?.preflight = true;
     let mcf = Shield::main_conf(r)?;
@@ -108,16 +102,13 @@ fn cors_preflight(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
             mcf.add(mcf.slots.preflight_denied, 1);
             Some(NGX_HTTP_FORBIDDEN as ngx_int_t)
         }
-        Preflight::Allow(headers) => {
+        // The header filter writes the answer's CORS headers (it replaces any `add_header` copy).
+        Preflight::Allow(_) => {
             // SAFETY: r is live; a preflight has no meaningful body.
             if unsafe { ngx_http_discard_request_body(rp) } != NGX_OK as ngx_int_t {
                 return Some(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
             }
             mcf.add(mcf.slots.preflight_allowed, 1);
-            for (name, value) in headers {
-                let value = pool_str(r.pool, value.as_bytes())?;
-                push_header(&mut r.headers_out.headers, static_str(name), value)?;
-            }
             r.headers_out.status = NGX_HTTP_NO_CONTENT as usize;
             r.headers_out.content_length_n = 0;
             r.set_header_only(1);
