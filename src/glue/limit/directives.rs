@@ -128,75 +128,16 @@ pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
         if mcf.limits.redis.is_some() {
             return Err("is duplicate".into());
         }
-        let url = crate::redis::url::parse(args[0]).map_err(|e| e.0)?;
-        let mut timeout_ms = 50;
-        for arg in &args[1..] {
-            match parse::param(arg) {
-                Some(("timeout", v)) => {
-                    timeout_ms = parse::time(v).map_err(|e| e.0)?.as_millis() as u64;
-                    if timeout_ms == 0 {
-                        return Err(format!("invalid timeout \"{v}\"").into());
-                    }
-                }
-                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
-            }
-        }
-        let (sockaddr, name) = match &url.socket {
-            Some(path) => (sockaddr_un_bytes(path), format!("unix:{path}")),
-            None => {
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
-                    .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
-                    .next()
-                    .ok_or_else(|| format!("host not found in \"{}\"", args[0]))?;
-                (sockaddr_bytes(&addr), addr.to_string())
-            }
-        };
-        mcf.limits.redis = Some(Target {
-            sockaddr,
-            name,
-            username: url.username,
-            password: url.password,
-            db: url.db,
-            timeout_ms: timeout_ms as _,
-        });
+        mcf.limits.redis = Some(Target::from_directive(args)?);
         let reg = &mut mcf.registry;
         mcf.limits.redis_slots = Some(RedisSlots {
-            latency: reg.histogram("shield_redis_latency_ms", "Redis reply latency.", &[], &[1, 2, 5, 10, 25, 50, 100, 250]),
-            errors: reg.counter("shield_redis_errors_total", "Redis failures (connect, timeout, protocol, server errors).", &[]),
+            // Observed in ms, exposed in seconds.
+            latency: reg.histogram("shield_redis_latency_seconds", "Redis reply latency.", &[], &[1, 2, 5, 10, 25, 50, 100, 250], 1000),
+            errors: reg.counter("shield_redis_errors_total", "Redis failures (connect, timeout, protocol) and error replies (-ERR, -NOSCRIPT).", &[]),
             cache_hits: reg.counter("shield_limit_cache_hits_total", "Rejections answered from the per-worker cache, without Redis.", &[]),
         });
         Ok(())
     })
-}
-
-/// A `struct sockaddr_un` as bytes (family, NUL-terminated path; the URL parser bounds the
-/// path length).
-fn sockaddr_un_bytes(path: &str) -> Vec<u8> {
-    let mut b = vec![0u8; 2 + 108];
-    b[..2].copy_from_slice(&(ngx::ffi::AF_UNIX as u16).to_ne_bytes());
-    b[2..2 + path.len()].copy_from_slice(path.as_bytes());
-    b
-}
-
-/// A `struct sockaddr_in`/`sockaddr_in6` as bytes, for nginx's peer connection.
-fn sockaddr_bytes(addr: &std::net::SocketAddr) -> Vec<u8> {
-    match addr {
-        std::net::SocketAddr::V4(a) => {
-            let mut b = vec![0u8; 16];
-            b[..2].copy_from_slice(&(ngx::ffi::AF_INET as u16).to_ne_bytes());
-            b[2..4].copy_from_slice(&a.port().to_be_bytes());
-            b[4..8].copy_from_slice(&a.ip().octets());
-            b
-        }
-        std::net::SocketAddr::V6(a) => {
-            let mut b = vec![0u8; 28];
-            b[..2].copy_from_slice(&(ngx::ffi::AF_INET6 as u16).to_ne_bytes());
-            b[2..4].copy_from_slice(&a.port().to_be_bytes());
-            b[8..24].copy_from_slice(&a.ip().octets());
-            b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
-            b
-        }
-    }
 }
 
 /// `shield_limit_zone $key zone=name:size rate=Nr/s [algorithm=gcra|sliding_window] [backend=redis|local];`

@@ -10,7 +10,7 @@ use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_AGAIN, NGX_DECLINE
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 
-use super::batch::{cached_rejection, enqueue, remember_rejections, worker};
+use super::batch::{cached_rejection, enqueue, failure_to_log, remember_rejections, worker};
 use super::directives::{is_redis, FailPolicy, LimitLoc, Zone};
 use super::park::{resume_after_delay, resume_after_redis, suspend, Waiter};
 use super::zone::{decide_local, now_us, record_ban_local, Applied, AppliedBan, Verdict};
@@ -18,6 +18,7 @@ use crate::glue::redis::RedisError;
 use crate::glue::{LocConf, MainConf, RequestCtx, Shield};
 use crate::limit::script::{self, BanKey, LimitKey, LimitReply};
 use crate::limit::{self as rate, Algorithm, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered};
+use crate::redis::resp::Bound;
 
 #[derive(Default)]
 pub(super) enum Phase {
@@ -245,11 +246,15 @@ fn finish(
                     None => return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t),
                 },
                 FailPolicy::Open => {
-                    ngx_log_error!(NGX_LOG_WARN, log, "shield: rate limit skipped, redis {err:?} (shield_limit_fail open)");
+                    if let Some(unlogged) = failure_to_log() {
+                        ngx_log_error!(NGX_LOG_WARN, log, "shield: rate limit skipped, redis {err} (shield_limit_fail open){}", unlogged_note(unlogged));
+                    }
                     return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t);
                 }
                 FailPolicy::Closed => {
-                    ngx_log_error!(NGX_LOG_WARN, log, "shield: request refused, redis {err:?} (shield_limit_fail closed)");
+                    if let Some(unlogged) = failure_to_log() {
+                        ngx_log_error!(NGX_LOG_WARN, log, "shield: request refused, redis {err} (shield_limit_fail closed){}", unlogged_note(unlogged));
+                    }
                     return record_status(rp, "ERROR", NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
                 }
             }
@@ -325,6 +330,16 @@ fn finish(
     }
 }
 
+/// Requests answered by the fail policy are logged once, then at most one line a second with
+/// the count in between (an outage under load would otherwise log every request).
+fn unlogged_note(unlogged: u64) -> String {
+    if unlogged == 0 {
+        String::new()
+    } else {
+        format!(", and {unlogged} more since the last such line")
+    }
+}
+
 fn record_status(r: *mut ngx_http_request_t, status: &'static str, rc: ngx_int_t) -> ngx_int_t {
     if let Some(ctx) = RequestCtx::get(r) {
         ctx.limit.status = Some(status);
@@ -370,7 +385,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
                 let evalsha = w.ban_script.evalsha(&keys, &args);
                 // Fire and forget: the response is already on its way; the callback holds
                 // nothing of the request.
-                let sent = w.client.as_mut().map(|c| c.send(&evalsha, Some(w.ban_script), Box::new(|_| {})).is_ok());
+                let sent = w.client.as_mut().map(|c| c.send(&evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
                 if sent == Some(true) {
                     continue;
                 }
