@@ -19,6 +19,7 @@ use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, RedisClock
 use crate::limit::shm_table::{KeyHash, Slot, Table};
 use crate::limit::{Decision, Outcome};
 use crate::redis::resp::Reply;
+use crate::redis::throttle::Throttle;
 
 // --- per worker ---------------------------------------------------------------------------
 
@@ -42,6 +43,8 @@ pub(super) struct Worker {
     /// Redis's clock as the script replies tell it: each batch carries its deadline in it, so
     /// a batch that reaches Redis too late is not applied.
     clock: RedisClock,
+    /// Requests answered by `shield_limit_fail open` and `closed`: logged once, then counted.
+    fail_logs: [Throttle; 2],
 }
 
 /// A batch this large goes out at once rather than at the end of the loop iteration.
@@ -86,6 +89,7 @@ pub fn init_process(mcf: &'static MainConf) {
             batch_ev,
             header_buf: Vec::with_capacity(256),
             clock: RedisClock::default(),
+            fail_logs: [Throttle::default(); 2],
         });
     }
 }
@@ -174,10 +178,11 @@ pub fn exit_process() {
     }
 }
 
-/// A request is answered by the fail policy: `Some(n)` if it is to be logged now (`n` went
-/// unlogged since the last line), per worker.
-pub(super) fn failure_to_log() -> Option<u64> {
-    worker().and_then(|w| w.client.as_mut()).map_or(Some(0), |c| c.note_failed_request())
+/// A request is answered by the fail policy (`closed` or open): `Some(n)` if it is to be
+/// logged now, `n` having gone unlogged since the last such line (per worker; an outage under
+/// load would otherwise log every request).
+pub(super) fn failure_to_log(closed: bool) -> Option<u64> {
+    worker().map_or(Some(0), |w| w.fail_logs[closed as usize].event(client_now_ms()))
 }
 
 pub fn redis_health() -> Option<bool> {

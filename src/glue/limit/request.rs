@@ -246,13 +246,13 @@ fn finish(
                     None => return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t),
                 },
                 FailPolicy::Open => {
-                    if let Some(unlogged) = failure_to_log() {
+                    if let Some(unlogged) = failure_to_log(false) {
                         ngx_log_error!(NGX_LOG_WARN, log, "shield: rate limit skipped, redis {err} (shield_limit_fail open){}", unlogged_note(unlogged));
                     }
                     return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t);
                 }
                 FailPolicy::Closed => {
-                    if let Some(unlogged) = failure_to_log() {
+                    if let Some(unlogged) = failure_to_log(true) {
                         ngx_log_error!(NGX_LOG_WARN, log, "shield: request refused, redis {err} (shield_limit_fail closed){}", unlogged_note(unlogged));
                     }
                     return record_status(rp, "ERROR", NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
@@ -330,8 +330,7 @@ fn finish(
     }
 }
 
-/// Requests answered by the fail policy are logged once, then at most one line a second with
-/// the count in between (an outage under load would otherwise log every request).
+/// The count a throttled line carries (see `failure_to_log`).
 fn unlogged_note(unlogged: u64) -> String {
     if unlogged == 0 {
         String::new()

@@ -100,9 +100,8 @@ pub struct Client {
     deadline_ev: ngx_event_t,
     probe_ev: ngx_event_t,
     outage: Option<Outage>,
-    /// Lines about Redis being down, and about requests answered by the fail policy.
+    /// Lines about Redis being down.
     down_log: Throttle,
-    request_log: Throttle,
     /// Called with each reply's latency in ms, for the metrics histogram.
     pub on_latency: Option<Box<dyn Fn(u64)>>,
     /// Called once per failure: the connection failing, or an error reply.
@@ -167,7 +166,6 @@ impl Client {
             probe_ev: unsafe { core::mem::zeroed() },
             outage: None,
             down_log: Throttle::default(),
-            request_log: Throttle::default(),
             on_latency: None,
             on_error: None,
         });
@@ -216,12 +214,6 @@ impl Client {
         self.queue(Kind::Command, command, bound, Some(callback), on_noscript);
         self.schedule_flush();
         Ok(())
-    }
-
-    /// A request was answered by the fail policy: `Some(n)` if the caller should log it now,
-    /// `n` being how many such requests went unlogged before it (see `Throttle`).
-    pub fn note_failed_request(&mut self) -> Option<u64> {
-        self.request_log.event(now() as u64)
     }
 
     fn queue(&mut self, kind: Kind, command: &[u8], bound: Bound, callback: Option<Callback>, on_noscript: Option<(&'static Script, Vec<u8>)>) {
@@ -360,9 +352,6 @@ impl Client {
                 true
             }
             (Kind::Command, reply) => {
-                if let Some(observe) = &self.on_latency {
-                    observe(now().saturating_sub(p.queued_at) as u64);
-                }
                 let Some(callback) = p.callback.take() else { return true }; // timed out already
                 let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
                 if let Some(retry) = p.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd)) {
@@ -372,6 +361,10 @@ impl Client {
                     self.pending.push_back(p);
                     self.schedule_flush();
                     return true;
+                }
+                // What the caller waited, NOSCRIPT retry included.
+                if let Some(observe) = &self.on_latency {
+                    observe(now().saturating_sub(p.queued_at) as u64);
                 }
                 callback(match reply {
                     Reply::Error(e) => Err(RedisError::Server(e)),
@@ -385,16 +378,14 @@ impl Client {
     /// A PING was answered: commands may go again.
     fn recovered(&mut self) {
         if let Some(outage) = self.outage.take() {
-            let requests = self.request_log.finish();
-            let attempts = outage.attempts + self.down_log.finish();
+            self.down_log.finish();
             ngx_log_error!(
                 NGX_LOG_NOTICE,
                 cycle_log(),
-                "shield: redis {} answers again after {} ms ({} failed attempts; {} more requests followed shield_limit_fail than were logged)",
+                "shield: redis {} answers again after {} ms ({} failed attempts)",
                 self.target.name,
                 now().saturating_sub(outage.since),
-                attempts,
-                requests
+                outage.attempts
             );
         }
         self.probing = false;
