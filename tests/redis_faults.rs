@@ -445,3 +445,21 @@ fn an_outage_logs_a_bounded_number_of_lines() {
     assert!(eventually(30, || get(&nginx, "/closed/index.html", "b").status == 200));
     assert!(eventually(10, || nginx.error_log().contains("answers again after")), "recovery is logged");
 }
+
+/// `shield_redis` parameters are checked at `nginx -t`, in nginx's words, with file:line.
+#[test]
+fn shield_redis_parameters_are_bounded_at_nginx_t() {
+    let srv = "server { listen 127.0.0.1:%%PORT%%; }";
+    for (directive, expected) in [
+        ("shield_redis redis://127.0.0.1 timeout=0;", "invalid timeout \"0\", it must be between 1ms and 60s"),
+        ("shield_redis redis://127.0.0.1 timeout=61s;", "invalid timeout \"61s\", it must be between 1ms and 60s"),
+        ("shield_redis redis://127.0.0.1 timeout=5x;", "invalid time \"5x\""),
+        ("shield_redis redis://127.0.0.1 pool=4;", "invalid parameter \"pool=4\""),
+        ("shield_redis redis://127.0.0.1:0;", "bad port"),
+        ("shield_redis redis://127.0.0.1; shield_redis redis://127.0.0.1;", "\"shield_redis\" directive is duplicate"),
+    ] {
+        support::assert_config_error(&format!("{directive} {srv}"), expected);
+    }
+    let (ok, out) = support::nginx_test_config(&format!("shield_redis unix:///tmp/r.sock timeout=60s; {srv}"));
+    assert!(ok, "{out}");
+}

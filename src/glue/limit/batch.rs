@@ -41,8 +41,8 @@ pub(super) struct Worker {
     /// Reused for every response's rate-limit headers (copied to the request pool).
     pub(super) header_buf: Vec<u8>,
     /// Redis's clock as the script replies tell it: each batch carries its deadline in it, so
-    /// a batch that reaches Redis too late is not applied.
-    clock: RedisClock,
+    /// a batch that reaches Redis too late is not applied. Shared with the reply callbacks.
+    clock: Rc<Cell<RedisClock>>,
     /// Requests answered by `shield_limit_fail open` and `closed`: logged once, then counted.
     fail_logs: [Throttle; 2],
 }
@@ -88,7 +88,7 @@ pub fn init_process(mcf: &'static MainConf) {
             waiters: Vec::new(),
             batch_ev,
             header_buf: Vec::with_capacity(256),
-            clock: RedisClock::default(),
+            clock: Rc::default(),
             fail_logs: [Throttle::default(); 2],
         });
     }
@@ -135,13 +135,14 @@ fn send_batch(w: &mut Worker) {
     let Some(client) = w.client.as_mut() else { return };
     // The client answers Timeout at this deadline; the script drops the batch after it.
     let deadline_ms = client_now_ms() + client.timeout_ms();
-    let evalsha = batch.command(w.script, 0, w.clock.deadline_us(deadline_ms));
+    let evalsha = batch.command(w.script, 0, w.clock.get().deadline_us(deadline_ms));
     let bound = batch.reply_bound();
+    let clock = w.clock.clone();
     let callback = Box::new(move |reply: Result<Reply, RedisError>| {
-        if let (Ok(r), Some(w)) = (&reply, worker()) {
-            if let Some(redis_us) = script::reply_time(r) {
-                w.clock.observe(redis_us, client_now_ms());
-            }
+        if let Some(redis_us) = reply.as_ref().ok().and_then(script::reply_time) {
+            let mut c = clock.get();
+            c.observe(redis_us, client_now_ms());
+            clock.set(c);
         }
         let answers = reply.and_then(|r| {
             batch.decode(&r).map_err(|e| match e {

@@ -126,7 +126,7 @@ pub(super) fn main_conf(cf: &mut ngx_conf_t) -> Result<&'static mut MainConf, St
 pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, mcf: &mut MainConf, args| {
         if mcf.limits.redis.is_some() {
-            return Err("is duplicate".into());
+            return Err(ConfError::Duplicate);
         }
         mcf.limits.redis = Some(Target::from_directive(args)?);
         let reg = &mut mcf.registry;

@@ -5,11 +5,9 @@
 //! command (and the callback later runs from the event loop) or fails at once.
 //!
 //! - **Deadlines**: each command must be answered within `timeout` of being queued, an
-//!   absolute deadline: bytes trickling in do not extend it. At its deadline the caller gets
-//!   `Timeout`, alone: the connection stays up and the reply, when it comes, is dropped, so one
-//!   slow reply from a healthy Redis fails only the requests it was answering. The connection
-//!   is dropped when the overdue reply has started but stalls (a server that drips bytes), or
-//!   when it is overdue by [`STALL_GRACE_MS`] (a stopped Redis).
+//!   absolute deadline (the bookkeeping is `redis::pipeline`, pure): at it the caller alone
+//!   gets `Timeout`; the connection is dropped only when the overdue reply stalls mid-way or
+//!   never comes (see the pipeline's comment).
 //! - **Bounds**: each command says how large its reply can be ([`Bound`]); anything larger is a
 //!   protocol error before it is buffered, and the connection is dropped.
 //! - **Recovery**: after a failure the connection is closed, every waiting caller fails, and
@@ -20,7 +18,6 @@
 //!   says how many attempts failed; recovery is logged with the outage's length.
 
 use core::ptr;
-use std::collections::VecDeque;
 
 use ngx::ffi::{
     ngx_connection_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_log_t,
@@ -32,51 +29,28 @@ use super::connection::{Connection, Io};
 use super::{RedisError, Target};
 use crate::glue::util::guard;
 use crate::limit::script::Script;
+use crate::redis::pipeline::{Entry, Kind, Pipeline};
 use crate::redis::resp::{self, Bound, Decoder, Reply};
 use crate::redis::throttle::Throttle;
 
 pub type Callback = Box<dyn FnOnce(Result<Reply, RedisError>)>;
 
 /// After a failure, a reconnect is tried this often, until Redis answers.
-pub const PROBE_INTERVAL_MS: ngx_msec_t = 200;
-/// An overdue reply that has not started is waited for this much longer before the connection
-/// is taken for dead: a healthy Redis that was slow once keeps its connection (and the replies
-/// pipelined behind), a stopped one does not.
-pub const STALL_GRACE_MS: ngx_msec_t = 1000;
+pub const PROBE_INTERVAL_MS: u64 = 200;
 /// Replies are read in chunks of this size; a larger reply spans several reads.
 const READ_CHUNK: usize = 16 * 1024;
 
-#[derive(PartialEq, Eq, Clone, Copy)]
-enum Kind {
-    /// AUTH or SELECT on a new connection: must be OK.
-    Handshake,
-    /// The PING that proves a new connection works.
-    Probe,
-    Command,
-}
-
-struct Pending {
-    kind: Kind,
-    /// None once answered or timed out: the reply, if it comes, is dropped.
-    callback: Option<Callback>,
+/// A caller waiting for a reply.
+struct Waiter {
+    callback: Callback,
     /// For an EVALSHA: its script and a copy of the command, to send as EVAL when Redis
     /// answers NOSCRIPT (after a restart or SCRIPT FLUSH).
     on_noscript: Option<(&'static Script, Vec<u8>)>,
-    bound: Bound,
-    queued_at: ngx_msec_t,
-    deadline: ngx_msec_t,
-}
-
-impl Pending {
-    /// Someone still waits for this reply (a caller, or the connection's setup).
-    fn awaited(&self) -> bool {
-        self.callback.is_some() || self.kind != Kind::Command
-    }
 }
 
 /// Since when Redis is unavailable, for the recovery line.
 struct Outage {
-    since: ngx_msec_t,
+    since: u64,
     attempts: u64,
 }
 
@@ -95,7 +69,7 @@ pub struct Client {
     written: usize,
     input: Vec<u8>,
     decoder: Decoder,
-    pending: VecDeque<Pending>,
+    pending: Pipeline<Waiter>,
     flush_ev: ngx_event_t,
     deadline_ev: ngx_event_t,
     probe_ev: ngx_event_t,
@@ -108,9 +82,9 @@ pub struct Client {
     pub on_error: Option<Box<dyn Fn(&RedisError)>>,
 }
 
-fn now() -> ngx_msec_t {
+fn now() -> u64 {
     // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
-    unsafe { ngx_current_msec }
+    unsafe { ngx_current_msec as u64 }
 }
 
 fn cycle_log() -> *mut ngx_log_t {
@@ -148,6 +122,7 @@ impl Client {
         // SAFETY: the cycle log is valid here; a copy with its own threshold shares its files.
         let mut quiet_log = unsafe { ptr::read(cycle_log()) };
         quiet_log.log_level = NGX_LOG_CRIT as _;
+        let timeout_ms = target.timeout_ms as u64;
         let mut c = Box::new(Client {
             name: ngx_str_t::default(),
             target,
@@ -159,7 +134,7 @@ impl Client {
             written: 0,
             input: Vec::with_capacity(READ_CHUNK),
             decoder: Decoder::default(),
-            pending: VecDeque::new(),
+            pending: Pipeline::new(timeout_ms),
             // SAFETY: an all-zero event is nginx's initial state; handlers are set below.
             flush_ev: unsafe { core::mem::zeroed() },
             deadline_ev: unsafe { core::mem::zeroed() },
@@ -191,7 +166,7 @@ impl Client {
     }
 
     pub fn timeout_ms(&self) -> u64 {
-        self.target.timeout_ms as u64
+        self.pending.timeout_ms()
     }
 
     /// False while Redis is known to be down (a probe will tell when it answers again): `send`
@@ -211,15 +186,14 @@ impl Client {
             return Err((RedisError::Down, callback));
         }
         let on_noscript = script.map(|s| (s, command.to_vec()));
-        self.queue(Kind::Command, command, bound, Some(callback), on_noscript);
+        self.queue(Kind::Command, command, bound, Some(Waiter { callback, on_noscript }));
         self.schedule_flush();
         Ok(())
     }
 
-    fn queue(&mut self, kind: Kind, command: &[u8], bound: Bound, callback: Option<Callback>, on_noscript: Option<(&'static Script, Vec<u8>)>) {
-        let at = now();
+    fn queue(&mut self, kind: Kind, command: &[u8], bound: Bound, waiter: Option<Waiter>) {
         self.out.extend_from_slice(command);
-        self.pending.push_back(Pending { kind, callback, on_noscript, bound, queued_at: at, deadline: at + self.target.timeout_ms });
+        self.pending.push(kind, waiter, bound, now());
         if self.deadline_ev.timer_set() == 0 {
             self.arm_deadline();
         }
@@ -250,17 +224,17 @@ impl Client {
                 Some(user) => resp::encode_command(&mut cmd, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
                 None => resp::encode_command(&mut cmd, &[b"AUTH", password.as_bytes()]),
             }
-            self.queue(Kind::Handshake, &cmd, Bound::SIMPLE, None, None);
+            self.queue(Kind::Setup, &cmd, Bound::SIMPLE, None);
             cmd.clear();
         }
         if self.target.db != 0 {
             let db = self.target.db.to_string();
             resp::encode_command(&mut cmd, &[b"SELECT", db.as_bytes()]);
-            self.queue(Kind::Handshake, &cmd, Bound::SIMPLE, None, None);
+            self.queue(Kind::Setup, &cmd, Bound::SIMPLE, None);
             cmd.clear();
         }
         resp::encode_command(&mut cmd, &[b"PING"]);
-        self.queue(Kind::Probe, &cmd, Bound::SIMPLE, None, None);
+        self.queue(Kind::Probe, &cmd, Bound::SIMPLE, None);
         if connected {
             self.on_connected();
         }
@@ -310,7 +284,7 @@ impl Client {
     fn dispatch(&mut self) -> bool {
         let mut consumed = 0;
         while consumed < self.input.len() {
-            let Some(bound) = self.pending.front().map(|p| p.bound) else {
+            let Some(bound) = self.pending.next_bound() else {
                 self.fail(RedisError::Protocol("a reply nothing asked for"), "protocol error");
                 return false;
             };
@@ -325,7 +299,7 @@ impl Client {
                 }
             };
             let Some(reply) = reply else { break };
-            let p = self.pending.pop_front().expect("a reply's pending");
+            let p = self.pending.pop().expect("a reply's pending");
             if !self.reply(p, reply) {
                 return false;
             }
@@ -335,30 +309,30 @@ impl Client {
     }
 
     /// Handles one reply; false if the connection was failed.
-    fn reply(&mut self, mut p: Pending, reply: Reply) -> bool {
+    fn reply(&mut self, mut p: Entry<Waiter>, reply: Reply) -> bool {
         if let Reply::Error(e) = &reply {
             if let Some(report) = &self.on_error {
                 report(&RedisError::Server(e.clone()));
             }
         }
         match (p.kind, reply) {
-            (Kind::Handshake | Kind::Probe, Reply::Error(e)) => {
+            (Kind::Setup | Kind::Probe, Reply::Error(e)) => {
                 self.fail(RedisError::Server(e), "setup refused");
                 false
             }
-            (Kind::Handshake, _) => true,
+            (Kind::Setup, _) => true,
             (Kind::Probe, _) => {
                 self.recovered();
                 true
             }
             (Kind::Command, reply) => {
-                let Some(callback) = p.callback.take() else { return true }; // timed out already
+                let Some(mut waiter) = p.waiter.take() else { return true }; // timed out already
                 let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
-                if let Some(retry) = p.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd)) {
+                if let Some(retry) = waiter.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd)) {
                     // Same caller, same deadline: only the command changes.
                     self.out.extend_from_slice(&retry);
-                    p.callback = Some(callback);
-                    self.pending.push_back(p);
+                    p.waiter = Some(waiter);
+                    self.pending.requeue(p);
                     self.schedule_flush();
                     return true;
                 }
@@ -366,7 +340,7 @@ impl Client {
                 if let Some(observe) = &self.on_latency {
                     observe(now().saturating_sub(p.queued_at) as u64);
                 }
-                callback(match reply {
+                (waiter.callback)(match reply {
                     Reply::Error(e) => Err(RedisError::Server(e)),
                     other => Ok(other),
                 });
@@ -392,48 +366,22 @@ impl Client {
     }
 
     /// Deadline timer: callers whose deadline passed get `Timeout`; the connection goes if the
-    /// overdue reply stalls mid-way, or stays overdue past the grace.
+    /// pipeline says so.
     fn on_deadline(&mut self) {
-        let at = now();
-        let mut expired = Vec::new();
-        for p in self.pending.iter_mut().filter(|p| p.deadline <= at) {
-            if let Some(cb) = p.callback.take() {
-                expired.push(cb);
-            }
+        let started = self.decoder.in_reply() || !self.input.is_empty();
+        let (expired, overdue) = self.pending.expire(now(), started);
+        match overdue {
+            Some(why) => self.fail(RedisError::Timeout, &why.to_string()),
+            None => self.arm_deadline(),
         }
-        let verdict = match self.pending.front() {
-            Some(head) if head.deadline <= at => {
-                let started = self.decoder.in_reply() || !self.input.is_empty();
-                if head.kind != Kind::Command {
-                    Some("no answer to the connection's setup in time")
-                } else if started {
-                    Some("reply stalled past its deadline")
-                } else if at >= head.deadline + STALL_GRACE_MS {
-                    Some("no reply long past the deadline")
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        if let Some(why) = verdict {
-            self.fail(RedisError::Timeout, why);
-        } else {
-            self.arm_deadline();
-        }
-        for cb in expired {
-            cb(Err(RedisError::Timeout));
+        for waiter in expired {
+            (waiter.callback)(Err(RedisError::Timeout));
         }
     }
 
-    /// Arms the deadline timer for the next moment something is due: an awaited reply's
-    /// deadline, or the end of an overdue head's grace.
     fn arm_deadline(&mut self) {
-        let at = now();
-        let next_deadline = self.pending.iter().filter(|p| p.awaited()).map(|p| p.deadline).min();
-        let grace = self.pending.front().filter(|p| !p.awaited()).map(|p| p.deadline + STALL_GRACE_MS);
-        match next_deadline.into_iter().chain(grace).min() {
-            Some(due) => set_timer(&mut self.deadline_ev, due.saturating_sub(at).max(1)),
+        match self.pending.next_due() {
+            Some(due) => set_timer(&mut self.deadline_ev, due.saturating_sub(now()).max(1) as ngx_msec_t),
             None => clear_timer(&mut self.deadline_ev),
         }
     }
@@ -449,7 +397,7 @@ impl Client {
             None => {
                 self.outage = Some(Outage { since: at, attempts: 1 });
                 self.down_log.finish();
-                self.down_log.event(at as u64);
+                self.down_log.event(at);
                 ngx_log_error!(
                     NGX_LOG_WARN,
                     cycle_log(),
@@ -460,7 +408,7 @@ impl Client {
             }
             Some(outage) => {
                 outage.attempts += 1;
-                if let Some(unlogged) = self.down_log.event(at as u64) {
+                if let Some(unlogged) = self.down_log.event(at) {
                     ngx_log_error!(
                         NGX_LOG_WARN,
                         cycle_log(),
@@ -475,11 +423,10 @@ impl Client {
         self.close();
         self.probing = true;
         if !exiting() {
-            set_timer(&mut self.probe_ev, PROBE_INTERVAL_MS);
+            set_timer(&mut self.probe_ev, PROBE_INTERVAL_MS as ngx_msec_t);
         }
-        let pending = core::mem::take(&mut self.pending);
-        for cb in pending.into_iter().filter_map(|mut p| p.callback.take()) {
-            cb(Err(err.clone()));
+        for waiter in self.pending.take_waiters() {
+            (waiter.callback)(Err(err.clone()));
         }
     }
 
@@ -504,7 +451,7 @@ impl Client {
 
     /// Worker exit: drop everything without calling back into requests being torn down.
     pub fn shutdown(&mut self) {
-        self.pending.clear();
+        drop(self.pending.take_waiters());
         self.close();
         clear_timer(&mut self.probe_ev);
     }
