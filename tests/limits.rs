@@ -455,3 +455,33 @@ fn the_demo_config_passes_nginx_t_with_and_without_redis() {
         assert!(out.status.success(), "demo.conf with {redis_directive:?}:\n{text}");
     }
 }
+
+/// Two workers share one local zone, each deciding with its own cached clock (with
+/// `timer_resolution 20ms` a worker's clock may lag the other's by up to 20 ms): a state just
+/// written by the worker whose clock is ahead must not count as debt for the other. The load
+/// stays below the limit even as the cached clocks see it (under 1000 requests per 20 ms
+/// tick against a 1000-request burst), so a single 429 is spurious.
+#[test]
+fn a_limit_never_reached_never_rejects_across_workers() {
+    let nginx = Nginx::builder()
+        .worker_processes(2)
+        .main_conf("timer_resolution 20ms;")
+        .http(
+            r#"
+        shield_limit_zone $http_x_client zone=fast:1m rate=100000r/s backend=local;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / { shield_limit zone=fast burst=1000 nodelay; }
+        }"#,
+        )
+        .start();
+    let port = nginx.port;
+    let statuses = parallel(6000, 3, Duration::from_secs(20), move |_| {
+        try_http_request(port, "GET", "/index.html", &[("X-Client", "one")], None).map(|r| r.status)
+    });
+    assert!(statuses.len() >= 1000, "the load ran: {} requests", statuses.len());
+    let limited = statuses.iter().filter(|s| **s == Ok(429)).count();
+    let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
+    assert_eq!((ok, limited), (statuses.len(), 0), "a limit never reached never rejects");
+}
