@@ -13,6 +13,7 @@
 //! so they leave at the rate; `delay=N` lets the first N excess requests through at once and
 //! delays the rest; `nodelay` delays none. A request beyond the burst is rejected.
 
+pub mod bounds;
 pub mod script;
 pub mod shm_table;
 
