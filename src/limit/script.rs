@@ -17,7 +17,7 @@
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
 use crate::status::metrics::Fnv;
-use super::{check, check_all, Algorithm, Decisions, Limit, Outcome, State};
+use super::{admit, Algorithm, Decisions, Limit, State};
 use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Bound, Reply};
 
 /// ARGV: now_us (0 = Redis TIME), deadline_us (0 = none), number of groups, then per group: count (requests in the
@@ -409,28 +409,10 @@ impl Batch {
             .iter()
             .map(|&g| match &mut found[g] {
                 Err(ms) => LimitReply::Banned(*ms),
-                Ok(states) => LimitReply::Decisions(decide(&self.groups[g].limits, states, now)),
+                Ok(states) => LimitReply::Decisions(admit(&self.groups[g].limits, states, now).0),
             })
             .collect())
     }
-}
-
-/// Decides one request against `limits` whose states are `states`, and commits the new states
-/// if every limit admits it (two-phase), as `ratelimit::check_all` and the script do.
-fn decide(limits: &[Limit], states: &mut [State], now: u64) -> Decisions {
-    if let ([limit], [state]) = (limits, &mut *states) {
-        let (d, new) = check(limit, *state, now);
-        if d.outcome != Outcome::Rejected {
-            *state = new;
-        }
-        return Decisions::One(d);
-    }
-    let pairs: Vec<(Limit, State)> = limits.iter().copied().zip(states.iter().copied()).collect();
-    let (decisions, _, commit) = check_all(&pairs, now);
-    if let Some(new) = commit {
-        states.copy_from_slice(&new);
-    }
-    decisions.into()
 }
 
 fn state_len(algorithm: Algorithm) -> usize {
@@ -503,6 +485,7 @@ pub enum LimitReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Outcome;
     use crate::parse::rate;
     use crate::redis::resp;
 

@@ -163,8 +163,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         limit_refs.iter().filter_map(|l| {
             let z = &zones[l.zone];
             let key = eval_key(z, rp)?; // an empty key is not limited, like limit_req
-            let limit = Limit { algorithm: z.algorithm, rate: z.rate, burst: l.burst, delay: l.delay, cost: l.cost };
-            Some(Applied { zone: l.zone, limit, key })
+            Some(Applied { zone: l.zone, limit: l.limit, key })
         }),
     ) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
