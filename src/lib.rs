@@ -21,7 +21,6 @@ pub mod headers;
 pub mod limit;
 pub mod parse;
 pub mod redis;
-pub mod sha1;
 pub mod status;
 
 #[cfg(all(feature = "module", not(test)))]

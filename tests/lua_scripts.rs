@@ -10,8 +10,6 @@ mod limit;
 mod parse;
 #[path = "../src/redis/mod.rs"]
 mod redis;
-#[path = "../src/sha1.rs"]
-mod sha1;
 #[path = "../src/status/mod.rs"]
 mod status;
 mod support;
@@ -21,25 +19,30 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use limit::{check_all, Algorithm, Limit, Outcome, State};
-use limit::script::{redis_key, BanKey, Batch, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
+use limit::script::{redis_key, BanKey, Batch, BatchError, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
 use redis::resp::{self, Reply};
 use support::Redis;
 
-struct Conn(TcpStream, Vec<u8>);
+/// A raw RESP connection through the module's own codec: the commands are the module's bytes.
+struct Conn(TcpStream, Vec<u8>, resp::Decoder);
+
+/// Larger than anything these tests get back.
+const ROOMY: resp::Bound = resp::Bound { bytes: 1 << 20, elements: 1 << 12 };
 
 impl Conn {
     fn open(port: u16) -> Conn {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Conn(s, Vec::new())
+        Conn(s, Vec::new(), resp::Decoder::default())
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Reply {
         self.0.write_all(bytes).unwrap();
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some((reply, used)) = resp::decode(&self.1).unwrap() {
-                self.1.drain(..used);
+            let (used, reply) = self.2.decode(&self.1, ROOMY).unwrap();
+            self.1.drain(..used);
+            if let Some(reply) = reply {
                 return reply;
             }
             let n = match self.0.read(&mut chunk) {
@@ -69,12 +72,17 @@ impl Conn {
 
     /// One LIMIT_SCRIPT call for a batch, with the NOSCRIPT fallback; one reply per request.
     fn batch(&mut self, script: &Script, batch: &Batch, now: u64) -> Vec<LimitReply> {
-        let sha = batch.command(script, now);
+        self.batch_until(script, batch, now, 0).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One LIMIT_SCRIPT call with a deadline (Redis's clock, µs; 0 for none).
+    fn batch_until(&mut self, script: &Script, batch: &Batch, now: u64, deadline: u64) -> Result<Vec<LimitReply>, BatchError> {
+        let sha = batch.command(script, now, deadline);
         let reply = match self.raw(&sha) {
             Reply::Error(e) if e.starts_with("NOSCRIPT") => self.raw(&script.eval_for(&sha).unwrap()),
             other => other,
         };
-        batch.decode(&reply).unwrap_or_else(|e| panic!("{e}: {reply:?}"))
+        batch.decode(&reply)
     }
 
     /// A batch of one request.
@@ -106,7 +114,7 @@ fn evalsha_falls_back_to_eval_on_noscript_then_uses_the_cache() {
     let l = limit("10r/s", 0, 0, Algorithm::Gcra);
     let mut b = Batch::default();
     b.push([lk("z", b"k", l)], []);
-    let sha = b.command(&script, 0);
+    let sha = b.command(&script, 0, 0);
     assert!(matches!(c.raw(&sha), Reply::Error(e) if e.starts_with("NOSCRIPT")));
     assert!(matches!(c.batch(&script, &b, 0)[..], [LimitReply::Decisions(_)]));
     assert!(matches!(c.raw(&sha), Reply::Array(_)), "EVAL loaded the script");
@@ -258,4 +266,38 @@ fn a_batch_answers_like_one_call_per_request() {
         let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &key]) else { panic!() };
         assert!(ttl > 0, "{} has a TTL: {ttl}", String::from_utf8_lossy(&key));
     }
+}
+
+/// A batch that reaches Redis after its deadline (a stopped Redis resuming) writes nothing:
+/// its requests were answered by the fail policy already. In time, the same batch is applied
+/// and decided exactly as without a deadline.
+#[test]
+fn a_late_batch_is_a_no_op_and_an_early_one_is_applied() {
+    let (_redis, mut c, script) = limit_script();
+    let l = limit("10r/s", 5, 0, Algorithm::Gcra);
+    let mut b = Batch::default();
+    for _ in 0..3 {
+        b.push([lk("late", b"k", l)], []);
+    }
+    let now: u64 = 1_700_000_000_000_000;
+    let key = redis_key("late", b"k", "");
+    assert_eq!(c.batch_until(&script, &b, now, now - 1), Err(BatchError::Late(now)));
+    assert_eq!(c.cmd(&[b"EXISTS", &key]), Reply::Integer(0), "nothing written by a late batch");
+    // The deadline is the last instant the batch may be applied.
+    let in_time = c.batch_until(&script, &b, now, now).unwrap();
+    let mut states = vec![[0; 3]];
+    for got in in_time {
+        let (want, _, commit) = check_all(&[(l, states[0])], now);
+        states = commit.unwrap();
+        assert_eq!(got, LimitReply::Decisions(want.into()));
+    }
+    assert_eq!(c.cmd(&[b"EXISTS", &key]), Reply::Integer(1));
+    // Redis's own clock decides when the caller leaves `now` to it.
+    let Reply::Array(Some(t)) = c.cmd(&[b"TIME"]) else { panic!() };
+    let secs: u64 = match &t[0] {
+        Reply::Bulk(Some(v)) => String::from_utf8_lossy(v).parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(c.batch_until(&script, &b, 0, (secs - 10) * 1_000_000), Err(BatchError::Late(_))));
+    assert!(c.batch_until(&script, &b, 0, (secs + 60) * 1_000_000).is_ok());
 }

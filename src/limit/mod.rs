@@ -13,6 +13,7 @@
 //! so they leave at the rate; `delay=N` lets the first N excess requests through at once and
 //! delays the rest; `nodelay` delays none. A request beyond the burst is rejected.
 
+pub mod bounds;
 pub mod script;
 pub mod shm_table;
 
@@ -104,12 +105,38 @@ pub fn check(limit: &Limit, state: State, now_us: u64) -> (Decision, State) {
     }
 }
 
+/// Workers decide with their own cached clocks, which may lag each other by a loop iteration
+/// (or by `timer_resolution`). A state written by a worker whose clock is ahead carries that
+/// worker's time; a lagging worker decides at that time instead of its own, so the other's
+/// clock is never counted as debt. A state further ahead than this (limit_req's threshold) is
+/// not skew but a clock stepped back: its times mean nothing now and it counts as fresh (a
+/// state kept would stay ahead of every later request and never expire, as rejections store
+/// nothing).
+pub const MAX_CLOCK_SKEW_US: u64 = 60_000_000;
+
+/// The time to decide at, given when the state was last written (`seen`) and this worker's
+/// clock; None when the clock stepped back.
+fn observed_now(seen: u64, now: u64) -> Option<u64> {
+    match seen.checked_sub(now) {
+        Some(ahead) if ahead > MAX_CLOCK_SKEW_US => None,
+        Some(_) => Some(seen),
+        None => Some(now),
+    }
+}
+
+/// GCRA. State: [theoretical arrival time, time of the last write, 0] (the Redis backend
+/// stores only the first: one clock, Redis `TIME`). Arithmetic saturates: configuration
+/// bounds keep every value far below `u64::MAX` (see `bounds`), saturation only guards them.
 fn gcra(limit: &Limit, state: State, now: u64) -> (Decision, State) {
+    let (now, state) = match observed_now(state[1], now) {
+        Some(seen) => (seen, state),
+        None => (now, [0; 3]),
+    };
     let t = limit.interval_us();
-    let increment = limit.cost * t;
-    let tolerance = (limit.burst + 1) * t;
+    let increment = limit.cost.saturating_mul(t);
+    let tolerance = (limit.burst.saturating_add(1)).saturating_mul(t);
     let tat = state[0].max(now);
-    let new_tat = tat + increment;
+    let new_tat = tat.saturating_add(increment);
     let ahead = new_tat - now; // how far the schedule runs ahead of now, this request included
     if ahead > tolerance {
         let decision = Decision {
@@ -122,48 +149,56 @@ fn gcra(limit: &Limit, state: State, now: u64) -> (Decision, State) {
     }
     // Excess requests, as nginx counts them: those beyond the one the rate allows now.
     let excess_us = ahead.saturating_sub(t);
-    let free_us = limit.delay * t;
+    let free_us = limit.delay.saturating_mul(t);
     let (outcome, wait_us) = if excess_us > free_us {
         (Outcome::Delayed, excess_us - free_us)
     } else {
         (Outcome::Passed, 0)
     };
     let remaining = (tolerance - ahead) / t / limit.cost.max(1);
-    (Decision { outcome, remaining, reset_us: ahead, wait_us }, [new_tat, 0, 0])
+    (Decision { outcome, remaining, reset_us: ahead, wait_us }, [new_tat, now, 0])
 }
 
+/// Sliding window. State: [window start, previous window's count, current window's count].
+/// A window start ahead of this worker's clock (written by a worker whose clock is ahead)
+/// means that window has begun: decide at its start.
 fn sliding(limit: &Limit, state: State, now: u64) -> (Decision, State) {
+    let (now, state) = match observed_now(state[0], now) {
+        Some(seen) => (seen, state),
+        None => (now, [0; 3]),
+    };
     let w = limit.period_us().max(1);
     let quota = limit.quota();
     let window = now - now % w;
     let [mut start, mut previous, mut current] = state;
     if start != window {
         // Roll forward: the current window becomes the previous one if adjacent.
-        previous = if start + w == window { current } else { 0 };
+        previous = if start.saturating_add(w) == window { current } else { 0 };
         current = 0;
         start = window;
     }
     let elapsed = now - window;
     // Weighted count, in fixed point (×w) to stay exact in integers.
-    let weighted = previous * (w - elapsed) + current * w;
-    let needed = (current + limit.cost) * w + previous * (w - elapsed);
+    let weighted = previous.saturating_mul(w - elapsed).saturating_add(current.saturating_mul(w));
+    let needed = weighted.saturating_add(limit.cost.saturating_mul(w));
     let reset_us = w - elapsed + if current > 0 { w } else { 0 };
-    if needed > quota * w {
+    let allowed = quota.saturating_mul(w);
+    if needed > allowed {
         // Time until the previous window's weight has decayed enough for this request.
         let wait_us = if previous == 0 {
             w - elapsed
         } else {
-            let excess = needed - quota * w; // must drop this much weight, at `previous` per µs
+            let excess = needed - allowed; // must drop this much weight, at `previous` per µs
             excess.div_ceil(previous).min(w - elapsed)
         };
         let decision = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us, wait_us: wait_us.max(1) };
         return (decision, [start, previous, current]);
     }
-    let used = (weighted / w) + limit.cost;
+    let used = (weighted / w).saturating_add(limit.cost);
     let remaining = quota.saturating_sub(used) / limit.cost.max(1);
     (
         Decision { outcome: Outcome::Passed, remaining, reset_us, wait_us: 0 },
-        [start, previous, current + limit.cost],
+        [start, previous, current.saturating_add(limit.cost)],
     )
 }
 
@@ -175,16 +210,43 @@ pub fn ttl_us(limit: &Limit, state: State, now: u64) -> u64 {
     }
 }
 
+/// The index of the strictest decision (see [`Decision::stricter_than`]); the first wins a
+/// tie. This is the one whose headers the response carries.
+pub fn strictest(decisions: &[Decision]) -> Option<usize> {
+    (0..decisions.len()).reduce(|a, b| if decisions[b].stricter_than(&decisions[a]) { b } else { a })
+}
+
 /// Checks every limit of a request and admits it only if all admit it (two-phase: a request
 /// rejected by one limit consumes none of the others). Returns each decision, the strictest
 /// one's index, and the states to store (None when rejected).
 pub fn check_all(limits: &[(Limit, State)], now_us: u64) -> (Vec<Decision>, Option<usize>, Option<Vec<State>>) {
     let results: Vec<(Decision, State)> = limits.iter().map(|(l, s)| check(l, *s, now_us)).collect();
-    let strictest = (0..results.len()).reduce(|a, b| if results[b].0.stricter_than(&results[a].0) { b } else { a });
-    let rejected = results.iter().any(|(d, _)| d.outcome == Outcome::Rejected);
-    let decisions = results.iter().map(|(d, _)| *d).collect();
+    let decisions: Vec<Decision> = results.iter().map(|(d, _)| *d).collect();
+    let rejected = decisions.iter().any(|d| d.outcome == Outcome::Rejected);
     let commit = (!rejected).then(|| results.into_iter().map(|(_, s)| s).collect());
+    let strictest = strictest(&decisions);
     (decisions, strictest, commit)
+}
+
+/// Decides one request against `limits` whose states are `states` and, if every limit admits
+/// it (two-phase), replaces the states with the ones to store; returns whether it did. One
+/// limit, the common case, allocates nothing. Every backend decides through this.
+pub fn admit(limits: &[Limit], states: &mut [State], now_us: u64) -> (Decisions, bool) {
+    if let ([limit], [state]) = (limits, &mut *states) {
+        let (d, new) = check(limit, *state, now_us);
+        let admitted = d.outcome != Outcome::Rejected;
+        if admitted {
+            *state = new;
+        }
+        return (Decisions::One(d), admitted);
+    }
+    let pairs: Vec<(Limit, State)> = limits.iter().copied().zip(states.iter().copied()).collect();
+    let (decisions, _, commit) = check_all(&pairs, now_us);
+    let admitted = commit.is_some();
+    if let Some(new) = commit {
+        states.copy_from_slice(&new);
+    }
+    (decisions.into(), admitted)
 }
 
 /// Penalty box: counts matching responses per key in a window; `threshold` of them ban the
@@ -432,6 +494,52 @@ mod tests {
         assert_eq!(s, before, "a flood does not push the schedule out");
         clock.advance_ms(1000);
         assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Passed);
+    }
+
+    #[test]
+    fn a_lagging_worker_clock_is_not_debt() {
+        // 100000r/s burst 1000: a 10 ms tolerance. Worker A's clock runs 20 ms ahead of B's.
+        let l = limit("100000r/s", 1000, 1000, Algorithm::Gcra);
+        let (a, b) = (FakeClock::default(), FakeClock::default());
+        b.advance_ms(1_000_000);
+        a.advance_ms(1_000_020);
+        let mut s = [0; 3];
+        for i in 0..200 {
+            let clock = if i % 2 == 0 { &a } else { &b };
+            let d = hit(&l, &mut s, clock);
+            assert_eq!(d.outcome, Outcome::Passed, "request {i}: 200 of a 1001 burst");
+        }
+        // The lagging worker still sees the real debt: 1001 in one instant fill the burst.
+        let admitted = (0..1000).filter(|_| hit(&l, &mut s, &b).outcome == Outcome::Passed).count();
+        assert_eq!(admitted, 801, "exactly the quota, whoever's clock");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_forgets_the_state_instead_of_locking_the_key() {
+        let l = limit("1r/s", 4, 4, Algorithm::Gcra);
+        let clock = FakeClock::default();
+        clock.advance_ms(10_000_000);
+        let mut s = [0; 3];
+        for _ in 0..5 {
+            hit(&l, &mut s, &clock);
+        }
+        assert_eq!(hit(&l, &mut s, &clock).outcome, Outcome::Rejected);
+        // The system clock goes back an hour: the state's times mean nothing any more.
+        let back = FakeClock::default();
+        back.advance_ms(10_000_000 - 3_600_000);
+        let admitted = (0..10).filter(|_| hit(&l, &mut s, &back).outcome == Outcome::Passed).count();
+        assert_eq!(admitted, 5, "a fresh quota, not an hour locked out");
+    }
+
+    #[test]
+    fn sliding_window_started_by_a_worker_ahead_is_not_reset() {
+        let l = limit("10r/s", 0, 0, Algorithm::SlidingWindow);
+        let (a, b) = (FakeClock::default(), FakeClock::default());
+        a.advance_ms(100_000); // A has entered a new window
+        b.advance_ms(99_995); // B still sees the end of the previous one
+        let mut s = [0; 3];
+        let admitted = (0..20).filter(|i| hit(&l, &mut s, if i % 2 == 0 { &a } else { &b }).outcome == Outcome::Passed).count();
+        assert_eq!(admitted, 10, "one quota, not a fresh window per clock");
     }
 
     #[test]

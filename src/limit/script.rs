@@ -17,11 +17,10 @@
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
 use crate::status::metrics::Fnv;
-use super::{check, check_all, Algorithm, Decisions, Limit, Outcome, State};
-use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Reply};
-use crate::sha1;
+use super::{admit, Algorithm, Decisions, Limit, State};
+use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Bound, Reply};
 
-/// ARGV: now_us (0 = Redis TIME), number of groups, then per group: count (requests in the
+/// ARGV: now_us (0 = Redis TIME), deadline_us (0 = none), number of groups, then per group: count (requests in the
 /// group), n_limits, n_bans and 6 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
 /// period_us, burst, cost, quota (a delay does not change admission: the caller derives it).
 /// KEYS: per group, its limit keys then its ban keys.
@@ -30,6 +29,11 @@ use crate::sha1;
 /// the group, two-phase, admits the first `min(count, fits_i)` and the rest are rejected
 /// without consuming anything. Each key touched is written once at the end.
 ///
+/// A batch that reaches Redis after its deadline (in Redis's clock, see [`RedisClock`]) writes
+/// nothing and answers `{now, -1}`: its requests were already answered by the fail policy when
+/// their timeout passed, and applying it then (a stopped Redis resuming, a stalled network)
+/// would charge them a second time.
+///
 /// The reply is compact: `now`, then per group either {banned_ms} (a ban key is live) or
 /// {0, then each limit's state as the group found it: tat for GCRA, start previous current
 /// for the sliding window}. [`Batch::decode`] replays the group's requests from those states
@@ -37,13 +41,16 @@ use crate::sha1;
 /// (tests/lua_scripts.rs compares them on a real Redis). A flood of one client costs Redis a
 /// short loop and a few integers of reply, not five integers per request.
 pub const LIMIT_SCRIPT: &str = r#"
-local now, ngroups = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, deadline, ngroups = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
 end
+if deadline > 0 and now > deadline then
+  return {now, -1}
+end
 local st, ttl, out = {}, {}, {now}
-local a, k = 3, 0
+local a, k = 4, 0
 for g = 1, ngroups do
   local count, n, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local banned = 0
@@ -135,7 +142,7 @@ pub struct Script {
 
 impl Script {
     pub fn new(source: &'static str) -> Script {
-        Script { source, sha: sha1::hex(source.as_bytes()) }
+        Script { source, sha: sha1_smol::Sha1::from(source).digest().to_string() }
     }
 
     /// The EVALSHA command for these keys and arguments.
@@ -327,11 +334,13 @@ impl Batch {
     }
 
     /// The EVALSHA of `script` (LIMIT_SCRIPT) for the batch (`Script::eval_for` gives the
-    /// EVAL fallback). `now_us` 0 lets Redis `TIME` decide (tests pass a fixed clock).
-    pub fn command(&self, script: &Script, now_us: u64) -> Vec<u8> {
+    /// EVAL fallback). `now_us` 0 lets Redis `TIME` decide (tests pass a fixed clock);
+    /// `deadline_us` (Redis's clock, 0 for none) is when the batch stops being worth applying.
+    pub fn command(&self, script: &Script, now_us: u64, deadline_us: u64) -> Vec<u8> {
         let nkeys: usize = self.groups.iter().map(|g| g.nkeys).sum();
-        // now, the group count, then per group: count, n_limits, n_bans and 6 per limit.
-        let nargs: usize = 2 + self.groups.iter().map(|g| 3 + 6 * g.limits.len()).sum::<usize>();
+        // now, the deadline, the group count, then per group: count, n_limits, n_bans and 6
+        // per limit.
+        let nargs: usize = 3 + self.groups.iter().map(|g| 3 + 6 * g.limits.len()).sum::<usize>();
         let size: usize = self.groups.iter().map(|g| g.desc.len() + 24).sum();
         let mut out = Vec::with_capacity(96 + size);
         push_array_header(&mut out, 3 + nkeys + nargs);
@@ -343,6 +352,7 @@ impl Batch {
                 out.extend_from_slice(&g.desc[..g.split]);
             }
             bulk_u64(&mut out, now_us);
+            bulk_u64(&mut out, deadline_us);
             bulk_u64(&mut out, self.groups.len() as u64);
             for g in &self.groups {
                 bulk_u64(&mut out, g.count as u64);
@@ -352,16 +362,27 @@ impl Batch {
         out
     }
 
+    /// The most the script can answer for this batch: `now`, then per group a ban or each
+    /// limit's state (one integer for GCRA, three for the sliding window). The connection
+    /// refuses anything larger before buffering it.
+    pub fn reply_bound(&self) -> Bound {
+        let states: usize = self.groups.iter().map(|g| 1 + g.limits.iter().map(|l| state_len(l.algorithm)).sum::<usize>()).sum();
+        Bound::integers(1 + states)
+    }
+
     /// Turns the script's answer (`now` and, per group, a ban or the states the group found)
     /// into one [`LimitReply`] per request, in push order: each group's requests are decided
     /// in turn by the Rust arithmetic, exactly as the script admitted them.
-    pub fn decode(&self, reply: &Reply) -> Result<Vec<LimitReply>, String> {
-        let Reply::Array(Some(items)) = reply else { return Err(format!("unexpected reply {reply:?}")) };
+    pub fn decode(&self, reply: &Reply) -> Result<Vec<LimitReply>, BatchError> {
+        let Reply::Array(Some(items)) = reply else { return Err(BatchError::Malformed(format!("unexpected reply {reply:?}"))) };
+        if let [Reply::Integer(now), Reply::Integer(-1)] = items.as_slice() {
+            return Err(BatchError::Late(*now as u64));
+        }
         let mut ints = items.iter().map(|i| match i {
             Reply::Integer(v) if *v >= 0 => Ok(*v as u64),
-            other => Err(format!("unexpected element {other:?}")),
+            other => Err(BatchError::Malformed(format!("unexpected element {other:?}"))),
         });
-        let mut next = || ints.next().unwrap_or_else(|| Err("reply too short".to_string()));
+        let mut next = || ints.next().unwrap_or_else(|| Err(BatchError::Malformed("reply too short".to_string())));
         let now = next()?;
         let mut found: Vec<Result<Vec<State>, u64>> = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
@@ -377,39 +398,80 @@ impl Batch {
                     Algorithm::Gcra => Ok([next()?, 0, 0]),
                     Algorithm::SlidingWindow => Ok([next()?, next()?, next()?]),
                 })
-                .collect::<Result<_, String>>()?;
+                .collect::<Result<_, BatchError>>()?;
             found.push(Ok(states));
         }
         if ints.next().is_some() {
-            return Err("reply too long".to_string());
+            return Err(BatchError::Malformed("reply too long".to_string()));
         }
         Ok(self
             .members
             .iter()
             .map(|&g| match &mut found[g] {
                 Err(ms) => LimitReply::Banned(*ms),
-                Ok(states) => LimitReply::Decisions(decide(&self.groups[g].limits, states, now)),
+                Ok(states) => LimitReply::Decisions(admit(&self.groups[g].limits, states, now).0),
             })
             .collect())
     }
 }
 
-/// Decides one request against `limits` whose states are `states`, and commits the new states
-/// if every limit admits it (two-phase), as `ratelimit::check_all` and the script do.
-fn decide(limits: &[Limit], states: &mut [State], now: u64) -> Decisions {
-    if let ([limit], [state]) = (limits, &mut *states) {
-        let (d, new) = check(limit, *state, now);
-        if d.outcome != Outcome::Rejected {
-            *state = new;
-        }
-        return Decisions::One(d);
+fn state_len(algorithm: Algorithm) -> usize {
+    match algorithm {
+        Algorithm::Gcra => 1,
+        Algorithm::SlidingWindow => 3,
     }
-    let pairs: Vec<(Limit, State)> = limits.iter().copied().zip(states.iter().copied()).collect();
-    let (decisions, _, commit) = check_all(&pairs, now);
-    if let Some(new) = commit {
-        states.copy_from_slice(&new);
+}
+
+/// Why a LIMIT_SCRIPT reply decides nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The batch reached Redis (whose clock said this) after its deadline: nothing written.
+    #[error("the batch reached redis after its deadline and was not applied")]
+    Late(u64),
+    #[error("unexpected redis reply: {0}")]
+    Malformed(String),
+}
+
+/// The script's clock (`TIME`, in µs) from the first element of its reply, for [`RedisClock`].
+pub fn reply_time(reply: &Reply) -> Option<u64> {
+    match reply {
+        Reply::Array(Some(items)) => match items.first() {
+            Some(Reply::Integer(now)) if *now > 0 => Some(*now as u64),
+            _ => None,
+        },
+        _ => None,
     }
-    decisions.into()
+}
+
+/// Maps the worker's monotonic millisecond clock onto Redis's (`TIME`, µs), learnt from each
+/// script reply, so that a batch can carry its deadline in the clock the script reads.
+///
+/// A reply computed at Redis time `t` and received at local time `r` was computed no later
+/// than `r`, so `t - r` is at most the true offset (plus the local clock's millisecond
+/// truncation, which [`RedisClock::MARGIN_US`] covers): a deadline mapped with it never falls
+/// after the moment the worker gives up. The script may then call a batch late that was just
+/// in time, and its requests follow the fail policy; it never applies one whose requests the
+/// fail policy already answered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisClock {
+    offset_us: Option<i64>,
+}
+
+impl RedisClock {
+    pub const MARGIN_US: u64 = 2_000;
+
+    /// A reply said Redis's time was `redis_us`; it was received at local `received_ms`.
+    pub fn observe(&mut self, redis_us: u64, received_ms: u64) {
+        self.offset_us = Some(redis_us as i64 - (received_ms as i64).saturating_mul(1000));
+    }
+
+    /// The local deadline `deadline_ms` in Redis's clock; 0 (no deadline) until a reply has
+    /// told the offset.
+    pub fn deadline_us(&self, deadline_ms: u64) -> u64 {
+        let Some(offset) = self.offset_us else { return 0 };
+        let at = (deadline_ms as i64).saturating_mul(1000).saturating_add(offset) - Self::MARGIN_US as i64;
+        at.max(1) as u64
+    }
 }
 
 /// What LIMIT_SCRIPT answered for one request.
@@ -423,8 +485,13 @@ pub enum LimitReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::Outcome;
     use crate::parse::rate;
-    use crate::redis::resp::decode;
+    use crate::redis::resp;
+
+    fn decode(bytes: &[u8]) -> Result<Option<(Reply, usize)>, resp::ProtocolError> {
+        resp::decode(bytes, resp::Bound { bytes: 1 << 20, elements: 1 << 10 })
+    }
 
     #[test]
     fn keys_carry_the_client_key_as_hash_tag() {
@@ -449,7 +516,7 @@ mod tests {
         push(&mut b, &[LimitKey { zone: "z", key: b"k", limit: gcra("10r/s", 5) }], &[]);
         push(&mut b, &[LimitKey { zone: "z", key: &[1, 2], limit: gcra("10r/s", 5) }], &[BanKey { zone: "b", key: b"k" }]);
         assert_eq!(b.len(), 2);
-        let sha = b.command(&s, 7);
+        let sha = b.command(&s, 7, 9);
         let eval = s.eval_for(&sha).expect("an EVALSHA of this script");
         let Some((Reply::Array(Some(parts)), used)) = decode(&sha).unwrap() else { panic!() };
         assert_eq!(used, sha.len());
@@ -463,7 +530,7 @@ mod tests {
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], s.sha);
         assert_eq!(text[2..6], ["3", "shield:{k}:z", "shield:{x0102}:z", "shield:{k}:b:ban"]);
-        assert_eq!(text[6..], ["7", "2", "1", "1", "0", "0", "100000", "1000000", "5", "1", "6", "1", "1", "1", "0", "100000", "1000000", "5", "1", "6"]);
+        assert_eq!(text[6..], ["7", "9", "2", "1", "1", "0", "0", "100000", "1000000", "5", "1", "6", "1", "1", "1", "0", "100000", "1000000", "5", "1", "6"]);
         let Some((Reply::Array(Some(eparts)), used)) = decode(&eval).unwrap() else { panic!() };
         assert_eq!(used, eval.len());
         assert_eq!(eparts[0], Reply::Bulk(Some(b"EVAL".to_vec())));
@@ -483,10 +550,10 @@ mod tests {
         for limits in [&x, &y, &x, &x] {
             push(&mut b, limits, &[]);
         }
-        let Some((Reply::Array(Some(parts)), _)) = decode(&b.command(&s, 0)).unwrap() else { panic!() };
+        let Some((Reply::Array(Some(parts)), _)) = decode(&b.command(&s, 0, 0)).unwrap() else { panic!() };
         assert_eq!(parts[2], Reply::Bulk(Some(b"2".to_vec())), "two distinct keys");
-        assert_eq!(parts[6], Reply::Bulk(Some(b"2".to_vec())), "two groups");
-        assert_eq!(parts[7], Reply::Bulk(Some(b"3".to_vec())), "x three times");
+        assert_eq!(parts[7], Reply::Bulk(Some(b"2".to_vec())), "two groups");
+        assert_eq!(parts[8], Reply::Bulk(Some(b"3".to_vec())), "x three times");
         // Redis reports now and the state each group found (x first: it arrived first); each
         // group's requests are replayed in turn and answered in push order.
         let now = 1_000_000_000;
@@ -534,5 +601,44 @@ mod tests {
         assert!(b.decode(&ints(&[now, 0, 0, 0, 0, 0, 1500, 0])).is_err(), "too long");
         assert!(b.decode(&ints(&[now, 0, -1, 0, 0, 0, 1500])).is_err(), "negative");
         assert!(b.decode(&Reply::Integer(1)).is_err());
+        assert_eq!(b.decode(&ints(&[now, -1])), Err(BatchError::Late(now as u64)), "a late batch");
+        assert_eq!(reply_time(&ints(&[now, -1])), Some(now as u64));
+    }
+
+    #[test]
+    fn the_reply_bound_is_what_the_script_can_answer() {
+        let mut b = Batch::default();
+        let sliding = Limit { algorithm: Algorithm::SlidingWindow, ..gcra("2r/s", 0) };
+        let two = [LimitKey { zone: "a", key: b"k", limit: gcra("1r/s", 5) }, LimitKey { zone: "b", key: b"k", limit: sliding }];
+        for _ in 0..100 {
+            push(&mut b, &two, &[]);
+        }
+        push(&mut b, &two[..1], &[BanKey { zone: "c", key: b"k" }]);
+        // now, then {0, tat, start, previous, current} and {0, tat}: 8 integers, however many
+        // requests each group holds.
+        let bound = b.reply_bound();
+        assert_eq!(bound.elements, 8);
+        let most = ints(&[i64::MAX; 8]);
+        let mut wire = Vec::new();
+        push_array_header(&mut wire, 8);
+        for _ in 0..8 {
+            wire.extend_from_slice(format!(":{}\r\n", i64::MAX).as_bytes());
+        }
+        assert_eq!(resp::decode(&wire, bound).unwrap().map(|(r, _)| r), Some(most));
+        wire.splice(..2, *b"*9");
+        assert!(resp::decode(&wire, bound).is_err(), "one more element than the script returns");
+    }
+
+    #[test]
+    fn the_redis_clock_never_maps_a_deadline_past_the_local_one() {
+        let mut clock = RedisClock::default();
+        assert_eq!(clock.deadline_us(5_000), 0, "no deadline before Redis told its time");
+        // Redis said 1_000_000_000 µs; the reply arrived at local 20_000 ms (it was computed
+        // earlier, so the offset is at most 1_000_000_000 - 20_000_000 µs).
+        clock.observe(1_000_000_000, 20_000);
+        assert_eq!(clock.deadline_us(20_050), 1_000_000_000 + 50_000 - RedisClock::MARGIN_US);
+        // A Redis clock behind the worker's.
+        clock.observe(5_000_000, 20_000);
+        assert_eq!(clock.deadline_us(20_050), 5_000_000 + 50_000 - RedisClock::MARGIN_US);
     }
 }

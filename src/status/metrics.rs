@@ -36,6 +36,9 @@ struct Series {
     /// For histograms: upper bounds; the series then owns `buckets.len() + 2` slots
     /// (one count per bucket, then the sum, then the total count).
     buckets: Vec<u64>,
+    /// For histograms: observations per base unit (1000 for milliseconds rendered as
+    /// seconds), so slots stay integers and the exposition uses Prometheus's base units.
+    per_unit: u64,
     slot: usize,
 }
 
@@ -72,7 +75,7 @@ impl Registry {
         self.families.len() - 1
     }
 
-    fn series(&mut self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], buckets: &[u64]) -> usize {
+    fn series(&mut self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], buckets: &[u64], per_unit: u64) -> usize {
         let family = self.family(name, help, kind);
         let labels = render_labels(labels);
         if let Some(s) = self.series.iter().find(|s| s.family == family && s.labels == labels) {
@@ -80,22 +83,24 @@ impl Registry {
         }
         let slot = self.slots;
         self.slots += if kind == Kind::Histogram { buckets.len() + 3 } else { 1 };
-        self.series.push(Series { family, labels, buckets: buckets.to_vec(), slot });
+        self.series.push(Series { family, labels, buckets: buckets.to_vec(), per_unit, slot });
         slot
     }
 
     /// Registers (or finds) a counter series and returns its slot.
     pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> usize {
-        self.series(name, help, Kind::Counter, labels, &[])
+        self.series(name, help, Kind::Counter, labels, &[], 1)
     }
 
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)]) -> usize {
-        self.series(name, help, Kind::Gauge, labels, &[])
+        self.series(name, help, Kind::Gauge, labels, &[], 1)
     }
 
-    /// Registers a histogram with the given bucket upper bounds (ascending).
-    pub fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], buckets: &[u64]) -> Histogram {
-        let first = self.series(name, help, Kind::Histogram, labels, buckets);
+    /// Registers a histogram with the given bucket upper bounds (ascending), in units of which
+    /// `per_unit` make one base unit: observations in ms with `per_unit` 1000 are rendered in
+    /// seconds (`le="0.005"`), as Prometheus names them (`_seconds`).
+    pub fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], buckets: &[u64], per_unit: u64) -> Histogram {
+        let first = self.series(name, help, Kind::Histogram, labels, buckets, per_unit);
         Histogram { first, buckets: buckets.to_vec() }
     }
 
@@ -131,19 +136,30 @@ impl Registry {
                     continue;
                 }
                 let mut cumulative = 0;
-                let bounds = s.buckets.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]);
+                let bounds = s.buckets.iter().map(|&b| fixed(b, s.per_unit)).chain(["+Inf".to_string()]);
                 for (i, le) in bounds.enumerate() {
                     cumulative += value(s.slot + i);
                     let labels = join_labels(&s.labels, &format!("le=\"{le}\""));
                     let _ = writeln!(out, "{}_bucket{{{labels}}} {cumulative}", f.name);
                 }
                 let n = s.buckets.len() + 1;
-                let _ = writeln!(out, "{}_sum{} {}", f.name, braces(&s.labels), value(s.slot + n));
+                let _ = writeln!(out, "{}_sum{} {}", f.name, braces(&s.labels), fixed(value(s.slot + n), s.per_unit));
                 let _ = writeln!(out, "{}_count{} {}", f.name, braces(&s.labels), value(s.slot + n + 1));
             }
         }
         out
     }
+}
+
+/// `v / per_unit` as an exact decimal (`per_unit` a power of ten): 5 ms -> `0.005`.
+fn fixed(v: u64, per_unit: u64) -> String {
+    let (whole, frac) = (v / per_unit, v % per_unit);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = per_unit.ilog10() as usize;
+    let frac = format!("{frac:0digits$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
 fn render_labels(labels: &[(&str, &str)]) -> String {
@@ -223,21 +239,25 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let mut r = Registry::default();
-        let h = r.histogram("shield_redis_latency_ms", "Latency.", &[], &[1, 5]);
-        assert_eq!(r.slots(), 5);
+        let h = r.histogram("shield_redis_latency_seconds", "Latency.", &[], &[1, 5, 250, 1000], 1000);
+        assert_eq!(r.slots(), 7);
         let mut values = vec![0u64; r.slots()];
-        for v in [0, 3, 4, 100] {
+        for v in [0, 3, 4, 100, 1500] {
             let (bucket, sum, count) = h.slots_for(v);
             values[bucket] += 1;
             values[sum] += v;
             values[count] += 1;
         }
         let text = r.render(&values);
-        assert!(text.contains("shield_redis_latency_ms_bucket{le=\"1\"} 1\n"));
-        assert!(text.contains("shield_redis_latency_ms_bucket{le=\"5\"} 3\n"));
-        assert!(text.contains("shield_redis_latency_ms_bucket{le=\"+Inf\"} 4\n"));
-        assert!(text.contains("shield_redis_latency_ms_sum 107\n"));
-        assert!(text.contains("shield_redis_latency_ms_count 4\n"));
+        // Observed in ms, exposed in seconds.
+        assert!(text.contains("shield_redis_latency_seconds_bucket{le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("shield_redis_latency_seconds_bucket{le=\"0.005\"} 3\n"));
+        assert!(text.contains("shield_redis_latency_seconds_bucket{le=\"0.25\"} 4\n"));
+        assert!(text.contains("shield_redis_latency_seconds_bucket{le=\"1\"} 4\n"));
+        assert!(text.contains("shield_redis_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("shield_redis_latency_seconds_sum 1.607\n"));
+        assert!(text.contains("shield_redis_latency_seconds_count 5\n"));
+        assert_eq!((fixed(0, 1000), fixed(1000, 1000), fixed(1050, 1000), fixed(7, 1)), ("0".into(), "1".into(), "1.05".into(), "7".into()));
     }
 
     #[test]

@@ -207,6 +207,22 @@ impl Nginx {
         }
     }
 
+    /// The worker processes' ids: the master's (from nginx.pid) children.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let master = fs::read_to_string(self.dir.path().join("nginx.pid")).unwrap_or_default().trim().to_string();
+        let mut workers = Vec::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(master.as_str()) {
+                workers.push(pid);
+            }
+        }
+        workers
+    }
+
     /// Lines of error.log that make a test fail.
     pub fn bad_log_lines(&self) -> Vec<String> {
         let allowed = self.allowed.lock().unwrap().clone();
@@ -733,42 +749,53 @@ impl Redis {
         self.try_command(args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
     }
 
+    /// A connection through the `redis` crate, for tests that need more than `command`.
+    pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        con.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(con)
+    }
+
     /// Sends one command; returns the reply as text: `+OK`, `:5`, `-ERR ...`, a bulk string's
     /// content, `(nil)`, or an array's elements joined with `\n`.
     pub fn try_command(&self, args: &[&str]) -> Result<String, String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let mut con = self.connection().map_err(|e| e.to_string())?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
         }
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut reader = std::io::BufReader::new(s);
-        read_reply(&mut reader)
+        match cmd.query::<redis::Value>(&mut con) {
+            Ok(v) => Ok(reply_text(&v)),
+            Err(e) if e.kind() == redis::ErrorKind::IoError => Err(e.to_string()),
+            Err(e) => Ok(format!("-{}", e.code().unwrap_or("ERR"))),
+        }
+    }
+
+    /// The server's process id (to stop and continue it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server running").id()
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing, as a stalled Redis does.
+    pub fn pause(&self) {
+        assert!(Command::new("kill").args(["-STOP", &self.pid().to_string()]).status().unwrap().success());
+    }
+
+    pub fn resume(&self) {
+        assert!(Command::new("kill").args(["-CONT", &self.pid().to_string()]).status().unwrap().success());
     }
 }
 
-fn read_reply(r: &mut impl std::io::BufRead) -> Result<String, String> {
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let line = line.trim_end().to_string();
-    match line.as_bytes().first() {
-        Some(b'+' | b'-' | b':') => Ok(line),
-        Some(b'$') => {
-            let n: i64 = line[1..].parse().map_err(|_| "bad bulk")?;
-            if n < 0 {
-                return Ok("(nil)".into());
-            }
-            let mut buf = vec![0u8; n as usize + 2];
-            r.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            Ok(String::from_utf8_lossy(&buf[..n as usize]).to_string())
-        }
-        Some(b'*') => {
-            let n: i64 = line[1..].parse().map_err(|_| "bad array")?;
-            let items: Result<Vec<String>, String> = (0..n.max(0)).map(|_| read_reply(r)).collect();
-            Ok(items?.join("\n"))
-        }
-        _ => Err(format!("bad reply {line:?}")),
+fn reply_text(v: &redis::Value) -> String {
+    match v {
+        redis::Value::Okay => "+OK".into(),
+        redis::Value::SimpleString(s) => format!("+{s}"),
+        redis::Value::Int(n) => format!(":{n}"),
+        redis::Value::Nil => "(nil)".into(),
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Array(items) => items.iter().map(reply_text).collect::<Vec<_>>().join("\n"),
+        other => format!("{other:?}"),
     }
 }
 

@@ -15,10 +15,11 @@ use super::zone::{now_us, Applied};
 use crate::glue::redis::{Client, RedisError};
 use crate::glue::util::guard;
 use crate::glue::MainConf;
-use crate::limit::script::{self, BanKey, Batch, LimitKey, Script};
+use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, RedisClock, Script};
 use crate::limit::shm_table::{KeyHash, Slot, Table};
 use crate::limit::{Decision, Outcome};
 use crate::redis::resp::Reply;
+use crate::redis::throttle::Throttle;
 
 // --- per worker ---------------------------------------------------------------------------
 
@@ -39,6 +40,11 @@ pub(super) struct Worker {
     pub(super) batch_ev: Box<ngx_event_t>,
     /// Reused for every response's rate-limit headers (copied to the request pool).
     pub(super) header_buf: Vec<u8>,
+    /// Redis's clock as the script replies tell it: each batch carries its deadline in it, so
+    /// a batch that reaches Redis too late is not applied. Shared with the reply callbacks.
+    clock: Rc<Cell<RedisClock>>,
+    /// Requests answered by `shield_limit_fail open` and `closed`: logged once, then counted.
+    fail_logs: [Throttle; 2],
 }
 
 /// A batch this large goes out at once rather than at the end of the loop iteration.
@@ -82,6 +88,8 @@ pub fn init_process(mcf: &'static MainConf) {
             waiters: Vec::new(),
             batch_ev,
             header_buf: Vec::with_capacity(256),
+            clock: Rc::default(),
+            fail_logs: [Throttle::default(); 2],
         });
     }
 }
@@ -124,13 +132,27 @@ fn send_batch(w: &mut Worker) {
     }
     let batch = core::mem::take(&mut w.batch);
     let waiters = core::mem::take(&mut w.waiters);
-    let evalsha = batch.command(w.script, 0);
+    let Some(client) = w.client.as_mut() else { return };
+    // The client answers Timeout at this deadline; the script drops the batch after it.
+    let deadline_ms = client_now_ms() + client.timeout_ms();
+    let evalsha = batch.command(w.script, 0, w.clock.get().deadline_us(deadline_ms));
+    let bound = batch.reply_bound();
+    let clock = w.clock.clone();
     let callback = Box::new(move |reply: Result<Reply, RedisError>| {
+        if let Some(redis_us) = reply.as_ref().ok().and_then(script::reply_time) {
+            let mut c = clock.get();
+            c.observe(redis_us, client_now_ms());
+            clock.set(c);
+        }
         let answers = reply.and_then(|r| {
-            batch.decode(&r).map_err(|e| {
-                // SAFETY: the cycle log is valid in a running worker.
-                ngx_log_error!(NGX_LOG_ERR, unsafe { (*ngx::ffi::ngx_cycle).log }, "shield: unexpected redis reply: {e}");
-                RedisError::Protocol
+            batch.decode(&r).map_err(|e| match e {
+                // Its requests were answered by the fail policy; nothing was charged.
+                BatchError::Late(_) => RedisError::Timeout,
+                BatchError::Malformed(_) => {
+                    // SAFETY: the cycle log is valid in a running worker.
+                    ngx_log_error!(NGX_LOG_ERR, unsafe { (*ngx::ffi::ngx_cycle).log }, "shield: {e}");
+                    RedisError::Protocol("unexpected script reply")
+                }
             })
         });
         match answers {
@@ -138,10 +160,15 @@ fn send_batch(w: &mut Worker) {
             Err(e) => waiters.iter().for_each(|w| w.deliver(Err(e.clone()))),
         }
     });
-    let Some(client) = w.client.as_mut() else { return };
-    if let Err((e, callback)) = client.send(&evalsha, Some(w.script), callback) {
+    if let Err((e, callback)) = client.send(&evalsha, bound, Some(w.script), callback) {
         callback(Err(e));
     }
+}
+
+/// The worker's monotonic clock in ms, the one the client's deadlines use.
+fn client_now_ms() -> u64 {
+    // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
+    unsafe { ngx::ffi::ngx_current_msec as u64 }
 }
 
 pub fn exit_process() {
@@ -150,6 +177,13 @@ pub fn exit_process() {
             c.shutdown();
         }
     }
+}
+
+/// A request is answered by the fail policy (`closed` or open): `Some(n)` if it is to be
+/// logged now, `n` having gone unlogged since the last such line (per worker; an outage under
+/// load would otherwise log every request).
+pub(super) fn failure_to_log(closed: bool) -> Option<u64> {
+    worker().map_or(Some(0), |w| w.fail_logs[closed as usize].event(client_now_ms()))
 }
 
 pub fn redis_health() -> Option<bool> {

@@ -11,7 +11,7 @@ use super::zone::{zone_init, ZoneShm};
 use crate::glue::redis::Target;
 use crate::glue::util::{set_once, ComplexValue};
 use crate::glue::{LocConf, MainConf, Shield};
-use crate::limit::{Algorithm, Ban};
+use crate::limit::{bounds, Algorithm, Ban, Limit};
 use crate::parse::{self, ConfError, Rate};
 use crate::status::metrics::{Histogram, Registry};
 
@@ -71,9 +71,8 @@ pub(super) struct RedisSlots {
 #[derive(Clone, Copy)]
 pub(super) struct LimitRef {
     pub(super) zone: usize,
-    pub(super) burst: u64,
-    pub(super) delay: u64,
-    pub(super) cost: u64,
+    /// The zone's algorithm and rate with this directive's burst, delay and cost.
+    pub(super) limit: Limit,
 }
 
 #[derive(Clone)]
@@ -126,77 +125,18 @@ pub(super) fn main_conf(cf: &mut ngx_conf_t) -> Result<&'static mut MainConf, St
 pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, mcf: &mut MainConf, args| {
         if mcf.limits.redis.is_some() {
-            return Err("is duplicate".into());
+            return Err(ConfError::Duplicate);
         }
-        let url = crate::redis::url::parse(args[0]).map_err(|e| e.0)?;
-        let mut timeout_ms = 50;
-        for arg in &args[1..] {
-            match parse::param(arg) {
-                Some(("timeout", v)) => {
-                    timeout_ms = parse::time(v).map_err(|e| e.0)?.as_millis() as u64;
-                    if timeout_ms == 0 {
-                        return Err(format!("invalid timeout \"{v}\"").into());
-                    }
-                }
-                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
-            }
-        }
-        let (sockaddr, name) = match &url.socket {
-            Some(path) => (sockaddr_un_bytes(path), format!("unix:{path}")),
-            None => {
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
-                    .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
-                    .next()
-                    .ok_or_else(|| format!("host not found in \"{}\"", args[0]))?;
-                (sockaddr_bytes(&addr), addr.to_string())
-            }
-        };
-        mcf.limits.redis = Some(Target {
-            sockaddr,
-            name,
-            username: url.username,
-            password: url.password,
-            db: url.db,
-            timeout_ms: timeout_ms as _,
-        });
+        mcf.limits.redis = Some(Target::from_directive(args)?);
         let reg = &mut mcf.registry;
         mcf.limits.redis_slots = Some(RedisSlots {
-            latency: reg.histogram("shield_redis_latency_ms", "Redis reply latency.", &[], &[1, 2, 5, 10, 25, 50, 100, 250]),
-            errors: reg.counter("shield_redis_errors_total", "Redis failures (connect, timeout, protocol, server errors).", &[]),
+            // Observed in ms, exposed in seconds.
+            latency: reg.histogram("shield_redis_latency_seconds", "Redis reply latency.", &[], &[1, 2, 5, 10, 25, 50, 100, 250], 1000),
+            errors: reg.counter("shield_redis_errors_total", "Redis failures (connect, timeout, protocol) and error replies (-ERR, -NOSCRIPT).", &[]),
             cache_hits: reg.counter("shield_limit_cache_hits_total", "Rejections answered from the per-worker cache, without Redis.", &[]),
         });
         Ok(())
     })
-}
-
-/// A `struct sockaddr_un` as bytes (family, NUL-terminated path; the URL parser bounds the
-/// path length).
-fn sockaddr_un_bytes(path: &str) -> Vec<u8> {
-    let mut b = vec![0u8; 2 + 108];
-    b[..2].copy_from_slice(&(ngx::ffi::AF_UNIX as u16).to_ne_bytes());
-    b[2..2 + path.len()].copy_from_slice(path.as_bytes());
-    b
-}
-
-/// A `struct sockaddr_in`/`sockaddr_in6` as bytes, for nginx's peer connection.
-fn sockaddr_bytes(addr: &std::net::SocketAddr) -> Vec<u8> {
-    match addr {
-        std::net::SocketAddr::V4(a) => {
-            let mut b = vec![0u8; 16];
-            b[..2].copy_from_slice(&(ngx::ffi::AF_INET as u16).to_ne_bytes());
-            b[2..4].copy_from_slice(&a.port().to_be_bytes());
-            b[4..8].copy_from_slice(&a.ip().octets());
-            b
-        }
-        std::net::SocketAddr::V6(a) => {
-            let mut b = vec![0u8; 28];
-            b[..2].copy_from_slice(&(ngx::ffi::AF_INET6 as u16).to_ne_bytes());
-            b[2..4].copy_from_slice(&a.port().to_be_bytes());
-            b[8..24].copy_from_slice(&a.ip().octets());
-            b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
-            b
-        }
-    }
 }
 
 /// `shield_limit_zone $key zone=name:size rate=Nr/s [algorithm=gcra|sliding_window] [backend=redis|local];`
@@ -212,9 +152,12 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
                         return Err(format!("invalid zone name \"{n}\"").into());
                     }
                     size = parse::size(s).map_err(|_| format!("invalid zone size \"{v}\""))?;
+                    if size > bounds::MAX_ZONE_SIZE {
+                        return Err(format!("invalid zone size \"{v}\", it must be at most 16g").into());
+                    }
                     name = Some(n.to_string());
                 }
-                Some(("rate", v)) => rate = Some(parse::rate(v).map_err(|e| e.0)?),
+                Some(("rate", v)) => rate = Some(bounds::rate(v, parse::rate(v)?)?),
                 Some(("algorithm", "gcra")) => algorithm = Algorithm::Gcra,
                 Some(("algorithm", "sliding_window")) => algorithm = Algorithm::SlidingWindow,
                 Some(("backend", "redis")) => backend = Some(Backend::Redis),
@@ -224,7 +167,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
         }
         let name = name.ok_or("must have \"zone\" parameter")?;
         let rate = rate.ok_or("must have \"rate\" parameter")?;
-        if size < 32 * 1024 {
+        if size < bounds::MIN_ZONE_SIZE {
             return Err(format!("zone \"{name}\" is too small").into());
         }
         if mcf.limits.zones.iter().any(|z| z.name == name) {
@@ -303,25 +246,25 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
 pub extern "C" fn set_limit(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
         let mcf = main_conf(cf)?;
-        let (mut zone, mut burst, mut delay, mut nodelay, mut cost) = (None, 0, 0, false, 1);
+        let (mut zone, mut p) = (None, bounds::LimitParams { cost: (1, "1"), ..Default::default() });
         for arg in args {
-            let number = |v: &str| parse::number(v).ok_or_else(|| format!("invalid parameter \"{arg}\""));
             match parse::param(arg) {
                 Some(("zone", v)) => zone = Some(find_zone(mcf, v)?),
-                Some(("burst", v)) => burst = number(v)?,
-                Some(("delay", v)) => delay = number(v)?,
-                Some(("cost", v)) => cost = number(v)?.max(1),
-                None if *arg == "nodelay" => nodelay = true,
+                Some(("burst", v)) => p.burst = parse::bounded("burst", v, 0, bounds::MAX_BURST)?,
+                Some(("delay", v)) => p.delay = Some((parse::bounded("delay", v, 0, bounds::MAX_BURST)?, v)),
+                Some(("cost", v)) => p.cost = (parse::bounded("cost", v, 1, bounds::MAX_COST)?, v),
+                None if *arg == "nodelay" => p.nodelay = true,
                 _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
-        let zone = zone.ok_or("must have \"zone\" parameter")?;
+        let zone = zone.ok_or(ConfError::MissingParameter("zone"))?;
+        let z = &mcf.limits.zones[zone];
+        let limit = bounds::limit(z.algorithm, z.rate, p)?;
         let limits = lc.limit.limits.get_or_insert_with(Vec::new);
         if limits.iter().any(|l| l.zone == zone) {
             return Err("is duplicate".into());
         }
-        let delay = if nodelay { burst } else { delay.min(burst) };
-        limits.push(LimitRef { zone, burst, delay, cost });
+        limits.push(LimitRef { zone, limit });
         Ok(())
     })
 }
@@ -343,11 +286,11 @@ pub extern "C" fn set_ban(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t
                 }
                 Some(("threshold", v)) => {
                     let (n, w) = v.split_once('/').ok_or_else(|| format!("invalid threshold \"{v}\""))?;
-                    let n = parse::number(n).filter(|&n| n > 0).ok_or_else(|| format!("invalid threshold \"{v}\""))?;
-                    let w = parse::time(w).map_err(|e| e.0)?.as_micros() as u64;
-                    threshold = Some((n, w.max(1)));
+                    let n = parse::bounded("threshold", n, 1, bounds::MAX_BAN_THRESHOLD)?;
+                    let w = bounds::ban_time("threshold window", w, parse::time(w)?.as_millis() as u64)?;
+                    threshold = Some((n, w));
                 }
-                Some(("ban", v)) => ban_us = Some(parse::time(v).map_err(|e| e.0)?.as_micros() as u64),
+                Some(("ban", v)) => ban_us = Some(bounds::ban_time("ban time", v, parse::time(v)?.as_millis() as u64)?),
                 _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
@@ -356,7 +299,7 @@ pub extern "C" fn set_ban(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t
             return Err("must have \"status\" parameter".into());
         }
         let (threshold, window_us) = threshold.ok_or("must have \"threshold\" parameter")?;
-        let ban_us = ban_us.filter(|&b| b > 0).ok_or("must have \"ban\" parameter")?;
+        let ban_us = ban_us.ok_or(ConfError::MissingParameter("ban"))?;
         lc.limit.bans.get_or_insert_with(Vec::new).push(BanRef { zone, statuses, ban: Ban { threshold, window_us, ban_us } });
         Ok(())
     })

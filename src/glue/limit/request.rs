@@ -10,7 +10,7 @@ use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_AGAIN, NGX_DECLINE
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 
-use super::batch::{cached_rejection, enqueue, remember_rejections, worker};
+use super::batch::{cached_rejection, enqueue, failure_to_log, remember_rejections, worker};
 use super::directives::{is_redis, FailPolicy, LimitLoc, Zone};
 use super::park::{resume_after_delay, resume_after_redis, suspend, Waiter};
 use super::zone::{decide_local, now_us, record_ban_local, Applied, AppliedBan, Verdict};
@@ -18,6 +18,7 @@ use crate::glue::redis::RedisError;
 use crate::glue::{LocConf, MainConf, RequestCtx, Shield};
 use crate::limit::script::{self, BanKey, LimitKey, LimitReply};
 use crate::limit::{self as rate, Algorithm, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered};
+use crate::redis::resp::Bound;
 
 #[derive(Default)]
 pub(super) enum Phase {
@@ -162,8 +163,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         limit_refs.iter().filter_map(|l| {
             let z = &zones[l.zone];
             let key = eval_key(z, rp)?; // an empty key is not limited, like limit_req
-            let limit = Limit { algorithm: z.algorithm, rate: z.rate, burst: l.burst, delay: l.delay, cost: l.cost };
-            Some(Applied { zone: l.zone, limit, key })
+            Some(Applied { zone: l.zone, limit: l.limit, key })
         }),
     ) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -245,11 +245,15 @@ fn finish(
                     None => return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t),
                 },
                 FailPolicy::Open => {
-                    ngx_log_error!(NGX_LOG_WARN, log, "shield: rate limit skipped, redis {err:?} (shield_limit_fail open)");
+                    if let Some(unlogged) = failure_to_log(false) {
+                        ngx_log_error!(NGX_LOG_WARN, log, "shield: rate limit skipped, redis {err} (shield_limit_fail open){}", unlogged_note(unlogged));
+                    }
                     return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t);
                 }
                 FailPolicy::Closed => {
-                    ngx_log_error!(NGX_LOG_WARN, log, "shield: request refused, redis {err:?} (shield_limit_fail closed)");
+                    if let Some(unlogged) = failure_to_log(true) {
+                        ngx_log_error!(NGX_LOG_WARN, log, "shield: request refused, redis {err} (shield_limit_fail closed){}", unlogged_note(unlogged));
+                    }
                     return record_status(rp, "ERROR", NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
                 }
             }
@@ -325,6 +329,15 @@ fn finish(
     }
 }
 
+/// The count a throttled line carries (see `failure_to_log`).
+fn unlogged_note(unlogged: u64) -> String {
+    if unlogged == 0 {
+        String::new()
+    } else {
+        format!(", and {unlogged} more since the last such line")
+    }
+}
+
 fn record_status(r: *mut ngx_http_request_t, status: &'static str, rc: ngx_int_t) -> ngx_int_t {
     if let Some(ctx) = RequestCtx::get(r) {
         ctx.limit.status = Some(status);
@@ -370,7 +383,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
                 let evalsha = w.ban_script.evalsha(&keys, &args);
                 // Fire and forget: the response is already on its way; the callback holds
                 // nothing of the request.
-                let sent = w.client.as_mut().map(|c| c.send(&evalsha, Some(w.ban_script), Box::new(|_| {})).is_ok());
+                let sent = w.client.as_mut().map(|c| c.send(&evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
                 if sent == Some(true) {
                     continue;
                 }

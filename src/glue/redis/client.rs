@@ -1,0 +1,517 @@
+//! The pipelined per-worker client, shared by every request of the worker.
+//!
+//! Commands queued during one event-loop turn are written together by a posted flush event;
+//! replies are matched to callers in order. Callers never wait here: `send` either queues the
+//! command (and the callback later runs from the event loop) or fails at once.
+//!
+//! - **Deadlines**: each command must be answered within `timeout` of being queued, an
+//!   absolute deadline (the bookkeeping is `redis::pipeline`, pure): at it the caller alone
+//!   gets `Timeout`; the connection is dropped only when the overdue reply stalls mid-way or
+//!   never comes (see the pipeline's comment).
+//! - **Bounds**: each command says how large its reply can be ([`Bound`]); anything larger is a
+//!   protocol error before it is buffered, and the connection is dropped.
+//! - **Recovery**: after a failure the connection is closed, every waiting caller fails, and
+//!   commands fail fast while a probe reconnects in the background every [`PROBE_INTERVAL_MS`]
+//!   (connect, AUTH/SELECT, PING). Only once PING is answered are commands sent again, so no
+//!   request ever waits on a connection not known to work.
+//! - **Logging**: a failure is logged once; while Redis stays down, one line a second at most
+//!   says how many attempts failed; recovery is logged with the outage's length.
+
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_connection_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_log_t,
+    ngx_msec_t, ngx_post_event, ngx_posted_events, ngx_str_t, NGX_LOG_CRIT, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
+use ngx::ngx_log_error;
+
+use super::connection::{Connection, Io};
+use super::{RedisError, Target};
+use crate::glue::util::guard;
+use crate::limit::script::Script;
+use crate::redis::pipeline::{Entry, Kind, Pipeline};
+use crate::redis::resp::{self, Bound, Decoder, Reply};
+use crate::redis::throttle::Throttle;
+
+pub type Callback = Box<dyn FnOnce(Result<Reply, RedisError>)>;
+
+/// After a failure, a reconnect is tried this often, until Redis answers.
+pub const PROBE_INTERVAL_MS: u64 = 200;
+/// Replies are read in chunks of this size; a larger reply spans several reads.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A caller waiting for a reply.
+struct Waiter {
+    callback: Callback,
+    /// For an EVALSHA: its script and a copy of the command, to send as EVAL when Redis
+    /// answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+    on_noscript: Option<(&'static Script, Vec<u8>)>,
+}
+
+/// Since when Redis is unavailable, for the recovery line.
+struct Outage {
+    since: u64,
+    attempts: u64,
+}
+
+pub struct Client {
+    target: Target,
+    name: ngx_str_t,
+    /// The cycle's log with a threshold of `crit`: nginx's own per-attempt socket errors
+    /// ("connect() failed") would repeat every probe; this client logs them, throttled.
+    quiet_log: ngx_log_t,
+    conn: Option<Connection>,
+    /// The TCP (or Unix) connection is established.
+    connected: bool,
+    /// A failure happened and no PING has been answered since: commands fail fast.
+    probing: bool,
+    out: Vec<u8>,
+    written: usize,
+    input: Vec<u8>,
+    decoder: Decoder,
+    pending: Pipeline<Waiter>,
+    flush_ev: ngx_event_t,
+    deadline_ev: ngx_event_t,
+    probe_ev: ngx_event_t,
+    outage: Option<Outage>,
+    /// Lines about Redis being down.
+    down_log: Throttle,
+    /// Called with each reply's latency in ms, for the metrics histogram.
+    pub on_latency: Option<Box<dyn Fn(u64)>>,
+    /// Called once per failure: the connection failing, or an error reply.
+    pub on_error: Option<Box<dyn Fn(&RedisError)>>,
+}
+
+fn now() -> u64 {
+    // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
+    unsafe { ngx_current_msec as u64 }
+}
+
+fn cycle_log() -> *mut ngx_log_t {
+    // SAFETY: ngx_cycle is valid in a running worker.
+    unsafe { (*ngx_cycle).log }
+}
+
+fn exiting() -> bool {
+    // SAFETY: plain flags nginx sets on this thread (or from its signal handler).
+    unsafe { ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0 }
+}
+
+/// (Re)arms `ev` to fire in `ms`, exactly: nginx's `ngx_add_timer` keeps an armed timer that
+/// is within 300 ms of the new one, which would let a deadline slip.
+fn set_timer(ev: &mut ngx_event_t, ms: ngx_msec_t) {
+    // SAFETY: ev is one of the client's own events, alive as long as the boxed client.
+    unsafe {
+        if ev.timer_set() != 0 {
+            ngx_del_timer(ev);
+        }
+        ngx::ffi::ngx_add_timer(ev, ms);
+    }
+}
+
+fn clear_timer(ev: &mut ngx_event_t) {
+    if ev.timer_set() != 0 {
+        // SAFETY: as above; the timer is armed.
+        unsafe { ngx_del_timer(ev) };
+    }
+}
+
+impl Client {
+    /// Creates the client; it connects on the first command.
+    pub fn new(target: Target) -> Box<Client> {
+        // SAFETY: the cycle log is valid here; a copy with its own threshold shares its files.
+        let mut quiet_log = unsafe { ptr::read(cycle_log()) };
+        quiet_log.log_level = NGX_LOG_CRIT as _;
+        let timeout_ms = target.timeout_ms as u64;
+        let mut c = Box::new(Client {
+            name: ngx_str_t::default(),
+            target,
+            quiet_log,
+            conn: None,
+            connected: false,
+            probing: false,
+            out: Vec::with_capacity(4096),
+            written: 0,
+            input: Vec::with_capacity(READ_CHUNK),
+            decoder: Decoder::default(),
+            pending: Pipeline::new(timeout_ms),
+            // SAFETY: an all-zero event is nginx's initial state; handlers are set below.
+            flush_ev: unsafe { core::mem::zeroed() },
+            deadline_ev: unsafe { core::mem::zeroed() },
+            probe_ev: unsafe { core::mem::zeroed() },
+            outage: None,
+            down_log: Throttle::default(),
+            on_latency: None,
+            on_error: None,
+        });
+        let this: *mut Client = &mut *c;
+        for (ev, handler) in [
+            (&mut c.flush_ev, flush_handler as extern "C" fn(*mut ngx_event_t)),
+            (&mut c.deadline_ev, deadline_handler),
+            (&mut c.probe_ev, probe_handler),
+        ] {
+            ev.handler = Some(handler);
+            ev.data = this.cast();
+            ev.log = cycle_log();
+        }
+        // A graceful shutdown waits for timers, but not for one that would probe forever.
+        c.probe_ev.set_cancelable(1);
+        c.name = ngx_str_t { len: c.target.name.len(), data: c.target.name.as_ptr().cast_mut() };
+        c
+    }
+
+    /// Connected, and the connection answered.
+    pub fn is_up(&self) -> bool {
+        self.connected && !self.probing
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        self.pending.timeout_ms()
+    }
+
+    /// False while Redis is known to be down (a probe will tell when it answers again): `send`
+    /// would fail at once.
+    pub fn available(&self) -> bool {
+        !self.probing
+    }
+
+    /// Queues one command (already RESP-encoded) whose reply can be at most `bound`. An error
+    /// means Redis is known to be unavailable right now; the callback comes back uncalled.
+    /// `script` names the script of an EVALSHA, for the NOSCRIPT fallback.
+    pub fn send(&mut self, command: &[u8], bound: Bound, script: Option<&'static Script>, callback: Callback) -> Result<(), (RedisError, Callback)> {
+        if self.probing {
+            return Err((RedisError::Down, callback));
+        }
+        if self.conn.is_none() && !self.connect() {
+            return Err((RedisError::Down, callback));
+        }
+        let on_noscript = script.map(|s| (s, command.to_vec()));
+        self.queue(Kind::Command, command, bound, Some(Waiter { callback, on_noscript }));
+        self.schedule_flush();
+        Ok(())
+    }
+
+    fn queue(&mut self, kind: Kind, command: &[u8], bound: Bound, waiter: Option<Waiter>) {
+        self.out.extend_from_slice(command);
+        self.pending.push(kind, waiter, bound, now());
+        if self.deadline_ev.timer_set() == 0 {
+            self.arm_deadline();
+        }
+    }
+
+    fn schedule_flush(&mut self) {
+        if self.connected && self.flush_ev.posted() == 0 {
+            // SAFETY: flush_ev lives as long as the boxed client; posted events run on this
+            // thread at the end of the current event-loop iteration.
+            unsafe { ngx_post_event(&mut self.flush_ev, ptr::addr_of_mut!(ngx_posted_events)) };
+        }
+    }
+
+    /// Opens a connection and queues its setup (AUTH, SELECT, PING); false if it failed at
+    /// once (the failure is handled: probing starts).
+    fn connect(&mut self) -> bool {
+        let this: *mut Client = self;
+        let opened = Connection::open(&self.target.address, &mut self.name, &mut self.quiet_log, this.cast(), Some(read_handler), Some(write_handler));
+        let Some((conn, connected)) = opened else {
+            self.fail(RedisError::Down, "connect failed");
+            return false;
+        };
+        self.conn = Some(conn);
+        self.connected = false;
+        let mut cmd = Vec::new();
+        if let Some(password) = &self.target.password {
+            match &self.target.username {
+                Some(user) => resp::encode_command(&mut cmd, &[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => resp::encode_command(&mut cmd, &[b"AUTH", password.as_bytes()]),
+            }
+            self.queue(Kind::Setup, &cmd, Bound::SIMPLE, None);
+            cmd.clear();
+        }
+        if self.target.db != 0 {
+            let db = self.target.db.to_string();
+            resp::encode_command(&mut cmd, &[b"SELECT", db.as_bytes()]);
+            self.queue(Kind::Setup, &cmd, Bound::SIMPLE, None);
+            cmd.clear();
+        }
+        resp::encode_command(&mut cmd, &[b"PING"]);
+        self.queue(Kind::Probe, &cmd, Bound::SIMPLE, None);
+        if connected {
+            self.on_connected();
+        }
+        true
+    }
+
+    fn on_connected(&mut self) {
+        self.connected = true;
+        self.flush();
+    }
+
+    /// Writes as much of the queue as the socket takes.
+    fn flush(&mut self) {
+        if !self.connected {
+            return;
+        }
+        while self.written < self.out.len() {
+            let Some(conn) = self.conn.as_mut() else { return };
+            match conn.send(&self.out[self.written..]) {
+                Io::Done(n) => self.written += n,
+                Io::Again => return,
+                Io::Closed => return self.fail(RedisError::Down, "send failed"),
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+    }
+
+    fn read(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return };
+            match conn.recv(&mut self.input, READ_CHUNK) {
+                Io::Done(_) => {
+                    if !self.dispatch() {
+                        return;
+                    }
+                }
+                Io::Again => break,
+                Io::Closed => return self.fail(RedisError::Down, "connection closed"),
+            }
+        }
+        // The head may have changed: the next deadline is another reply's.
+        self.arm_deadline();
+    }
+
+    /// Hands every complete reply to its caller; false if the connection was failed.
+    fn dispatch(&mut self) -> bool {
+        let mut consumed = 0;
+        while consumed < self.input.len() {
+            let Some(bound) = self.pending.next_bound() else {
+                self.fail(RedisError::Protocol("a reply nothing asked for"), "protocol error");
+                return false;
+            };
+            let reply = match self.decoder.decode(&self.input[consumed..], bound) {
+                Ok((used, reply)) => {
+                    consumed += used;
+                    reply
+                }
+                Err(e) => {
+                    self.fail(RedisError::Protocol(e.0), "protocol error");
+                    return false;
+                }
+            };
+            let Some(reply) = reply else { break };
+            let p = self.pending.pop().expect("a reply's pending");
+            if !self.reply(p, reply) {
+                return false;
+            }
+        }
+        self.input.drain(..consumed);
+        true
+    }
+
+    /// Handles one reply; false if the connection was failed.
+    fn reply(&mut self, mut p: Entry<Waiter>, reply: Reply) -> bool {
+        if let Reply::Error(e) = &reply {
+            if let Some(report) = &self.on_error {
+                report(&RedisError::Server(e.clone()));
+            }
+        }
+        match (p.kind, reply) {
+            (Kind::Setup | Kind::Probe, Reply::Error(e)) => {
+                self.fail(RedisError::Server(e), "setup refused");
+                false
+            }
+            (Kind::Setup, _) => true,
+            (Kind::Probe, _) => {
+                self.recovered();
+                true
+            }
+            (Kind::Command, reply) => {
+                let Some(mut waiter) = p.waiter.take() else { return true }; // timed out already
+                let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
+                if let Some(retry) = waiter.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd)) {
+                    // Same caller, same deadline: only the command changes.
+                    self.out.extend_from_slice(&retry);
+                    p.waiter = Some(waiter);
+                    self.pending.requeue(p);
+                    self.schedule_flush();
+                    return true;
+                }
+                // What the caller waited, NOSCRIPT retry included.
+                if let Some(observe) = &self.on_latency {
+                    observe(now().saturating_sub(p.queued_at) as u64);
+                }
+                (waiter.callback)(match reply {
+                    Reply::Error(e) => Err(RedisError::Server(e)),
+                    other => Ok(other),
+                });
+                true
+            }
+        }
+    }
+
+    /// A PING was answered: commands may go again.
+    fn recovered(&mut self) {
+        if let Some(outage) = self.outage.take() {
+            self.down_log.finish();
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                cycle_log(),
+                "shield: redis {} answers again after {} ms ({} failed attempts)",
+                self.target.name,
+                now().saturating_sub(outage.since),
+                outage.attempts
+            );
+        }
+        self.probing = false;
+    }
+
+    /// Deadline timer: callers whose deadline passed get `Timeout`; the connection goes if the
+    /// pipeline says so.
+    fn on_deadline(&mut self) {
+        let started = self.decoder.in_reply() || !self.input.is_empty();
+        let (expired, overdue) = self.pending.expire(now(), started);
+        match overdue {
+            Some(why) => self.fail(RedisError::Timeout, &why.to_string()),
+            None => self.arm_deadline(),
+        }
+        for waiter in expired {
+            (waiter.callback)(Err(RedisError::Timeout));
+        }
+    }
+
+    fn arm_deadline(&mut self) {
+        match self.pending.next_due() {
+            Some(due) => set_timer(&mut self.deadline_ev, due.saturating_sub(now()).max(1) as ngx_msec_t),
+            None => clear_timer(&mut self.deadline_ev),
+        }
+    }
+
+    /// Closes the connection, fails every waiting caller, and starts probing. `why` says what
+    /// happened, for the log (throttled: once, then a line a second at most).
+    fn fail(&mut self, err: RedisError, why: &str) {
+        if let Some(report) = &self.on_error {
+            report(&err);
+        }
+        let at = now();
+        match &mut self.outage {
+            None => {
+                self.outage = Some(Outage { since: at, attempts: 1 });
+                self.down_log.finish();
+                self.down_log.event(at);
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    cycle_log(),
+                    "shield: redis {} unavailable: {why} ({err}); requests follow shield_limit_fail, reconnecting every {} ms",
+                    self.target.name,
+                    PROBE_INTERVAL_MS
+                );
+            }
+            Some(outage) => {
+                outage.attempts += 1;
+                if let Some(unlogged) = self.down_log.event(at) {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        cycle_log(),
+                        "shield: redis {} still unavailable after {} ms: {why} ({err}); {} attempts failed since the last line",
+                        self.target.name,
+                        at.saturating_sub(outage.since),
+                        unlogged + 1
+                    );
+                }
+            }
+        }
+        self.close();
+        self.probing = true;
+        if !exiting() {
+            set_timer(&mut self.probe_ev, PROBE_INTERVAL_MS as ngx_msec_t);
+        }
+        for waiter in self.pending.take_waiters() {
+            (waiter.callback)(Err(err.clone()));
+        }
+    }
+
+    fn close(&mut self) {
+        if self.flush_ev.posted() != 0 {
+            // SAFETY: the event is in the posted queue; removing it keeps the queue valid.
+            unsafe { ngx_delete_posted_event(&mut self.flush_ev) };
+        }
+        clear_timer(&mut self.deadline_ev);
+        if let Some(conn) = self.conn.take() {
+            conn.close();
+        }
+        self.connected = false;
+        self.out.clear();
+        self.written = 0;
+        self.input.clear();
+        if self.input.capacity() > 4 * READ_CHUNK {
+            self.input = Vec::with_capacity(READ_CHUNK);
+        }
+        self.decoder = Decoder::default();
+    }
+
+    /// Worker exit: drop everything without calling back into requests being torn down.
+    pub fn shutdown(&mut self) {
+        drop(self.pending.take_waiters());
+        self.close();
+        clear_timer(&mut self.probe_ev);
+    }
+}
+
+fn client_of_connection(ev: *mut ngx_event_t) -> *mut Client {
+    // SAFETY: our connection events' data is the connection, whose data is the client (see
+    // connect()).
+    unsafe {
+        let c = (*ev).data.cast::<ngx_connection_t>();
+        (*c).data.cast::<Client>()
+    }
+}
+
+extern "C" fn write_handler(ev: *mut ngx_event_t) {
+    guard(cycle_log(), "redis write handler", (), || {
+        // SAFETY: ev belongs to the client's live connection.
+        let client = unsafe { &mut *client_of_connection(ev) };
+        if !client.connected {
+            let error = client.conn.as_ref().and_then(Connection::connect_error);
+            if let Some(errno) = error {
+                let why = std::io::Error::from_raw_os_error(errno).to_string();
+                client.fail(RedisError::Down, &format!("connect() failed ({why})"));
+                return;
+            }
+            client.on_connected();
+            return;
+        }
+        client.flush();
+    })
+}
+
+extern "C" fn read_handler(ev: *mut ngx_event_t) {
+    guard(cycle_log(), "redis read handler", (), || {
+        // SAFETY: ev belongs to the client's live connection.
+        let client = unsafe { &mut *client_of_connection(ev) };
+        client.read();
+    })
+}
+
+/// The client of one of its own events (flush, deadline, probe).
+fn client_of_event(ev: *mut ngx_event_t) -> &'static mut Client {
+    // SAFETY: these events' data is the boxed client (see Client::new), which lives as long
+    // as the worker.
+    unsafe { &mut *(*ev).data.cast::<Client>() }
+}
+
+extern "C" fn flush_handler(ev: *mut ngx_event_t) {
+    guard(cycle_log(), "redis flush", (), || client_of_event(ev).flush())
+}
+
+extern "C" fn deadline_handler(ev: *mut ngx_event_t) {
+    guard(cycle_log(), "redis deadline", (), || client_of_event(ev).on_deadline())
+}
+
+extern "C" fn probe_handler(ev: *mut ngx_event_t) {
+    guard(cycle_log(), "redis probe", (), || {
+        let client = client_of_event(ev);
+        if client.conn.is_none() && !exiting() {
+            client.connect();
+        }
+    })
+}
