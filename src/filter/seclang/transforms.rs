@@ -1,0 +1,530 @@
+//! SecLang transformations (`t:urlDecodeUni`, `t:jsDecode`...): the names the CRS uses,
+//! mapped to the decoders of `filter::transform` where one exists and implemented here
+//! otherwise. Every function is total (any bytes in, never a panic), linear in its input and
+//! cut at `MAX_TRANSFORMED` bytes of output.
+
+use crate::filter::transform::{self as base, MAX_TRANSFORMED};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SecTransform {
+    Lowercase,
+    Uppercase,
+    UrlDecode,
+    UrlDecodeUni,
+    HtmlEntityDecode,
+    JsDecode,
+    CssDecode,
+    CmdLine,
+    RemoveNulls,
+    ReplaceNulls,
+    CompressWhitespace,
+    RemoveWhitespace,
+    NormalisePath,
+    NormalisePathWin,
+    ReplaceComments,
+    RemoveComments,
+    RemoveCommentsChar,
+    Base64Decode,
+    Base64DecodeExt,
+    HexDecode,
+    HexEncode,
+    SqlHexDecode,
+    Utf8ToUnicode,
+    Length,
+    Trim,
+    TrimLeft,
+    TrimRight,
+    Sha1,
+    EscapeSeqDecode,
+}
+
+/// Result of looking a `t:` name up.
+pub enum Lookup {
+    /// `t:none`: drop the transformations inherited from `SecDefaultAction`.
+    None,
+    Transform(SecTransform),
+    Unknown,
+}
+
+pub fn lookup(name: &str) -> Lookup {
+    use SecTransform::*;
+    Lookup::Transform(match name.to_ascii_lowercase().as_str() {
+        "none" => return Lookup::None,
+        "lowercase" => Lowercase,
+        "uppercase" => Uppercase,
+        "urldecode" => UrlDecode,
+        "urldecodeuni" => UrlDecodeUni,
+        "htmlentitydecode" => HtmlEntityDecode,
+        "jsdecode" => JsDecode,
+        "cssdecode" => CssDecode,
+        "cmdline" => CmdLine,
+        "removenulls" => RemoveNulls,
+        "replacenulls" => ReplaceNulls,
+        "compresswhitespace" => CompressWhitespace,
+        "removewhitespace" => RemoveWhitespace,
+        "normalisepath" | "normalizepath" => NormalisePath,
+        "normalisepathwin" | "normalizepathwin" => NormalisePathWin,
+        "replacecomments" => ReplaceComments,
+        "removecomments" => RemoveComments,
+        "removecommentschar" => RemoveCommentsChar,
+        "base64decode" => Base64Decode,
+        "base64decodeext" => Base64DecodeExt,
+        "hexdecode" => HexDecode,
+        "hexencode" => HexEncode,
+        "sqlhexdecode" => SqlHexDecode,
+        "utf8tounicode" => Utf8ToUnicode,
+        "length" => Length,
+        "trim" => Trim,
+        "trimleft" => TrimLeft,
+        "trimright" => TrimRight,
+        "sha1" => Sha1,
+        "escapeseqdecode" => EscapeSeqDecode,
+        _ => return Lookup::Unknown,
+    })
+}
+
+impl SecTransform {
+    pub fn apply(self, input: &[u8]) -> Vec<u8> {
+        use SecTransform::*;
+        let input = &input[..input.len().min(MAX_TRANSFORMED)];
+        let mut out = match self {
+            Lowercase => input.to_ascii_lowercase(),
+            Uppercase => input.to_ascii_uppercase(),
+            UrlDecode => url_decode_plain(input),
+            // The base decoder also reads `%uXXXX` and folds full-width ASCII, as IIS does.
+            UrlDecodeUni => base::url_decode(input),
+            HtmlEntityDecode => base::html_decode(input),
+            JsDecode => js_decode(input, true),
+            CssDecode => css_decode(input),
+            CmdLine => cmd_line(input),
+            RemoveNulls => input.iter().copied().filter(|&b| b != 0).collect(),
+            ReplaceNulls => input.iter().map(|&b| if b == 0 { b' ' } else { b }).collect(),
+            CompressWhitespace => base::compress_whitespace(input),
+            RemoveWhitespace => input.iter().copied().filter(|&b| !is_space(b)).collect(),
+            NormalisePath => normalise_path(input, false),
+            NormalisePathWin => normalise_path(input, true),
+            ReplaceComments => replace_comments(input),
+            RemoveComments => base::remove_comments(input),
+            RemoveCommentsChar => remove_comment_chars(input),
+            Base64Decode => base64_decode(input, false),
+            Base64DecodeExt => base64_decode(input, true),
+            HexDecode => hex_decode(input),
+            HexEncode => input.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect(),
+            SqlHexDecode => sql_hex_decode(input),
+            Utf8ToUnicode => utf8_to_unicode(input),
+            Length => input.len().to_string().into_bytes(),
+            Trim => input.trim_ascii().to_vec(),
+            TrimLeft => input.trim_ascii_start().to_vec(),
+            TrimRight => input.trim_ascii_end().to_vec(),
+            Sha1 => crate::sha1::digest(input).to_vec(),
+            // ANSI C escapes: the JavaScript ones without `\u`.
+            EscapeSeqDecode => js_decode(input, false),
+        };
+        out.truncate(MAX_TRANSFORMED);
+        out
+    }
+}
+
+pub fn apply_all(chain: &[SecTransform], input: &[u8]) -> Vec<u8> {
+    let mut value = input[..input.len().min(MAX_TRANSFORMED)].to_vec();
+    for t in chain {
+        value = t.apply(&value);
+    }
+    value
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn hex_at(input: &[u8], at: usize, n: usize) -> Option<u32> {
+    let digits = input.get(at..at + n)?;
+    digits.iter().try_fold(0u32, |acc, &c| Some(acc << 4 | u32::from(hex(c)?)))
+}
+
+/// ModSecurity's `urlDecode`: one pass, `%XX` and `+`, invalid escapes kept.
+fn url_decode_plain(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' if hex_at(input, i + 1, 2).is_some() => {
+                out.push(hex_at(input, i + 1, 2).unwrap_or(0) as u8);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A `\uXXXX` code point as ModSecurity writes it: the low byte, with full-width ASCII
+/// (U+FF01..U+FF5E) folded to ASCII.
+fn unicode_low_byte(cp: u32) -> u8 {
+    if (0xFF01..=0xFF5E).contains(&cp) {
+        (cp - 0xFF01 + 0x21) as u8
+    } else {
+        (cp & 0xFF) as u8
+    }
+}
+
+/// JavaScript escapes: `\xHH`, `\uHHHH`, `\0`-`\377` octal, `\n` and friends, `\c` → `c`.
+fn js_decode(input: &[u8], unicode: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' || i + 1 >= input.len() {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let next = input[i + 1];
+        if unicode && matches!(next, b'u' | b'U') {
+            if let Some(cp) = hex_at(input, i + 2, 4) {
+                out.push(unicode_low_byte(cp));
+                i += 6;
+                continue;
+            }
+        }
+        if matches!(next, b'x' | b'X') {
+            if let Some(v) = hex_at(input, i + 2, 2) {
+                out.push(v as u8);
+                i += 4;
+                continue;
+            }
+        }
+        if (b'0'..=b'7').contains(&next) {
+            let digits = input[i + 1..].iter().take(3).take_while(|b| (b'0'..=b'7').contains(b)).count();
+            let digits = if digits == 3 && next > b'3' { 2 } else { digits };
+            let v = input[i + 1..i + 1 + digits].iter().fold(0u32, |acc, &b| acc * 8 + u32::from(b - b'0'));
+            out.push(v as u8);
+            i += 1 + digits;
+            continue;
+        }
+        out.push(match next {
+            b'a' => 7,
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 11,
+            other => other,
+        });
+        i += 2;
+    }
+    out
+}
+
+/// CSS escapes: `\` and 1-6 hex digits (one following blank eaten), `\` newline removed,
+/// `\` and any other character is the character.
+fn css_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        if i + 1 >= input.len() {
+            break;
+        }
+        let digits = input[i + 1..].iter().take(6).take_while(|&&b| hex(b).is_some()).count();
+        if digits > 0 {
+            let cp = hex_at(input, i + 1, digits).unwrap_or(0);
+            out.push(unicode_low_byte(cp));
+            i += 1 + digits;
+            if input.get(i).is_some_and(|&b| is_space(b)) {
+                i += 1;
+            }
+        } else if input[i + 1] == b'\n' {
+            i += 2;
+        } else {
+            out.push(input[i + 1]);
+            i += 2;
+        }
+    }
+    out
+}
+
+/// Windows/Unix command-line normalisation: `\ " ' ^` deleted, `,` and `;` become spaces,
+/// runs of blanks become one, blanks before `/` and `(` dropped, lower case.
+fn cmd_line(input: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(input.len());
+    let mut space = false;
+    for &b in input {
+        match b {
+            b'\\' | b'"' | b'\'' | b'^' => {}
+            b' ' | b',' | b';' | b'\t' | b'\r' | b'\n' => space = true,
+            b'/' | b'(' => {
+                space = false;
+                out.push(b);
+            }
+            _ => {
+                if space && !out.is_empty() {
+                    out.push(b' ');
+                }
+                space = false;
+                out.push(b.to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Resolves `.` and `..` segments and collapses `//`; with `windows`, `\` is a separator.
+fn normalise_path(input: &[u8], windows: bool) -> Vec<u8> {
+    let input: Vec<u8> = if windows { input.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect() } else { input.to_vec() };
+    let absolute = input.first() == Some(&b'/');
+    let trailing = input.last() == Some(&b'/') || input.ends_with(b"/.") || input.ends_with(b"/..");
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in input.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if parts.last().is_some_and(|p| *p != b"..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push(seg);
+                }
+            }
+            _ => parts.push(seg),
+        }
+    }
+    let mut out = Vec::with_capacity(input.len());
+    if absolute {
+        out.push(b'/');
+    }
+    out.extend_from_slice(&parts.join(&b'/'));
+    if trailing && !out.ends_with(b"/") && !parts.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// `/* ... */` becomes one space (an unterminated comment too).
+fn replace_comments(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i..].starts_with(b"/*") {
+            out.push(b' ');
+            i = input[i + 2..].windows(2).position(|w| w == b"*/").map_or(input.len(), |p| i + 2 + p + 2);
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The comment markers themselves (`/*`, `*/`, `<!--`, `-->`, `--`, `#`) removed.
+fn remove_comment_chars(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let rest = &input[i..];
+        let skip = [&b"<!--"[..], b"-->", b"/*", b"*/", b"--", b"#"].iter().find(|m| rest.starts_with(m)).map(|m| m.len());
+        match skip {
+            Some(n) => i += n,
+            None => {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Base64 as ModSecurity decodes it: stops at the first character outside the alphabet
+/// (`ext`: skips such characters instead), padding optional.
+fn base64_decode(input: &[u8], ext: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in input {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ if ext => continue,
+            _ => break,
+        };
+        acc = (acc << 6 | u32::from(v)) & 0xFFFFFF;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Pairs of hex digits to bytes; anything else is kept.
+fn hex_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() / 2 + 1);
+    let mut i = 0;
+    while i < input.len() {
+        match hex_at(input, i, 2) {
+            Some(v) => {
+                out.push(v as u8);
+                i += 2;
+            }
+            None => {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `0x414243` (SQL hex literals) to `ABC`; everything else kept.
+fn sql_hex_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if matches!(input[i..], [b'0', b'x' | b'X', a, b, ..] if hex(a).is_some() && hex(b).is_some()) {
+            i += 2;
+            while let Some(v) = hex_at(input, i, 2) {
+                out.push(v as u8);
+                i += 2;
+            }
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Multi-byte UTF-8 sequences become `%uXXXX` (so rules written for `%u` evasions see them);
+/// invalid bytes are kept.
+fn utf8_to_unicode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    for chunk in input.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_ascii() {
+                out.push(c as u8);
+            } else {
+                out.extend_from_slice(format!("%u{:04x}", u32::from(c) & 0xFFFF).as_bytes());
+            }
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecTransform::*;
+    use super::*;
+
+    fn t(tr: SecTransform, input: &[u8]) -> Vec<u8> {
+        tr.apply(input)
+    }
+
+    #[test]
+    fn names_map_case_insensitively() {
+        assert!(matches!(lookup("urlDecodeUni"), Lookup::Transform(UrlDecodeUni)));
+        assert!(matches!(lookup("base64decode"), Lookup::Transform(Base64Decode)));
+        assert!(matches!(lookup("normalizePathWin"), Lookup::Transform(NormalisePathWin)));
+        assert!(matches!(lookup("none"), Lookup::None));
+        assert!(matches!(lookup("md5"), Lookup::Unknown));
+    }
+
+    #[test]
+    fn url_and_html() {
+        assert_eq!(t(UrlDecode, b"a%27+b%zz%u0041"), b"a' b%zz%u0041");
+        assert_eq!(t(UrlDecodeUni, b"%u0027%uff1c"), b"'<");
+        assert_eq!(t(HtmlEntityDecode, b"&lt;&#x3c;&#60"), b"<<<");
+        assert_eq!(t(Lowercase, b"SeLeCT"), b"select");
+        assert_eq!(t(Uppercase, b"ab"), b"AB");
+    }
+
+    #[test]
+    fn js_and_css() {
+        assert_eq!(t(JsDecode, br"\u0061\x6cert\(1\)\n\101\uff1c\"), b"alert(1)\nA<\\");
+        assert_eq!(t(JsDecode, br"\u00"), b"u00");
+        assert_eq!(t(CssDecode, b"\\6a \\61vascript\\\nx\\:"), b"javascriptx:");
+        assert_eq!(t(CssDecode, b"a\\"), b"a");
+    }
+
+    #[test]
+    fn cmdline_nulls_whitespace() {
+        assert_eq!(t(CmdLine, b"C^at  \"/Etc/P'asswd\";  ls ,x (y)"), b"cat/etc/passwd ls x(y)");
+        assert_eq!(t(RemoveNulls, b"a\0b"), b"ab");
+        assert_eq!(t(ReplaceNulls, b"a\0b"), b"a b");
+        assert_eq!(t(CompressWhitespace, b"a \t\n b"), b"a b");
+        assert_eq!(t(RemoveWhitespace, b" a \t b\xa0"), b"ab");
+        assert_eq!(t(Trim, b"  a b \n"), b"a b");
+        assert_eq!(t(TrimLeft, b"  a "), b"a ");
+        assert_eq!(t(TrimRight, b"  a "), b"  a");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(t(NormalisePath, b"/a/./b/../../../etc//passwd"), b"/etc/passwd");
+        assert_eq!(t(NormalisePath, b"../../etc/passwd"), b"../../etc/passwd");
+        assert_eq!(t(NormalisePath, b"a/b/.."), b"a/");
+        assert_eq!(t(NormalisePathWin, b"c:\\windows\\..\\boot.ini"), b"c:/boot.ini");
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(t(ReplaceComments, b"un/**/ion/*x"), b"un ion ");
+        assert_eq!(t(RemoveComments, b"un/**/ion -- x"), b"un ion  ");
+        assert_eq!(t(RemoveCommentsChar, b"<!--a-->/*b*/--c#"), b"abc");
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(t(Base64Decode, b"Li4vZXRjL3Bhc3N3ZA=="), b"../etc/passwd");
+        assert_eq!(t(Base64Decode, b"YWJj!ZGVm"), b"abc");
+        assert_eq!(t(Base64DecodeExt, b"YW.Jj"), b"abc");
+        assert_eq!(t(HexDecode, b"414243zz"), b"ABCzz");
+        assert_eq!(t(HexEncode, b"AB"), b"4142");
+        assert_eq!(t(SqlHexDecode, b"select 0x414243, 0xZ"), b"select ABC, 0xZ");
+        assert_eq!(t(Utf8ToUnicode, "a\u{e9}\u{ff1c}\u{1f600}".as_bytes()), b"a%u00e9%uff1c%uf600");
+        assert_eq!(t(Utf8ToUnicode, b"a\xffb"), b"a\xffb");
+        assert_eq!(t(Length, b"hello"), b"5");
+        assert_eq!(t(Sha1, b"abc").len(), 20);
+        assert_eq!(t(EscapeSeqDecode, br"a\nb\x41\101\u0041"), b"a\nbAAu0041");
+    }
+
+    #[test]
+    fn total_and_bounded_on_awkward_bytes() {
+        let all = [
+            Lowercase, Uppercase, UrlDecode, UrlDecodeUni, HtmlEntityDecode, JsDecode, CssDecode, CmdLine, RemoveNulls,
+            ReplaceNulls, CompressWhitespace, RemoveWhitespace, NormalisePath, NormalisePathWin, ReplaceComments,
+            RemoveComments, RemoveCommentsChar, Base64Decode, Base64DecodeExt, HexDecode, HexEncode, SqlHexDecode,
+            Utf8ToUnicode, Length, Trim, TrimLeft, TrimRight, Sha1, EscapeSeqDecode,
+        ];
+        let alphabet = b"\\%u0xX7/.*-#<!&;\"' \0\xc3\xa9\xff";
+        let mut seed = 0x2545f4914f6cdd1du64;
+        for len in 0..200 {
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for tr in all {
+                assert!(tr.apply(&input).len() <= MAX_TRANSFORMED);
+            }
+        }
+        let huge = vec![b'a'; MAX_TRANSFORMED * 2];
+        assert_eq!(apply_all(&[HexEncode], &huge).len(), MAX_TRANSFORMED);
+    }
+}
