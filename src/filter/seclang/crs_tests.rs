@@ -2,7 +2,6 @@
 //! whole, and classic attacks and benign requests run through it at paranoia level 1.
 //! Without the package these tests fail with a message saying how to install it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;

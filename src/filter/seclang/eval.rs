@@ -332,9 +332,9 @@ impl<'a> Transaction<'a> {
         let mut out = Vec::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("%{") {
-            out.extend_from_slice(rest[..start].as_bytes());
+            out.extend_from_slice(&rest.as_bytes()[..start]);
             let Some(len) = rest[start + 2..].find('}') else {
-                out.extend_from_slice(rest[start..].as_bytes());
+                out.extend_from_slice(&rest.as_bytes()[start..]);
                 rest = "";
                 break;
             };

@@ -112,7 +112,7 @@ pub fn compile(name: &str, arg: &str, rule_dir: &Path) -> Result<Operator, Compi
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_string()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
 fn phrases(list: Vec<String>) -> Result<Operator, CompileError> {
@@ -271,7 +271,7 @@ mod tests {
         let mut caps = Vec::new();
         assert!(re.matches(b"zza-b", &|_| Vec::new(), Some(&mut caps)));
         assert_eq!(caps, vec![b"a-b".to_vec(), b"b".to_vec()]);
-        assert!(m(&op("rx", r"^\xff"), "\u{ff}") == false, "bytes, not code points");
+        assert!(!m(&op("rx", r"^\xff"), "\u{ff}"), "bytes, not code points");
         assert!(op("rx", "x").matches(b"\xffx", &|_| Vec::new(), None));
     }
 

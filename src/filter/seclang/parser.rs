@@ -89,7 +89,7 @@ impl Builder {
             },
             "secruleremovebytag" => {
                 let tag = d.args.join(" ");
-                self.set.items.retain(|i| !matches!(i, Item::Rule(r) if r.tags().iter().any(|t| *t == tag)));
+                self.set.items.retain(|i| !matches!(i, Item::Rule(r) if r.tags().contains(&tag)));
             }
             "secruleupdatetargetbyid" | "secruleupdatetargetbytag" => match (arg(0), arg(1)) {
                 (Some(which), Some(targets)) => self.update_targets(origin, name.ends_with("byid"), which, targets),

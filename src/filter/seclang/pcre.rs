@@ -28,9 +28,7 @@ pub fn translate(pattern: &str) -> String {
         match c {
             '\\' if i + 1 < chars.len() => {
                 let n = chars[i + 1];
-                if n.is_ascii_punctuation() {
-                    push_bytes(&mut out, n);
-                } else if !n.is_ascii() {
+                if n.is_ascii_punctuation() || !n.is_ascii() {
                     push_bytes(&mut out, n);
                 } else {
                     out.push('\\');
