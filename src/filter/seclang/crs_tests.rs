@@ -86,13 +86,18 @@ fn post(uri: &str, content_type: &str, body: &str) -> Request {
     r
 }
 
+/// The detection rules that matched (not the initialisation, paranoia-skip and scoring ones).
+fn detections(out: &eval::Outcome) -> Vec<u32> {
+    out.matched_ids().into_iter().filter(|&id| id >= 910000 && id % 1000 >= 100 && id < 949000 || id == 949110).collect()
+}
+
 fn run(name: &str, req: &Request) -> eval::Outcome {
     let out = evaluate(crs(), req);
     println!(
         "{name}: anomaly_score={} block={:?} rules={:?}",
         out.anomaly_score(),
         out.block,
-        out.matched.iter().filter(|m| m.id < 949000 || m.id == 949110).map(|m| m.id).collect::<Vec<_>>()
+        detections(&out)
     );
     out
 }
@@ -145,4 +150,49 @@ fn protocol_rules_see_methods_and_headers() {
     r.method = "TRACK".into();
     let out = run("method", &r);
     assert!(out.matched_ids().contains(&911100), "method not allowed: {:?}", out.matched_ids());
+}
+
+fn percent_encode(raw: &[u8]) -> String {
+    raw.iter().map(|&b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// The payload lists of tests/data/payloads (and the benign corpus of scripts/waf-eval-corpus)
+/// sent as `GET /?q=<payload>` through CRS 3.3.4 at PL1: blocked means denied by 949110.
+/// Prints the rates per family; the floors guard against regressions of this engine.
+#[test]
+fn crs_payload_lists_detection_and_false_positives() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(format!("{root}/tests/data/payloads")).expect("payload lists").flatten().map(|e| e.path()).collect();
+    files.sort();
+    files.push(PathBuf::from(format!("{root}/scripts/waf-eval-corpus/benign.txt")));
+    let mut families: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    let mut false_positives = Vec::new();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "txt")) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let family = name.split("--").next().unwrap().trim_end_matches(".txt").to_string();
+        let text = std::fs::read(path).unwrap();
+        for line in text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()) {
+            let out = evaluate(crs(), &get(&format!("/?q={}", percent_encode(line))));
+            let hit = out.block.is_some();
+            let f = families.entry(family.clone()).or_default();
+            f.0 += 1;
+            f.1 += usize::from(hit);
+            if hit && family.starts_with("benign") {
+                false_positives.push(format!("{} {:?}", String::from_utf8_lossy(line), detections(&out)));
+            }
+        }
+    }
+    println!("family                 blocked/total   rate (CRS 3.3.4, PL1)");
+    for (family, (total, hit)) in &families {
+        println!("{family:22} {hit:>6}/{total:<6} {:6.1}%", 100.0 * *hit as f64 / *total as f64);
+    }
+    println!("false positives: {false_positives:#?}");
+    // Floors a little under the rates measured when this test was written (sql 96.2%,
+    // xss 99.4%, traversal 87.9%, inclusion 71.8%, command 75.7%; benign 7.6% blocked):
+    // a regression guard for this engine, not a claim of parity with ModSecurity.
+    let rate = |f: &str| families.get(f).map_or(0.0, |&(total, hit)| hit as f64 / total as f64);
+    for (family, floor) in [("sql_injection", 0.95), ("xss_injection", 0.99), ("directory_traversal", 0.85), ("file_inclusion", 0.70), ("command_injection", 0.74)] {
+        assert!(rate(family) >= floor, "{family}: {:.3} below {floor}", rate(family));
+    }
+    assert!(rate("benign") <= 0.08, "benign blocked: {:.3}", rate("benign"));
 }
