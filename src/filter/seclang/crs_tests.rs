@@ -196,3 +196,19 @@ fn crs_payload_lists_detection_and_false_positives() {
     }
     assert!(rate("benign") <= 0.08, "benign blocked: {:.3}", rate("benign"));
 }
+
+/// The benchmark's benign POST (4 query args, 2 cookies, a JSON body) evaluated repeatedly:
+/// prints the time per request (informative only: no timed assertion) and checks it passes.
+#[test]
+fn crs_cost_per_benign_post_printed() {
+    let mut req = post("/api/orders?page=2&sort=date&lang=en&ref=home", "application/json", r#"{"customer":"Ada Lovelace","items":[{"sku":"A-100","qty":2},{"sku":"B-7","qty":1}],"note":"leave at the door"}"#);
+    req.headers.push(("Cookie".into(), b"session=9f8e7d6c5b4a; theme=dark".to_vec()));
+    let set = crs();
+    let rounds: u32 = std::env::var("SECLANG_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let out = evaluate(set, &req);
+        assert_eq!(out.anomaly_score(), 0, "{:?}", detections(&out));
+    }
+    println!("CRS 3.3.4 PL1, benign POST: {:.1} us per request", start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds));
+}

@@ -218,8 +218,12 @@ impl Operator {
 }
 
 fn rx(re: &Regex, value: &[u8], want: bool, caught: &mut Option<Captures>) -> bool {
+    // The DFA answers "does it match" fast; groups need the slower engines, so only then.
+    if !re.is_match(value) {
+        return false;
+    }
     if !want {
-        return re.is_match(value);
+        return true;
     }
     match re.captures(value) {
         Some(c) => {
@@ -230,9 +234,20 @@ fn rx(re: &Regex, value: &[u8], want: bool, caught: &mut Option<Captures>) -> bo
     }
 }
 
-/// Linear substring search (Aho-Corasick of one pattern), whatever the needle.
+/// Substring search. Needles here are operands or short values; a long needle in a long
+/// haystack goes through Aho-Corasick so the time stays linear.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || AhoCorasick::new([needle]).is_ok_and(|ac| ac.is_match(haystack))
+    if needle.is_empty() {
+        return true;
+    }
+    if needle.len() > haystack.len() {
+        return false;
+    }
+    if needle.len() <= 16 {
+        let first = needle[0];
+        return haystack.windows(needle.len()).any(|w| w[0] == first && w == needle);
+    }
+    AhoCorasick::new([needle]).is_ok_and(|ac| ac.is_match(haystack))
 }
 
 /// `%` must be followed by two hex digits.
