@@ -10,7 +10,9 @@
 //! persists across requests here). Macros: `%{tx.x}`, `%{MATCHED_VAR}`, `%{request_headers.host}`,
 //! `%{rule.id}`... unknown ones expand to the empty string.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use super::model::*;
 use super::operators::{atoi, Captures};
@@ -74,6 +76,7 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
         mode: set.engine.unwrap_or(EngineMode::On),
         outcome: Outcome::default(),
         current: None,
+        cache: Rc::default(),
     };
     for phase in [Phase::RequestHeaders, Phase::RequestBody] {
         if t.mode == EngineMode::Off || t.outcome.allowed || t.outcome.block.as_ref().is_some_and(|b| b.enforced) {
@@ -83,6 +86,7 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
         if phase == Phase::RequestBody {
             req.parse_body(&mut t.parsed);
         }
+        t.cache = Rc::new(t.build_cache());
         t.run_phase();
     }
     t.outcome.tx = t.collections.remove("tx").unwrap_or_default().into_iter().collect();
@@ -109,6 +113,17 @@ struct Transaction<'a> {
     mode: EngineMode,
     outcome: Outcome,
     current: Option<&'a Rule>,
+    cache: Rc<Cache>,
+}
+
+/// Request variables of the current phase, by name.
+type Cache = HashMap<&'static str, Vec<Entry>>;
+
+/// One value a link inspects; the name (`ARGS:q`) is only built when it matches.
+struct Value<'c> {
+    collection: &'c str,
+    key: Cow<'c, [u8]>,
+    value: Cow<'c, [u8]>,
 }
 
 fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
@@ -198,21 +213,28 @@ impl<'a> Transaction<'a> {
         let defaults = &self.set.defaults[self.phase as usize].transforms;
         let chain: Vec<SecTransform> =
             if link.actions.transforms_reset { link.actions.transforms.clone() } else { defaults.iter().chain(&link.actions.transforms).copied().collect() };
-        let values = if link.targets.is_empty() { vec![(String::new(), Vec::new())] } else { self.target_values(rule, link) };
+        let cache = Rc::clone(&self.cache);
+        let values = if link.targets.is_empty() {
+            vec![Value { collection: "", key: Cow::Borrowed(&[][..]), value: Cow::Borrowed(&[][..]) }]
+        } else {
+            self.target_values(rule, link, &cache)
+        };
         let mut matched = false;
         let mut matched_vars = Vec::new();
-        for (name, raw) in values {
-            let candidates: Vec<Vec<u8>> = if link.actions.multi_match {
-                let mut list = vec![raw[..raw.len().min(MAX_TRANSFORMED)].to_vec()];
+        for v in values {
+            let candidates: Vec<Cow<[u8]>> = if link.actions.multi_match {
+                let mut list = vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])];
                 for t in &chain {
-                    let next = t.apply(list.last().map_or(&[][..], Vec::as_slice));
-                    if list.last() != Some(&next) {
-                        list.push(next);
+                    let next = t.apply(list.last().map_or(&[][..], |c| c.as_ref()));
+                    if list.last().map(|c| c.as_ref()) != Some(next.as_slice()) {
+                        list.push(Cow::Owned(next));
                     }
                 }
                 list
+            } else if chain.is_empty() {
+                vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])]
             } else {
-                vec![super::transforms::apply_all(&chain, &raw)]
+                vec![Cow::Owned(super::transforms::apply_all(&chain, &v.value))]
             };
             for value in candidates {
                 let mut caps: Captures = Vec::new();
@@ -232,8 +254,9 @@ impl<'a> Transaction<'a> {
                             tx.insert(i.to_string(), c);
                         }
                     }
-                    self.matched_var = (name.clone(), value.clone());
-                    matched_vars.push((name.clone(), value));
+                    let name = if v.key.is_empty() { v.collection.to_string() } else { format!("{}:{}", v.collection, lossy(&v.key)) };
+                    self.matched_var = (name.clone(), value.to_vec());
+                    matched_vars.push((name, value.into_owned()));
                     break;
                 }
             }
@@ -244,33 +267,59 @@ impl<'a> Transaction<'a> {
         matched
     }
 
-    /// The (name, value) pairs a link inspects, after its own and ctl-made exclusions.
-    fn target_values(&self, rule: &Rule, link: &RuleLink) -> Vec<(String, Vec<u8>)> {
+    /// The values a link inspects, after its own and ctl-made exclusions. Request variables
+    /// are borrowed from the phase's cache; TX and the other live collections are read now.
+    fn target_values<'c>(&self, rule: &Rule, link: &'c RuleLink, cache: &'c Cache) -> Vec<Value<'c>> {
         let ctl_excluded = self.removed_targets.iter().filter(|(sel, _)| match sel {
             RuleSel::Ids(ids) => in_ranges(ids, rule.id),
             RuleSel::Tag(tag) => rule.tags().contains(tag),
         });
         let excludes: Vec<&Target> = link.targets.iter().filter(|t| t.exclude).chain(ctl_excluded.map(|(_, t)| t)).collect();
+        let kept = |t: &Target, k: &[u8]| {
+            t.selector.as_ref().is_none_or(|s| s.matches(k))
+                && !excludes.iter().any(|x| x.collection == t.collection && x.selector.as_ref().is_none_or(|s| s.matches(k)))
+        };
         let mut out = Vec::new();
         for t in link.targets.iter().filter(|t| !t.exclude) {
-            let entries: Vec<Entry> = self
-                .collection(&t.collection)
-                .into_iter()
-                .filter(|(k, _)| t.selector.as_ref().is_none_or(|s| s.matches(k)))
-                .filter(|(k, _)| {
-                    !excludes.iter().any(|x| x.collection == t.collection && x.selector.as_ref().is_none_or(|s| s.matches(k)))
-                })
-                .collect();
-            if t.count {
-                out.push((format!("&{}", t.collection), entries.len().to_string().into_bytes()));
-            } else {
-                for (k, v) in entries {
-                    let name = if k.is_empty() { t.collection.clone() } else { format!("{}:{}", t.collection, lossy(&k)) };
-                    out.push((name, v));
+            let start = out.len();
+            match cache.get(t.collection.as_str()) {
+                Some(entries) => out.extend(entries.iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| Value {
+                    collection: &t.collection,
+                    key: Cow::Borrowed(k.as_slice()),
+                    value: Cow::Borrowed(v.as_slice()),
+                })),
+                None => {
+                    let live = match (&t.selector, self.collections.get(&t.collection.to_ascii_lowercase())) {
+                        // `TX:paranoia_level`: one lookup, not a copy of the collection.
+                        (Some(Selector::Key(k)), Some(c)) => c.get(k).map(|v| vec![(k.as_bytes().to_vec(), v.clone())]).unwrap_or_default(),
+                        _ => self.collection(&t.collection),
+                    };
+                    out.extend(live.into_iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| Value {
+                        collection: &t.collection,
+                        key: Cow::Owned(k),
+                        value: Cow::Owned(v),
+                    }));
                 }
+            }
+            if t.count {
+                let n = out.len() - start;
+                out.truncate(start);
+                out.push(Value { collection: &t.collection, key: Cow::Borrowed(&[][..]), value: Cow::Owned(n.to_string().into_bytes()) });
             }
         }
         out
+    }
+
+    /// The request variables of this phase, computed once (REQBODY_PROCESSOR stays live:
+    /// `ctl:requestBodyProcessor` changes it within phase 1).
+    fn build_cache(&self) -> Cache {
+        const CACHED: &[&str] = &[
+            "ARGS", "ARGS_NAMES", "ARGS_GET", "ARGS_GET_NAMES", "ARGS_POST", "ARGS_POST_NAMES", "ARGS_COMBINED_SIZE",
+            "REQUEST_HEADERS", "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES", "REQUEST_COOKIES_NAMES", "REQUEST_URI",
+            "REQUEST_URI_RAW", "REQUEST_FILENAME", "REQUEST_BASENAME", "REQUEST_LINE", "REQUEST_METHOD", "REQUEST_PROTOCOL",
+            "QUERY_STRING", "REQUEST_BODY", "REQUEST_BODY_LENGTH", "FILES", "FILES_NAMES", "XML", "REMOTE_ADDR",
+        ];
+        CACHED.iter().map(|&name| (name, self.collection(name))).collect()
     }
 
     /// Every entry of a variable or collection (scalars: one entry with an empty key).
