@@ -77,6 +77,7 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
         outcome: Outcome::default(),
         current: None,
         cache: Rc::default(),
+        memo: HashMap::new(),
     };
     for phase in [Phase::RequestHeaders, Phase::RequestBody] {
         if t.mode == EngineMode::Off || t.outcome.allowed || t.outcome.block.as_ref().is_some_and(|b| b.enforced) {
@@ -86,6 +87,7 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
         if phase == Phase::RequestBody {
             req.parse_body(&mut t.parsed);
         }
+        t.memo.clear();
         t.cache = Rc::new(t.build_cache());
         t.run_phase();
     }
@@ -114,6 +116,8 @@ struct Transaction<'a> {
     outcome: Outcome,
     current: Option<&'a Rule>,
     cache: Rc<Cache>,
+    /// Transformed request values of this phase, by (address, length) of the cached value.
+    memo: HashMap<(usize, usize), Vec<(Vec<SecTransform>, Rc<[u8]>)>>,
 }
 
 /// Request variables of the current phase, by name.
@@ -221,6 +225,7 @@ impl<'a> Transaction<'a> {
         };
         let mut matched = false;
         let mut matched_vars = Vec::new();
+        let mut memo_hold: Rc<[u8]>;
         for v in values {
             let candidates: Vec<Cow<[u8]>> = if link.actions.multi_match {
                 let mut list = vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])];
@@ -233,6 +238,9 @@ impl<'a> Transaction<'a> {
                 list
             } else if chain.is_empty() {
                 vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])]
+            } else if let Cow::Borrowed(raw) = v.value {
+                memo_hold = self.transformed(raw, &chain);
+                vec![Cow::Borrowed(&memo_hold[..])]
             } else {
                 vec![Cow::Owned(super::transforms::apply_all(&chain, &v.value))]
             };
@@ -308,6 +316,19 @@ impl<'a> Transaction<'a> {
             }
         }
         out
+    }
+
+    /// A cached request value through a transformation chain, computed once per phase: many
+    /// rules read the same values through the same chain (`t:none,t:urlDecodeUni`).
+    fn transformed(&mut self, raw: &[u8], chain: &[SecTransform]) -> Rc<[u8]> {
+        // The cache owns `raw` for the whole phase, so its address names the value.
+        let slot = self.memo.entry((raw.as_ptr() as usize, raw.len())).or_default();
+        if let Some((_, done)) = slot.iter().find(|(c, _)| c == chain) {
+            return Rc::clone(done);
+        }
+        let done: Rc<[u8]> = super::transforms::apply_all(chain, raw).into();
+        slot.push((chain.to_vec(), Rc::clone(&done)));
+        done
     }
 
     /// The request variables of this phase, computed once (REQBODY_PROCESSOR stays live:

@@ -24,8 +24,8 @@ impl Operand {
         Operand { text: text.to_string(), dynamic: text.contains("%{") }
     }
 
-    fn value(&self, expand: &dyn Fn(&str) -> Vec<u8>) -> Vec<u8> {
-        if self.dynamic { expand(&self.text) } else { self.text.as_bytes().to_vec() }
+    fn value(&self, expand: &dyn Fn(&str) -> Vec<u8>) -> std::borrow::Cow<'_, [u8]> {
+        if self.dynamic { expand(&self.text).into() } else { self.text.as_bytes().into() }
     }
 }
 
@@ -177,7 +177,7 @@ impl Operator {
                 }
                 None => false,
             },
-            Operator::StrEq(op) => value == op.value(expand).as_slice(),
+            Operator::StrEq(op) => value == &*op.value(expand),
             Operator::Contains(op) => contains(value, &op.value(expand)),
             Operator::BeginsWith(op) => value.starts_with(&op.value(expand)),
             Operator::EndsWith(op) => value.ends_with(&op.value(expand)),

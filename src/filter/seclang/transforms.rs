@@ -128,9 +128,38 @@ impl SecTransform {
 pub fn apply_all(chain: &[SecTransform], input: &[u8]) -> Vec<u8> {
     let mut value = input[..input.len().min(MAX_TRANSFORMED)].to_vec();
     for t in chain {
-        value = t.apply(&value);
+        if t.may_change(&value) {
+            value = t.apply(&value);
+        }
     }
     value
+}
+
+impl SecTransform {
+    /// False when the transformation certainly returns its input unchanged: a cheap scan
+    /// that spares the copy for the plain values most traffic is made of.
+    pub fn may_change(self, input: &[u8]) -> bool {
+        use SecTransform::*;
+        let any = |pred: fn(&u8) -> bool| input.iter().any(pred);
+        match self {
+            Lowercase => any(u8::is_ascii_uppercase),
+            Uppercase => any(u8::is_ascii_lowercase),
+            UrlDecode | UrlDecodeUni => any(|&b| b == b'%' || b == b'+'),
+            HtmlEntityDecode => any(|&b| b == b'&'),
+            JsDecode | CssDecode | EscapeSeqDecode => any(|&b| b == b'\\'),
+            RemoveNulls | ReplaceNulls => any(|&b| b == 0),
+            RemoveWhitespace => any(|&b| is_space(b)),
+            CompressWhitespace => any(|&b| is_space(b) && b != b' ') || input.windows(2).any(|w| w == b"  "),
+            Utf8ToUnicode => any(|&b| b >= 0x80),
+            ReplaceComments => input.windows(2).any(|w| w == b"/*"),
+            RemoveComments | RemoveCommentsChar => any(|&b| matches!(b, b'/' | b'*' | b'-' | b'#' | b'<')),
+            NormalisePath => any(|&b| b == b'.') || input.windows(2).any(|w| w == b"//"),
+            NormalisePathWin => any(|&b| b == b'.' || b == b'\\') || input.windows(2).any(|w| w == b"//"),
+            SqlHexDecode => input.windows(2).any(|w| w[0] == b'0' && (w[1] | 0x20) == b'x'),
+            Trim | TrimLeft | TrimRight => input.first().is_some_and(|&b| b.is_ascii_whitespace()) || input.last().is_some_and(|&b| b.is_ascii_whitespace()),
+            _ => true,
+        }
+    }
 }
 
 fn is_space(b: u8) -> bool {
@@ -525,6 +554,14 @@ mod tests {
             }
         }
         let huge = vec![b'a'; MAX_TRANSFORMED * 2];
+        for len in 0..200 {
+            let input: Vec<u8> = (0..len).map(|i| alphabet[(i * 7 + len) % alphabet.len()]).collect();
+            for tr in all {
+                if !tr.may_change(&input) {
+                    assert_eq!(tr.apply(&input), input, "{tr:?} said unchanged");
+                }
+            }
+        }
         assert_eq!(apply_all(&[HexEncode], &huge).len(), MAX_TRANSFORMED);
     }
 }
