@@ -117,8 +117,11 @@ struct Transaction<'a> {
     current: Option<&'a Rule>,
     cache: Rc<Cache>,
     /// Transformed request values of this phase, by (address, length) of the cached value.
-    memo: HashMap<(usize, usize), Vec<(Vec<SecTransform>, Rc<[u8]>)>>,
+    memo: HashMap<(usize, usize), Vec<Memoised>>,
 }
+
+/// One value through one transformation chain.
+type Memoised = (Vec<SecTransform>, Rc<[u8]>);
 
 /// Request variables of the current phase, by name.
 type Cache = HashMap<&'static str, Vec<Entry>>;
