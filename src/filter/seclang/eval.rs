@@ -2,9 +2,10 @@
 //! rules in file order per phase; a rule matches when any of its target values (after its
 //! transformation chain) satisfies its operator; a chain matches when every link does.
 //! On a full match the links' `setvar`/`ctl` actions run in order, then the starter's
-//! disruptive action (`block` resolves to the phase's `SecDefaultAction`), `skipAfter` jumps
-//! past the named `SecMarker`. Anomaly scoring is not built in: the CRS expresses it itself
-//! (`setvar:tx.anomaly_score_pl1=+...`, rules 949060-949110), and this evaluator runs it.
+//! disruptive action (`block` is the `SecDefaultAction` in force where the rule was read),
+//! and `skipAfter` jumps past the named `SecMarker`. Anomaly scoring is not built in: the
+//! CRS expresses it itself (`setvar:tx.anomaly_score_pl1=+...`, rules 949060-949110), and
+//! this evaluator runs it.
 //!
 //! Collections: TX (per request), IP/GLOBAL/SESSION/USER/RESOURCE (per request too: nothing
 //! persists across requests here). Macros: `%{tx.x}`, `%{MATCHED_VAR}`, `%{request_headers.host}`,
@@ -168,18 +169,14 @@ impl<'a> Transaction<'a> {
             let starter = &rule.links[0].actions;
             skip_to = starter.skip_after.as_deref();
             skip_n = starter.skip.unwrap_or(0);
-            let default = &self.set.defaults[self.phase as usize];
-            let disruptive = match starter.disruptive {
-                Some(Disruptive::Block) | None => default.disruptive.filter(|d| *d != Disruptive::Block).unwrap_or(Disruptive::Pass),
-                Some(d) => d,
-            };
-            match disruptive {
-                Disruptive::Pass => {}
+            // The parser resolved `block` (and no action) to SecDefaultAction's.
+            match starter.disruptive.unwrap_or(Disruptive::Pass) {
+                Disruptive::Pass | Disruptive::Block => {}
                 Disruptive::Allow => {
                     self.outcome.allowed = true;
                     return;
                 }
-                Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect | Disruptive::Block => {
+                Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect => {
                     let enforced = self.mode == EngineMode::On;
                     if self.outcome.block.is_none() {
                         self.outcome.block = Some(Block { rule_id: rule.id, status: starter.status.unwrap_or(403), enforced });
@@ -217,9 +214,8 @@ impl<'a> Transaction<'a> {
     }
 
     fn link_matches(&mut self, rule: &Rule, link: &RuleLink) -> bool {
-        let defaults = &self.set.defaults[self.phase as usize].transforms;
-        let chain: Vec<SecTransform> =
-            if link.actions.transforms_reset { link.actions.transforms.clone() } else { defaults.iter().chain(&link.actions.transforms).copied().collect() };
+        // The parser already put SecDefaultAction's transformations in front.
+        let chain: &[SecTransform] = &link.actions.transforms;
         let cache = Rc::clone(&self.cache);
         let values = if link.targets.is_empty() {
             vec![Value { collection: "", key: Cow::Borrowed(&[][..]), value: Cow::Borrowed(&[][..]) }]
@@ -232,7 +228,7 @@ impl<'a> Transaction<'a> {
         for v in values {
             let candidates: Vec<Cow<[u8]>> = if link.actions.multi_match {
                 let mut list = vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])];
-                for t in &chain {
+                for t in chain {
                     let next = t.apply(list.last().map_or(&[][..], |c| c.as_ref()));
                     if list.last().map(|c| c.as_ref()) != Some(next.as_slice()) {
                         list.push(Cow::Owned(next));
@@ -242,10 +238,10 @@ impl<'a> Transaction<'a> {
             } else if chain.is_empty() {
                 vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])]
             } else if let Cow::Borrowed(raw) = v.value {
-                memo_hold = self.transformed(raw, &chain);
+                memo_hold = self.transformed(raw, chain);
                 vec![Cow::Borrowed(&memo_hold[..])]
             } else {
-                vec![Cow::Owned(super::transforms::apply_all(&chain, &v.value))]
+                vec![Cow::Owned(super::transforms::apply_all(chain, &v.value))]
             };
             for value in candidates {
                 let mut caps: Captures = Vec::new();

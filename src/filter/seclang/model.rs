@@ -137,7 +137,7 @@ pub enum EngineMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disruptive {
     Pass,
-    /// Resolved at evaluation time to the phase's `SecDefaultAction` disruptive action.
+    /// Resolved by the parser to the `SecDefaultAction` in force where the rule is read.
     Block,
     Deny,
     Drop,

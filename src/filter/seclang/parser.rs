@@ -144,6 +144,8 @@ impl Builder {
             Err(e) => return self.fail_link(origin, id, e, actions.chain),
         };
         let chain = actions.chain;
+        let phase = self.pending.as_ref().map_or(actions.phase.unwrap_or(Phase::RequestBody), |r| r.phase);
+        let actions = self.with_defaults(actions, phase, starter_id.is_none());
         let link = RuleLink { origin: origin.clone(), targets, operator, negated, actions };
         match self.pending.take() {
             Some(mut rule) => {
@@ -158,6 +160,23 @@ impl Builder {
                 self.finish(Rule { id, phase, links: vec![link] }, chain);
             }
         }
+    }
+
+    /// `SecDefaultAction` as it stands when the rule is read (it applies to the rules after
+    /// it): its transformations go first unless `t:none`; a starter's `block` (or no
+    /// disruptive action) becomes the default's disruptive action.
+    fn with_defaults(&self, mut actions: Actions, phase: Phase, starter: bool) -> Actions {
+        let default = &self.set.defaults[phase as usize];
+        if !actions.transforms_reset {
+            let mut chain = default.transforms.clone();
+            chain.append(&mut actions.transforms);
+            actions.transforms = chain;
+            actions.transforms_reset = true;
+        }
+        if starter && matches!(actions.disruptive, None | Some(Disruptive::Block)) {
+            actions.disruptive = Some(default.disruptive.filter(|d| *d != Disruptive::Block).unwrap_or(Disruptive::Pass));
+        }
+        actions
     }
 
     /// A link that could not be built: the whole rule is reported and dropped; if the link

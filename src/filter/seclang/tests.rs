@@ -164,6 +164,13 @@ SecAction "id:71,phase:2,pass"
     let out = evaluate(&set, &get("/?a=x"));
     assert_eq!(out.matched_ids(), vec![70], "deny stops the phase");
     assert_eq!(out.block.map(|b| b.rule_id), Some(70));
+    // SecDefaultAction applies to the rules after it, not to those before.
+    let set = load("SecRule ARGS \"@rx x\" \"id:76,phase:2,block\"\nSecDefaultAction \"phase:2,deny,t:lowercase\"\nSecRule ARGS \"@rx x\" \"id:77,phase:2,block\"\nSecRule ARGS \"@rx y\" \"id:78,phase:2,pass\"\n");
+    let out = evaluate(&set, &get("/?a=xY"));
+    assert_eq!(out.matched_ids(), vec![76, 77], "76 passes (default pass), 77 denies");
+    assert_eq!(out.block.map(|b| b.rule_id), Some(77));
+    let out = evaluate(&set, &get("/?a=Y"));
+    assert_eq!(out.matched_ids(), vec![78], "78 inherits t:lowercase");
     let set = load("SecRuleEngine DetectionOnly\nSecRule ARGS \"@rx x\" \"id:72,phase:2,deny\"\nSecAction \"id:73,phase:2,pass\"\n");
     let out = evaluate(&set, &get("/?a=x"));
     assert_eq!(out.matched_ids(), vec![72, 73]);
