@@ -211,4 +211,15 @@ fn crs_cost_per_benign_post_printed() {
         assert_eq!(out.anomaly_score(), 0, "{:?}", detections(&out));
     }
     println!("CRS 3.3.4 PL1, benign POST: {:.1} us per request", start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds));
+    let mut profile = eval::Profile::new();
+    for _ in 0..rounds {
+        eval::evaluate_profiled(set, &req, Some(&mut profile));
+    }
+    let mut costs: Vec<(u32, std::time::Duration)> = profile.into_iter().collect();
+    costs.sort_by(|a, b| b.1.cmp(&a.1));
+    let total: f64 = costs.iter().map(|c| c.1.as_secs_f64()).sum();
+    println!("rules evaluated: {}; costliest (us per request, share):", costs.len());
+    for (id, d) in costs.iter().take(15) {
+        println!("  {id}: {:.1} us ({:.1}%)", d.as_secs_f64() * 1e6 / f64::from(rounds), 100.0 * d.as_secs_f64() / total);
+    }
 }

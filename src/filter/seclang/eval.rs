@@ -63,6 +63,15 @@ impl Outcome {
 
 /// Evaluates phases 1 and 2 of `set` over `req`.
 pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
+    evaluate_profiled(set, req, None)
+}
+
+/// Time spent per rule id (evaluation of its links and actions), summed over calls.
+pub type Profile = HashMap<u32, std::time::Duration>;
+
+/// `evaluate`, adding each rule's time to `profile` when one is given (for the per-rule cost
+/// report; the clock is read only then).
+pub fn evaluate_profiled(set: &RuleSet, req: &Request, mut profile: Option<&mut Profile>) -> Outcome {
     let mut t = Transaction {
         set,
         req,
@@ -90,7 +99,7 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
         }
         t.memo.clear();
         t.cache = Rc::new(t.build_cache());
-        t.run_phase();
+        t.run_phase(profile.as_deref_mut());
     }
     t.outcome.tx = t.collections.remove("tx").unwrap_or_default().into_iter().collect();
     t.outcome
@@ -139,7 +148,7 @@ fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
 }
 
 impl<'a> Transaction<'a> {
-    fn run_phase(&mut self) {
+    fn run_phase(&mut self, mut profile: Option<&mut Profile>) {
         let mut skip_to: Option<&str> = None;
         let mut skip_n = 0u32;
         for item in &self.set.items {
@@ -163,7 +172,12 @@ impl<'a> Transaction<'a> {
             if in_ranges(&self.removed_ids, rule.id) || rule.tags().iter().any(|t| self.removed_tags.contains(t)) {
                 continue;
             }
-            if !self.run_rule(rule) {
+            let started = profile.is_some().then(std::time::Instant::now);
+            let matched = self.run_rule(rule);
+            if let (Some(p), Some(s)) = (profile.as_deref_mut(), started) {
+                *p.entry(rule.id).or_default() += s.elapsed();
+            }
+            if !matched {
                 continue;
             }
             let starter = &rule.links[0].actions;
