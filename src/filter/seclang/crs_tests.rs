@@ -216,7 +216,7 @@ fn crs_cost_per_benign_post_printed() {
         eval::evaluate_profiled(set, &req, Some(&mut profile));
     }
     let mut costs: Vec<(u32, std::time::Duration)> = profile.into_iter().collect();
-    costs.sort_by(|a, b| b.1.cmp(&a.1));
+    costs.sort_by_key(|c| std::cmp::Reverse(c.1));
     let total: f64 = costs.iter().map(|c| c.1.as_secs_f64()).sum();
     println!("rules evaluated: {}; costliest (us per request, share):", costs.len());
     for (id, d) in costs.iter().take(15) {
