@@ -9,13 +9,14 @@
 //! - `operators`: `@rx` (regex crate: finite automata), `@pm`/`@pmFromFile` (Aho-Corasick),
 //!   string, numeric, IP and validation operators, `@detectSQLi`/`@detectXSS` (libinjection
 //!   ported to Rust);
-//! - `transforms`: the `t:` names, mapped onto `filter::transform` or implemented here;
+//! - `transforms`: the `t:` names, mapped onto `filter::transform` or onto `decoders`;
 //! - `request`: the request as rules see it (variables and collections);
 //! - `eval`: phases 1 and 2 over a request: TX, macros, chains, skipAfter, ctl, scoring.
 //!
 //! Pure core: no nginx types.
 
 pub mod actions;
+mod decoders;
 pub mod eval;
 pub mod lexer;
 pub mod model;
