@@ -223,3 +223,25 @@ fn crs_cost_per_benign_post_printed() {
         println!("  {id}: {:.1} us ({:.1}%)", d.as_secs_f64() * 1e6 / f64::from(rounds), 100.0 * d.as_secs_f64() / total);
     }
 }
+
+/// A valid urlencoded body longer than the transformation cut (64 KiB) is not "URL encoding
+/// abuse" (920240): the raw value is inspected whole, not cut in the middle of a `%27`.
+#[test]
+fn crs_long_valid_urlencoded_body_is_not_encoding_abuse() {
+    let body = format!("a={}", "%27".repeat(30_000));
+    let out = run("long body", &post("/", "application/x-www-form-urlencoded", &body));
+    assert!(!out.matched_ids().contains(&920240), "{:?}", detections(&out));
+}
+
+/// Large hostile values through the whole CRS: every matcher is linear, so this returns
+/// (no time assertion: CI machines differ); the point is that it terminates and still
+/// decides. Sizes stay under the 64 KiB transformation cut.
+#[test]
+fn crs_hostile_large_values_terminate() {
+    for hostile in ["'".repeat(30_000), "<a ".repeat(10_000), "%".repeat(30_000), "((((".repeat(7_000), "\\u00".repeat(7_000)] {
+        let started = std::time::Instant::now();
+        let out = run(&hostile[..8], &post("/", "application/x-www-form-urlencoded", &format!("a={}", percent_encode(hostile.as_bytes()))));
+        println!("  {} bytes in {:?}", hostile.len(), started.elapsed());
+        assert!(out.tx_number("crs_setup_version") == 334, "the transaction ran to its end");
+    }
+}

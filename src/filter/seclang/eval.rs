@@ -241,7 +241,7 @@ impl<'a> Transaction<'a> {
         let mut memo_hold: Rc<[u8]>;
         for v in values {
             let candidates: Vec<Cow<[u8]>> = if link.actions.multi_match {
-                let mut list = vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])];
+                let mut list = vec![Cow::Borrowed(&v.value[..])];
                 for t in chain {
                     let next = t.apply(list.last().map_or(&[][..], |c| c.as_ref()));
                     if list.last().map(|c| c.as_ref()) != Some(next.as_slice()) {
@@ -250,7 +250,9 @@ impl<'a> Transaction<'a> {
                 }
                 list
             } else if chain.is_empty() {
-                vec![Cow::Borrowed(&v.value[..v.value.len().min(MAX_TRANSFORMED)])]
+                // The raw value whole: operators are linear, and a value cut at an arbitrary
+                // byte would fail validations (`@validateUrlEncoding` on `...%2`).
+                vec![Cow::Borrowed(&v.value[..])]
             } else if let Cow::Borrowed(raw) = v.value {
                 memo_hold = self.transformed(raw, chain);
                 vec![Cow::Borrowed(&memo_hold[..])]
