@@ -27,6 +27,7 @@ pub mod extract;
 pub mod hygiene;
 pub mod ip;
 pub mod rules;
+pub mod seclang;
 pub mod transform;
 
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};

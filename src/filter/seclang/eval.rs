@@ -1,0 +1,496 @@
+//! Runs a rule set over one request, phases 1 and 2, the way ModSecurity does:
+//! rules in file order per phase; a rule matches when any of its target values (after its
+//! transformation chain) satisfies its operator; a chain matches when every link does.
+//! On a full match the links' `setvar`/`ctl` actions run in order, then the starter's
+//! disruptive action (`block` is the `SecDefaultAction` in force where the rule was read),
+//! and `skipAfter` jumps past the named `SecMarker`. Anomaly scoring is not built in: the
+//! CRS expresses it itself (`setvar:tx.anomaly_score_pl1=+...`, rules 949060-949110), and
+//! this evaluator runs it.
+//!
+//! Collections: TX (per request), IP/GLOBAL/SESSION/USER/RESOURCE (per request too: nothing
+//! persists across requests here). Macros: `%{tx.x}`, `%{MATCHED_VAR}`, `%{request_headers.host}`,
+//! `%{rule.id}`... unknown ones expand to the empty string.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use super::model::*;
+use super::operators::{atoi, Captures};
+use super::request::{Entry, Parsed, Request};
+use super::transforms::SecTransform;
+use crate::filter::transform::MAX_TRANSFORMED;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub rule_id: u32,
+    pub status: u16,
+    /// False under `SecRuleEngine DetectionOnly` (or `ctl:ruleEngine=DetectionOnly`): what
+    /// would have been blocked.
+    pub enforced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRule {
+    pub id: u32,
+    pub phase: Phase,
+    pub msg: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub block: Option<Block>,
+    pub allowed: bool,
+    pub matched: Vec<MatchedRule>,
+    /// The TX collection at the end (keys lower case).
+    pub tx: BTreeMap<String, Vec<u8>>,
+}
+
+impl Outcome {
+    pub fn tx_number(&self, key: &str) -> i64 {
+        self.tx.get(key).map_or(0, |v| atoi(v))
+    }
+
+    /// The CRS's total inbound score (`tx.anomaly_score`, summed by rules 949060-949063).
+    pub fn anomaly_score(&self) -> i64 {
+        self.tx_number("anomaly_score")
+    }
+
+    pub fn matched_ids(&self) -> Vec<u32> {
+        self.matched.iter().map(|m| m.id).collect()
+    }
+}
+
+/// Evaluates phases 1 and 2 of `set` over `req`.
+pub fn evaluate(set: &RuleSet, req: &Request) -> Outcome {
+    evaluate_profiled(set, req, None)
+}
+
+/// Time spent per rule id (evaluation of its links and actions), summed over calls.
+pub type Profile = HashMap<u32, std::time::Duration>;
+
+/// `evaluate`, adding each rule's time to `profile` when one is given (for the per-rule cost
+/// report; the clock is read only then).
+pub fn evaluate_profiled(set: &RuleSet, req: &Request, mut profile: Option<&mut Profile>) -> Outcome {
+    let mut t = Transaction {
+        set,
+        req,
+        parsed: req.parse_headers(),
+        phase: Phase::RequestHeaders,
+        collections: HashMap::new(),
+        matched_var: (String::new(), Vec::new()),
+        matched_vars: Vec::new(),
+        removed_ids: Vec::new(),
+        removed_tags: Vec::new(),
+        removed_targets: Vec::new(),
+        mode: set.engine.unwrap_or(EngineMode::On),
+        outcome: Outcome::default(),
+        current: None,
+        cache: Rc::default(),
+        memo: HashMap::new(),
+    };
+    for phase in [Phase::RequestHeaders, Phase::RequestBody] {
+        if t.mode == EngineMode::Off || t.outcome.allowed || t.outcome.block.as_ref().is_some_and(|b| b.enforced) {
+            break;
+        }
+        t.phase = phase;
+        if phase == Phase::RequestBody {
+            req.parse_body(&mut t.parsed);
+        }
+        t.memo.clear();
+        t.cache = Rc::new(t.build_cache());
+        t.run_phase(profile.as_deref_mut());
+    }
+    t.outcome.tx = t.collections.remove("tx").unwrap_or_default().into_iter().collect();
+    t.outcome
+}
+
+/// Which rules a `ctl:ruleRemoveTarget*` applies to.
+enum RuleSel {
+    Ids(Vec<(u32, u32)>),
+    Tag(String),
+}
+
+struct Transaction<'a> {
+    set: &'a RuleSet,
+    req: &'a Request,
+    parsed: Parsed,
+    phase: Phase,
+    collections: HashMap<String, HashMap<String, Vec<u8>>>,
+    matched_var: (String, Vec<u8>),
+    matched_vars: Vec<(String, Vec<u8>)>,
+    removed_ids: Vec<(u32, u32)>,
+    removed_tags: Vec<String>,
+    removed_targets: Vec<(RuleSel, Target)>,
+    mode: EngineMode,
+    outcome: Outcome,
+    current: Option<&'a Rule>,
+    cache: Rc<Cache>,
+    /// Transformed request values of this phase, by (address, length) of the cached value.
+    memo: HashMap<(usize, usize), Vec<Memoised>>,
+}
+
+/// One value through one transformation chain.
+type Memoised = (Vec<SecTransform>, Rc<[u8]>);
+
+/// Request variables of the current phase, by name.
+type Cache = HashMap<&'static str, Vec<Entry>>;
+
+/// One value a link inspects; the name (`ARGS:q`) is only built when it matches.
+struct Value<'c> {
+    collection: &'c str,
+    key: Cow<'c, [u8]>,
+    value: Cow<'c, [u8]>,
+}
+
+fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
+    ranges.iter().any(|&(a, b)| (a..=b).contains(&id))
+}
+
+impl<'a> Transaction<'a> {
+    fn run_phase(&mut self, mut profile: Option<&mut Profile>) {
+        let mut skip_to: Option<&str> = None;
+        let mut skip_n = 0u32;
+        for item in &self.set.items {
+            let rule = match item {
+                Item::Marker(m) => {
+                    if skip_to == Some(m.as_str()) {
+                        skip_to = None;
+                    }
+                    continue;
+                }
+                Item::Rule(r) if r.phase == self.phase => r,
+                Item::Rule(_) => continue,
+            };
+            if skip_to.is_some() {
+                continue;
+            }
+            if skip_n > 0 {
+                skip_n -= 1;
+                continue;
+            }
+            if in_ranges(&self.removed_ids, rule.id) || rule.tags().iter().any(|t| self.removed_tags.contains(t)) {
+                continue;
+            }
+            let started = profile.is_some().then(std::time::Instant::now);
+            let matched = self.run_rule(rule);
+            if let (Some(p), Some(s)) = (profile.as_deref_mut(), started) {
+                *p.entry(rule.id).or_default() += s.elapsed();
+            }
+            if !matched {
+                continue;
+            }
+            let starter = &rule.links[0].actions;
+            skip_to = starter.skip_after.as_deref();
+            skip_n = starter.skip.unwrap_or(0);
+            // The parser resolved `block` (and no action) to SecDefaultAction's.
+            match starter.disruptive.unwrap_or(Disruptive::Pass) {
+                Disruptive::Pass | Disruptive::Block => {}
+                Disruptive::Allow => {
+                    self.outcome.allowed = true;
+                    return;
+                }
+                Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect => {
+                    let enforced = self.mode == EngineMode::On;
+                    if self.outcome.block.is_none() {
+                        self.outcome.block = Some(Block { rule_id: rule.id, status: starter.status.unwrap_or(403), enforced });
+                    }
+                    if enforced {
+                        return;
+                    }
+                }
+            }
+            if self.mode == EngineMode::Off {
+                return;
+            }
+        }
+    }
+
+    /// True when every link of the rule matches; then runs the links' actions.
+    fn run_rule(&mut self, rule: &'a Rule) -> bool {
+        self.current = Some(rule);
+        for link in &rule.links {
+            if !self.link_matches(rule, link) {
+                return false;
+            }
+        }
+        for link in &rule.links {
+            for sv in &link.actions.setvars {
+                self.setvar(sv);
+            }
+            for ctl in &link.actions.ctls {
+                self.ctl(ctl);
+            }
+        }
+        let msg = rule.links[0].actions.msg.as_deref().map(|m| lossy(&self.expand(m))).unwrap_or_default();
+        self.outcome.matched.push(MatchedRule { id: rule.id, phase: rule.phase, msg });
+        true
+    }
+
+    fn link_matches(&mut self, rule: &Rule, link: &RuleLink) -> bool {
+        // The parser already put SecDefaultAction's transformations in front.
+        let chain: &[SecTransform] = &link.actions.transforms;
+        let cache = Rc::clone(&self.cache);
+        let values = if link.targets.is_empty() {
+            vec![Value { collection: "", key: Cow::Borrowed(&[][..]), value: Cow::Borrowed(&[][..]) }]
+        } else {
+            self.target_values(rule, link, &cache)
+        };
+        let mut matched = false;
+        let mut matched_vars = Vec::new();
+        let mut memo_hold: Rc<[u8]>;
+        for v in values {
+            let candidates: Vec<Cow<[u8]>> = if link.actions.multi_match {
+                let mut list = vec![Cow::Borrowed(&v.value[..])];
+                for t in chain {
+                    let next = t.apply(list.last().map_or(&[][..], |c| c.as_ref()));
+                    if list.last().map(|c| c.as_ref()) != Some(next.as_slice()) {
+                        list.push(Cow::Owned(next));
+                    }
+                }
+                list
+            } else if chain.is_empty() {
+                // The raw value whole: operators are linear, and a value cut at an arbitrary
+                // byte would fail validations (`@validateUrlEncoding` on `...%2`).
+                vec![Cow::Borrowed(&v.value[..])]
+            } else if let Cow::Borrowed(raw) = v.value {
+                memo_hold = self.transformed(raw, chain);
+                vec![Cow::Borrowed(&memo_hold[..])]
+            } else {
+                vec![Cow::Owned(super::transforms::apply_all(chain, &v.value))]
+            };
+            for value in candidates {
+                let mut caps: Captures = Vec::new();
+                let want = link.actions.capture.then_some(&mut caps);
+                let hit = {
+                    let expand = |s: &str| self.expand(s);
+                    link.operator.matches(&value, &expand, want)
+                };
+                if hit != link.negated {
+                    matched = true;
+                    if link.actions.capture && !caps.is_empty() {
+                        let tx = self.collections.entry("tx".into()).or_default();
+                        for i in 0..10 {
+                            tx.remove(&i.to_string());
+                        }
+                        for (i, c) in caps.into_iter().enumerate() {
+                            tx.insert(i.to_string(), c);
+                        }
+                    }
+                    let name = if v.key.is_empty() { v.collection.to_string() } else { format!("{}:{}", v.collection, lossy(&v.key)) };
+                    self.matched_var = (name.clone(), value.to_vec());
+                    matched_vars.push((name, value.into_owned()));
+                    break;
+                }
+            }
+        }
+        if matched {
+            self.matched_vars = matched_vars;
+        }
+        matched
+    }
+
+    /// The values a link inspects, after its own and ctl-made exclusions. Request variables
+    /// are borrowed from the phase's cache; TX and the other live collections are read now.
+    fn target_values<'c>(&self, rule: &Rule, link: &'c RuleLink, cache: &'c Cache) -> Vec<Value<'c>> {
+        let ctl_excluded = self.removed_targets.iter().filter(|(sel, _)| match sel {
+            RuleSel::Ids(ids) => in_ranges(ids, rule.id),
+            RuleSel::Tag(tag) => rule.tags().contains(tag),
+        });
+        let excludes: Vec<&Target> = link.targets.iter().filter(|t| t.exclude).chain(ctl_excluded.map(|(_, t)| t)).collect();
+        let kept = |t: &Target, k: &[u8]| {
+            t.selector.as_ref().is_none_or(|s| s.matches(k))
+                && !excludes.iter().any(|x| x.collection == t.collection && x.selector.as_ref().is_none_or(|s| s.matches(k)))
+        };
+        let mut out = Vec::new();
+        for t in link.targets.iter().filter(|t| !t.exclude) {
+            let start = out.len();
+            match cache.get(t.collection.as_str()) {
+                Some(entries) => out.extend(entries.iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| Value {
+                    collection: &t.collection,
+                    key: Cow::Borrowed(k.as_slice()),
+                    value: Cow::Borrowed(v.as_slice()),
+                })),
+                None => {
+                    let live = match (&t.selector, self.collections.get(&t.collection.to_ascii_lowercase())) {
+                        // `TX:paranoia_level`: one lookup, not a copy of the collection.
+                        (Some(Selector::Key(k)), Some(c)) => c.get(k).map(|v| vec![(k.as_bytes().to_vec(), v.clone())]).unwrap_or_default(),
+                        _ => self.collection(&t.collection),
+                    };
+                    out.extend(live.into_iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| Value {
+                        collection: &t.collection,
+                        key: Cow::Owned(k),
+                        value: Cow::Owned(v),
+                    }));
+                }
+            }
+            if t.count {
+                let n = out.len() - start;
+                out.truncate(start);
+                out.push(Value { collection: &t.collection, key: Cow::Borrowed(&[][..]), value: Cow::Owned(n.to_string().into_bytes()) });
+            }
+        }
+        out
+    }
+
+    /// A cached request value through a transformation chain, computed once per phase: many
+    /// rules read the same values through the same chain (`t:none,t:urlDecodeUni`).
+    fn transformed(&mut self, raw: &[u8], chain: &[SecTransform]) -> Rc<[u8]> {
+        // The cache owns `raw` for the whole phase, so its address names the value.
+        let slot = self.memo.entry((raw.as_ptr() as usize, raw.len())).or_default();
+        if let Some((_, done)) = slot.iter().find(|(c, _)| c == chain) {
+            return Rc::clone(done);
+        }
+        let done: Rc<[u8]> = super::transforms::apply_all(chain, raw).into();
+        slot.push((chain.to_vec(), Rc::clone(&done)));
+        done
+    }
+
+    /// The request variables of this phase, computed once (REQBODY_PROCESSOR stays live:
+    /// `ctl:requestBodyProcessor` changes it within phase 1).
+    fn build_cache(&self) -> Cache {
+        const CACHED: &[&str] = &[
+            "ARGS", "ARGS_NAMES", "ARGS_GET", "ARGS_GET_NAMES", "ARGS_POST", "ARGS_POST_NAMES", "ARGS_COMBINED_SIZE",
+            "REQUEST_HEADERS", "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES", "REQUEST_COOKIES_NAMES", "REQUEST_URI",
+            "REQUEST_URI_RAW", "REQUEST_FILENAME", "REQUEST_BASENAME", "REQUEST_LINE", "REQUEST_METHOD", "REQUEST_PROTOCOL",
+            "QUERY_STRING", "REQUEST_BODY", "REQUEST_BODY_LENGTH", "FILES", "FILES_NAMES", "XML", "REMOTE_ADDR",
+        ];
+        CACHED.iter().map(|&name| (name, self.collection(name))).collect()
+    }
+
+    /// Every entry of a variable or collection (scalars: one entry with an empty key).
+    fn collection(&self, name: &str) -> Vec<Entry> {
+        let p = &self.parsed;
+        let req = self.req;
+        let scalar = |v: &[u8]| vec![(Vec::new(), v.to_vec())];
+        let names = |list: &[Entry]| list.iter().map(|(k, _)| (k.clone(), k.clone())).collect::<Vec<_>>();
+        let body_phase = self.phase == Phase::RequestBody;
+        let post: &[Entry] = if body_phase { &p.args_post } else { &[] };
+        match name {
+            "ARGS" => p.args_get.iter().chain(post).cloned().collect(),
+            "ARGS_NAMES" => names(&[&p.args_get[..], post].concat()),
+            "ARGS_GET" => p.args_get.clone(),
+            "ARGS_GET_NAMES" => names(&p.args_get),
+            "ARGS_POST" => post.to_vec(),
+            "ARGS_POST_NAMES" => names(post),
+            "ARGS_COMBINED_SIZE" => {
+                let size: usize = p.args_get.iter().chain(post).map(|(k, v)| k.len() + v.len()).sum();
+                scalar(size.to_string().as_bytes())
+            }
+            "REQUEST_HEADERS" => req.headers.iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v.clone())).collect(),
+            "REQUEST_HEADERS_NAMES" => req.headers.iter().map(|(k, _)| (k.to_ascii_lowercase().into_bytes(), k.clone().into_bytes())).collect(),
+            "REQUEST_COOKIES" => p.cookies.clone(),
+            "REQUEST_COOKIES_NAMES" => names(&p.cookies),
+            "REQUEST_URI" | "REQUEST_URI_RAW" => scalar(req.uri.as_bytes()),
+            "REQUEST_FILENAME" => scalar(req.path().as_bytes()),
+            "REQUEST_BASENAME" => scalar(req.path().rsplit('/').next().unwrap_or("").as_bytes()),
+            "REQUEST_LINE" => scalar(format!("{} {} {}", req.method, req.uri, req.protocol).as_bytes()),
+            "REQUEST_METHOD" => scalar(req.method.as_bytes()),
+            "REQUEST_PROTOCOL" => scalar(req.protocol.as_bytes()),
+            "QUERY_STRING" => scalar(req.query().as_bytes()),
+            "REQUEST_BODY" if body_phase => scalar(&req.body),
+            "REQUEST_BODY_LENGTH" => scalar(req.body.len().to_string().as_bytes()),
+            "REQBODY_PROCESSOR" => scalar(p.body_processor.as_bytes()),
+            "REQBODY_ERROR" | "MULTIPART_STRICT_ERROR" => scalar(if p.body_error { b"1" } else { b"0" }),
+            "FILES" if body_phase => p.files.clone(),
+            "FILES_NAMES" if body_phase => names(&p.files),
+            "XML" if body_phase => p.xml.clone(),
+            "MATCHED_VAR" => scalar(&self.matched_var.1),
+            "MATCHED_VAR_NAME" => scalar(self.matched_var.0.as_bytes()),
+            "MATCHED_VARS" => self.matched_vars.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone())).collect(),
+            "MATCHED_VARS_NAMES" => self.matched_vars.iter().map(|(n, _)| (n.clone().into_bytes(), n.clone().into_bytes())).collect(),
+            "REMOTE_ADDR" => scalar(req.remote_addr.as_bytes()),
+            "UNIQUE_ID" => scalar(b"0"),
+            "DURATION" => scalar(b"0"),
+            "TX" | "IP" | "GLOBAL" | "SESSION" | "USER" | "RESOURCE" => self
+                .collections
+                .get(&name.to_ascii_lowercase())
+                .map(|c| c.iter().map(|(k, v)| (k.clone().into_bytes(), v.clone())).collect())
+                .unwrap_or_default(),
+            // Response variables, GEO, ENV and the rest: nothing in phases 1 and 2.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Expands `%{...}` macros; the result is cut at `MAX_TRANSFORMED` bytes.
+    fn expand(&self, text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("%{") {
+            out.extend_from_slice(&rest.as_bytes()[..start]);
+            let Some(len) = rest[start + 2..].find('}') else {
+                out.extend_from_slice(&rest.as_bytes()[start..]);
+                rest = "";
+                break;
+            };
+            let name = &rest[start + 2..start + 2 + len];
+            out.extend_from_slice(&self.macro_value(name));
+            rest = &rest[start + 3 + len..];
+            if out.len() > MAX_TRANSFORMED {
+                break;
+            }
+        }
+        out.extend_from_slice(rest.as_bytes());
+        out.truncate(MAX_TRANSFORMED);
+        out
+    }
+
+    fn macro_value(&self, name: &str) -> Vec<u8> {
+        let (coll, key) = match name.split_once('.') {
+            Some((c, k)) => (c.to_ascii_uppercase(), Some(k.to_ascii_lowercase())),
+            None => (name.to_ascii_uppercase(), None),
+        };
+        if coll == "RULE" {
+            let Some(rule) = self.current else { return Vec::new() };
+            return match key.as_deref() {
+                Some("id") => rule.id.to_string().into_bytes(),
+                Some("msg") => rule.links[0].actions.msg.clone().unwrap_or_default().into_bytes(),
+                _ => Vec::new(),
+            };
+        }
+        self.collection(&coll)
+            .into_iter()
+            .find(|(k, _)| key.as_deref().is_none_or(|key| k.eq_ignore_ascii_case(key.as_bytes())))
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+    }
+
+    fn setvar(&mut self, sv: &SetVar) {
+        match sv {
+            SetVar::Assign { collection, key, value } => {
+                let (key, value) = (lossy(&self.expand(key)).to_ascii_lowercase(), self.expand(value));
+                self.collections.entry(collection.clone()).or_default().insert(key, value);
+            }
+            SetVar::Add { collection, key, value, negative } => {
+                let key = lossy(&self.expand(key)).to_ascii_lowercase();
+                let delta = atoi(&self.expand(value));
+                let c = self.collections.entry(collection.clone()).or_default();
+                let current = c.get(&key).map_or(0, |v| atoi(v));
+                let next = if *negative { current.saturating_sub(delta) } else { current.saturating_add(delta) };
+                c.insert(key, next.to_string().into_bytes());
+            }
+            SetVar::Delete { collection, key } => {
+                let key = lossy(&self.expand(key)).to_ascii_lowercase();
+                if let Some(c) = self.collections.get_mut(collection) {
+                    c.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn ctl(&mut self, ctl: &Ctl) {
+        match ctl {
+            Ctl::RuleEngine(mode) => self.mode = *mode,
+            Ctl::RuleRemoveById(ids) => self.removed_ids.extend(ids),
+            Ctl::RuleRemoveByTag(tag) => self.removed_tags.push(tag.clone()),
+            Ctl::RuleRemoveTargetById(ids, t) => self.removed_targets.push((RuleSel::Ids(ids.clone()), t.clone())),
+            Ctl::RuleRemoveTargetByTag(tag, t) => self.removed_targets.push((RuleSel::Tag(tag.clone()), t.clone())),
+            Ctl::RequestBodyProcessor(p) => self.parsed.body_processor = p.clone(),
+            Ctl::NoEffect(_) => {}
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
