@@ -117,7 +117,7 @@ impl SecTransform {
             Trim => input.trim_ascii().to_vec(),
             TrimLeft => input.trim_ascii_start().to_vec(),
             TrimRight => input.trim_ascii_end().to_vec(),
-            Sha1 => crate::sha1::digest(input).to_vec(),
+            Sha1 => sha1_smol::Sha1::from(input).digest().bytes().to_vec(),
             // ANSI C escapes: the JavaScript ones without `\u`.
             EscapeSeqDecode => js_decode(input, false),
         };
