@@ -458,7 +458,11 @@ pub fn try_http_raw(port: u16, raw: &[u8], head: bool) -> Result<Response, Strin
     }
 }
 
-fn split_head(buf: &[u8]) -> Option<(usize, u16, Vec<(String, String)>)> {
+/// Header names and values, in the order received.
+type HeaderList = Vec<(String, String)>;
+
+/// The end of a response's head, its status and its headers, once the head is complete.
+fn split_head(buf: &[u8]) -> Option<(usize, u16, HeaderList)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");

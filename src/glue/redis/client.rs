@@ -79,8 +79,11 @@ pub struct Client {
     /// Called with each reply's latency in ms, for the metrics histogram.
     pub on_latency: Option<Box<dyn Fn(u64)>>,
     /// Called once per failure: the connection failing, or an error reply.
-    pub on_error: Option<Box<dyn Fn(&RedisError)>>,
+    pub on_error: Option<ErrorHook>,
 }
+
+/// What the owner of the client does with each failure (count it, log it).
+pub type ErrorHook = Box<dyn Fn(&RedisError)>;
 
 fn now() -> u64 {
     // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
@@ -338,7 +341,7 @@ impl Client {
                 }
                 // What the caller waited, NOSCRIPT retry included.
                 if let Some(observe) = &self.on_latency {
-                    observe(now().saturating_sub(p.queued_at) as u64);
+                    observe(now().saturating_sub(p.queued_at));
                 }
                 (waiter.callback)(match reply {
                     Reply::Error(e) => Err(RedisError::Server(e)),
