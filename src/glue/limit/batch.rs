@@ -207,7 +207,7 @@ pub(super) fn cached_rejection<'a>(w: &mut Worker, mcf: &MainConf, limits: impl 
 
 fn cache_key(mcf: &MainConf, a: &Applied) -> KeyHash {
     let z = &mcf.limits.zones[a.zone];
-    KeyHash::of(&[&z.config_hash.to_le_bytes(), &a.limit.burst.to_le_bytes(), &a.limit.cost.to_le_bytes(), &a.key])
+    KeyHash::of(&[&z.config_hash.to_le_bytes(), &a.limit.burst.to_le_bytes(), &a.limit.cost.to_le_bytes(), a.key])
 }
 
 pub(super) fn remember_rejections(mcf: &MainConf, limits: &[Applied], decisions: &[Decision]) {

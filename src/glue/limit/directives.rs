@@ -57,6 +57,9 @@ pub enum FailPolicy {
 
 #[derive(Default)]
 pub struct LimitMain {
+    // Boxed: the shared-memory zone keeps each Zone's address (shm_zone.data) until its init
+    // runs, so a Zone must not move when the Vec grows.
+    #[allow(clippy::vec_box)]
     pub zones: Vec<Box<Zone>>,
     pub redis: Option<Target>,
     pub(super) redis_slots: Option<RedisSlots>,

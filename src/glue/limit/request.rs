@@ -78,7 +78,7 @@ pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
                 Ok(LimitReply::Decisions(d)) => Ok(merge_local(mcf, limits, bans, d)),
                 Err(e) => Err(e),
             };
-            finish(r, lc, mcf, &limits, &bans, verdict)
+            finish(r, lc, mcf, limits, bans, verdict)
         }
         Phase::Start => start(r, lc, mcf),
     }
@@ -91,11 +91,12 @@ fn merge_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], redis: D
     let admitted = redis.iter().all(|d| d.outcome != Outcome::Rejected);
     let local_verdict = decide_local(mcf, &local, &local_bans, admitted);
     // Decisions back in the order of `limits`.
-    let (mut r, mut l) = (redis.iter().copied(), match local_verdict {
-        Some(Verdict::Decisions(d)) => d.to_vec().into_iter(),
+    let local_decisions = match local_verdict {
+        Some(Verdict::Decisions(d)) => d,
         Some(banned @ Verdict::Banned(..)) => return banned,
-        None => Vec::new().into_iter(),
-    });
+        None => Decisions::from(Vec::new()),
+    };
+    let (mut r, mut l) = (redis.iter().copied(), local_decisions.iter().copied());
     let all = limits.iter().filter_map(|a| if is_redis(mcf, a.zone) { r.next() } else { l.next() }).collect();
     Verdict::Decisions(Decisions::Many(all))
 }
@@ -378,7 +379,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
         let Some(key) = eval_key(zone, rp) else { continue };
         if is_redis(mcf, b.zone) {
             if let Some(w) = worker() {
-                let keys = [script::redis_key(&zone.name, &key, ":fails"), script::redis_key(&zone.name, &key, ":ban")];
+                let keys = [script::redis_key(&zone.name, key, ":fails"), script::redis_key(&zone.name, key, ":ban")];
                 let args = [b.ban.threshold.to_string(), (b.ban.window_us / 1000).max(1).to_string(), (b.ban.ban_us / 1000).max(1).to_string()];
                 let evalsha = w.ban_script.evalsha(&keys, &args);
                 // Fire and forget: the response is already on its way; the callback holds
@@ -389,7 +390,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
                 }
             }
         }
-        record_ban_local(mcf, b.zone, &b.ban, &key);
+        record_ban_local(mcf, b.zone, &b.ban, key);
     }
 }
 
