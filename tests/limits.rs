@@ -519,3 +519,53 @@ fn a_limit_never_reached_never_rejects_across_workers() {
     let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
     assert_eq!((ok, limited), (statuses.len(), 0), "a limit never reached never rejects");
 }
+
+/// A flood of distinct keys overflows every bucket of small zones: a key being limited and a
+/// banned key are not evicted while the flood's idle keys can go first (and, with the table's
+/// keyed hash, nobody can pick keys that land in a victim's bucket).
+#[test]
+fn a_flood_of_keys_neither_frees_a_limited_key_nor_lifts_a_ban() {
+    let nginx = Nginx::builder()
+        .http(
+            r#"
+        shield_limit_zone $http_x_client zone=lim:128k rate=1r/m backend=local;
+        shield_limit_zone $http_x_client zone=ban:128k rate=1r/s backend=local;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / { shield_limit zone=lim burst=2 nodelay; }
+            location /login/ { shield_ban zone=ban status=404 threshold=3/1m ban=10m; }
+        }"#,
+        )
+        .start();
+    let port = nginx.port;
+    let get = |path: &str, client: &str| http_request(port, "GET", path, &[("X-Client", client)], None).status;
+    let victim = (0..4).map(|_| get("/index.html", "victim")).collect::<Vec<_>>();
+    assert_eq!(victim, [200, 200, 200, 429], "the victim is limited");
+    let attacker = (0..3).map(|_| get("/login/nope", "attacker")).collect::<Vec<_>>();
+    assert_eq!(attacker, [404, 404, 404]);
+    wait_for_status(|| get("/login/nope", "attacker"), 429, "the attacker is banned");
+    // Each zone holds 1024 slots: 4000 fresh keys overflow every bucket several times.
+    let statuses = parallel(8000, 8, Duration::from_secs(60), move |i| {
+        let (path, client) = if i % 2 == 0 { ("/index.html", format!("flood-{}", i / 2)) } else { ("/login/nope", format!("flood-{}", i / 2)) };
+        try_http_request(port, "GET", path, &[("X-Client", &client)], None).map(|r| r.status)
+    });
+    assert_eq!(statuses.len(), 8000, "the flood ran");
+    assert!(statuses.iter().all(|s| matches!(s, Ok(200 | 404))), "fresh keys pass");
+    assert_eq!(get("/index.html", "victim"), 429, "still limited after the flood");
+    assert_eq!(get("/login/nope", "attacker"), 429, "still banned after the flood");
+}
+
+/// The log phase counts a response for `shield_ban` once it has been sent, so the next
+/// request may overtake it: polls (bounded) until `request` answers `status`.
+fn wait_for_status(request: impl Fn() -> u16, status: u16, what: &str) {
+    let start = Instant::now();
+    loop {
+        let got = request();
+        if got == status {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "{what}: still {got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

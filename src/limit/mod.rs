@@ -210,6 +210,17 @@ pub fn ttl_us(limit: &Limit, state: State, now: u64) -> u64 {
     }
 }
 
+/// Until when (µs) forgetting a key's state would change a decision: while it holds more than
+/// the one request a fresh key's state holds, the key is being limited. The shared-memory
+/// table evicts such a key only after its bucket's idle ones.
+pub fn protected_until_us(limit: &Limit, state: State) -> u64 {
+    match limit.algorithm {
+        Algorithm::Gcra => state[0].saturating_sub(limit.cost.saturating_mul(limit.interval_us())),
+        Algorithm::SlidingWindow if state[1].saturating_add(state[2]) > limit.cost => state[0].saturating_add(2 * limit.period_us()),
+        Algorithm::SlidingWindow => 0,
+    }
+}
+
 /// The index of the strictest decision (see [`Decision::stricter_than`]); the first wins a
 /// tie. This is the one whose headers the response carries.
 pub fn strictest(decisions: &[Decision]) -> Option<usize> {
@@ -268,12 +279,19 @@ impl Ban {
     }
 
     /// µs left on the ban, if the key is banned.
-    pub fn banned_for(&self, state: State, now: u64) -> Option<u64> {
+    pub fn banned_for(state: State, now: u64) -> Option<u64> {
         (state[2] > now).then(|| state[2] - now)
     }
 
     pub fn ttl_us(&self, state: State, now: u64) -> u64 {
         (state[0] + self.window_us).max(state[2]).saturating_sub(now) + 1_000_000
+    }
+
+    /// Until when (µs) the state matters more than a fresh key's: while banned, and while
+    /// more than one failure is counted in the window.
+    pub fn protected_until_us(&self, state: State) -> u64 {
+        let counting = if state[1] >= 2 { state[0] + self.window_us } else { 0 };
+        counting.max(state[2])
     }
 }
 
@@ -597,13 +615,32 @@ mod tests {
         let mut s = [0; 3];
         for t in [1, 2] {
             s = ban.record(s, t * 1_000_000);
-            assert_eq!(ban.banned_for(s, t * 1_000_000), None);
+            assert_eq!(Ban::banned_for(s, t * 1_000_000), None);
         }
         s = ban.record(s, 3_000_000);
-        assert_eq!(ban.banned_for(s, 3_000_000), Some(300_000_000));
-        assert_eq!(ban.banned_for(s, 303_000_000), None, "ban expires");
+        assert_eq!(Ban::banned_for(s, 3_000_000), Some(300_000_000));
+        assert_eq!(Ban::banned_for(s, 303_000_000), None, "ban expires");
         let fresh = ban.record(s, 200_000_000);
         assert_eq!(fresh[1], 1, "a new window starts the count again");
+    }
+
+    #[test]
+    fn only_a_limited_key_is_protected_from_eviction() {
+        let l = limit("10r/s", 5, 5, Algorithm::Gcra);
+        let now = 1_000_000_000;
+        let (_, fresh) = check(&l, [0; 3], now);
+        assert!(protected_until_us(&l, fresh) <= now, "one request: as a fresh key, nothing to protect");
+        let (_, twice) = check(&l, fresh, now);
+        assert_eq!(protected_until_us(&l, twice), now + 100_000, "until its debt is one request's");
+        let w = limit("10r/s", 0, 0, Algorithm::SlidingWindow);
+        assert_eq!(protected_until_us(&w, [now, 0, 1]), 0);
+        assert_eq!(protected_until_us(&w, [now, 1, 1]), now + 2_000_000);
+        let ban = Ban { threshold: 3, window_us: 60_000_000, ban_us: 300_000_000 };
+        assert_eq!(ban.protected_until_us(ban.record([0; 3], now)), 0, "one failure");
+        let two = ban.record(ban.record([0; 3], now), now);
+        assert_eq!(ban.protected_until_us(two), now + 60_000_000);
+        let banned = ban.record(two, now);
+        assert_eq!(ban.protected_until_us(banned), now + 300_000_000);
     }
 
     #[test]

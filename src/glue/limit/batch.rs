@@ -16,7 +16,7 @@ use crate::glue::redis::{Client, RedisError};
 use crate::glue::util::guard;
 use crate::glue::MainConf;
 use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, RedisClock, Script};
-use crate::limit::shm_table::{KeyHash, Slot, Table};
+use crate::limit::shm_table::{HashKey, KeyHash, Slot, Table};
 use crate::limit::{Decision, Outcome};
 use crate::redis::resp::Reply;
 use crate::redis::throttle::Throttle;
@@ -31,6 +31,8 @@ pub(super) struct Worker {
     /// "Rejected until" per (limit config, key): a flood from a rejected client costs no
     /// Redis round trips. Bounded: a fixed table, LRU per bucket.
     pub(super) cache: Vec<Slot>,
+    /// The cache's hash key, random per worker.
+    pub(super) cache_secret: HashKey,
     /// Requests waiting for the next LIMIT_SCRIPT call, and who gets each answer.
     pub(super) batch: Batch,
     pub(super) waiters: Vec<Rc<Waiter>>,
@@ -84,6 +86,7 @@ pub fn init_process(mcf: &'static MainConf) {
             script: Box::leak(Box::new(Script::new(script::LIMIT_SCRIPT))),
             ban_script: Box::leak(Box::new(Script::new(script::BAN_SCRIPT))),
             cache: vec![Slot::default(); 4096],
+            cache_secret: random_key(),
             batch: Batch::default(),
             waiters: Vec::new(),
             batch_ev,
@@ -190,9 +193,19 @@ pub fn redis_health() -> Option<bool> {
     worker().and_then(|w| w.client.as_ref().map(|c| c.is_up()))
 }
 
+/// A hash key from the OS; should it fail, a fixed key only costs the cache its resistance to
+/// crafted collisions (a false match still needs a 128-bit collision).
+fn random_key() -> HashKey {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    let (lo, hi) = b.split_at(8);
+    HashKey([u64::from_le_bytes(lo.try_into().unwrap_or_default()), u64::from_le_bytes(hi.try_into().unwrap_or_default())])
+}
+
 pub(super) fn cached_rejection<'a>(w: &mut Worker, mcf: &MainConf, limits: impl Iterator<Item = &'a Applied> + Clone, now: u64) -> Option<Vec<Decision>> {
+    let secret = w.cache_secret;
     let mut t = Table::new(&mut w.cache)?;
-    let mut until = |a: &Applied| t.get(cache_key(mcf, a), now / 1000).map(|s| s[0]).filter(|&u| u > now);
+    let mut until = |a: &Applied| t.get(cache_key(&secret, mcf, a), now / 1000).map(|s| s[0]).filter(|&u| u > now);
     if !limits.clone().any(|a| until(a).is_some()) {
         return None;
     }
@@ -205,18 +218,19 @@ pub(super) fn cached_rejection<'a>(w: &mut Worker, mcf: &MainConf, limits: impl 
     Some(decisions)
 }
 
-fn cache_key(mcf: &MainConf, a: &Applied) -> KeyHash {
+fn cache_key(secret: &HashKey, mcf: &MainConf, a: &Applied) -> KeyHash {
     let z = &mcf.limits.zones[a.zone];
-    KeyHash::of(&[&z.config_hash.to_le_bytes(), &a.limit.burst.to_le_bytes(), &a.limit.cost.to_le_bytes(), a.key])
+    secret.hash(&[&z.config_hash.to_le_bytes(), &a.limit.burst.to_le_bytes(), &a.limit.cost.to_le_bytes(), a.key])
 }
 
 pub(super) fn remember_rejections(mcf: &MainConf, limits: &[Applied], decisions: &[Decision]) {
     let Some(w) = worker() else { return };
+    let secret = w.cache_secret;
     let Some(mut t) = Table::new(&mut w.cache) else { return };
     let now = now_us();
     for (a, d) in limits.iter().zip(decisions) {
         if d.outcome == Outcome::Rejected && is_redis(mcf, a.zone) && d.wait_us > 0 {
-            t.put(cache_key(mcf, a), [now + d.wait_us, 0, 0], now / 1000, (now + d.wait_us) / 1000);
+            t.put(cache_key(&secret, mcf, a), [now + d.wait_us, 0, 0], now / 1000, (now + d.wait_us) / 1000, 0);
         }
     }
 }

@@ -4,7 +4,7 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_slab_pool_t, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use ngx::http::HttpModuleMainConf;
 
 use super::zone::{zone_init, ZoneShm};
@@ -44,7 +44,8 @@ pub struct Zone {
     pub(super) backend: Backend,
     pub(super) config_hash: u64,
     pub(super) shm: *mut ZoneShm,
-    pub(super) pool: *mut ngx_slab_pool_t,
+    /// Set by zone_init: the zone's slab pool, whose mutex guards the table.
+    pub(super) pool: Option<ngx::core::SlabPool>,
     pub(super) slots: ZoneSlots,
 }
 
@@ -211,7 +212,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             backend,
             config_hash: h.0,
             shm: ptr::null_mut(),
-            pool: ptr::null_mut(),
+            pool: None,
             slots,
         });
         // nginx keeps this pointer (it does not copy the name): it must live in the cycle's pool.

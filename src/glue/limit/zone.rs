@@ -5,24 +5,28 @@ use core::ffi::c_void;
 use core::mem::size_of;
 use core::ptr;
 
-use ngx::ffi::{ngx_int_t, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK};
+use ngx::core::slab::{LockedSlabPool, SlabPool};
+use ngx::ffi::{ngx_int_t, ngx_shm_zone_t, ngx_slab_calloc, NGX_ERROR, NGX_LOG_EMERG, NGX_OK};
 use ngx::ngx_log_error;
 
 use super::directives::Zone;
 use crate::glue::util::guard;
 use crate::glue::MainConf;
-use crate::limit::shm_table::{KeyHash, Slot, Table};
-use crate::limit::{self as rate, Ban, Decisions, Limit, Outcome, State};
+use crate::limit::shm_table::{HashKey, KeyHash, Slot, Table, WAYS};
+use crate::limit::{self as rate, Ban, Decisions, Limit, State};
 
 /// Header of a zone's shared memory; the table's slots follow it.
 #[repr(C)]
 pub(super) struct ZoneShm {
-    pub(super) key_hash: u64,
-    pub(super) slots: usize,
+    key_hash: u64,
+    slots: usize,
+    /// The table's hash key: random, drawn when the zone is created, kept across reloads.
+    secret: HashKey,
 }
 
 /// Allocates the zone's table, or reuses the previous cycle's on reload when the key is the
-/// same (so limits survive `nginx -s reload`); a changed key is refused, as limit_req does.
+/// same (so limits, bans and the table's secret survive `nginx -s reload`); a changed key is
+/// refused, as limit_req does.
 pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     guard(ptr::null_mut(), "limit zone init", NGX_ERROR as ngx_int_t, || {
         // SAFETY: data was set to our Zone in set_zone; old is the previous cycle's ZoneShm or
@@ -33,7 +37,7 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
             let mut h = crate::status::metrics::Fnv::default();
             h.write(z.key_source.as_bytes());
             let old = old.cast::<ZoneShm>();
-            z.pool = shm_zone.shm.addr.cast::<ngx_slab_pool_t>();
+            z.pool = SlabPool::from_shm_zone(shm_zone);
             if !old.is_null() {
                 if (*old).key_hash != h.0 {
                     ngx_log_error!(
@@ -49,21 +53,31 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
                 shm_zone.data = old.cast();
                 return NGX_OK as ngx_int_t;
             }
-            let pool = shm_zone.shm.addr.cast::<ngx_slab_pool_t>();
-            // Leave room for the slab allocator's own pages.
-            let mut slots = (shm_zone.shm.size.saturating_sub(16 * 4096)) / size_of::<Slot>();
+            let mut secret = [0u8; 16];
+            if let Err(e) = getrandom::fill(&mut secret) {
+                ngx_log_error!(NGX_LOG_EMERG, shm_zone.shm.log, "shield_limit_zone \"{}\": no random secret for its table: {e}", z.name);
+                return NGX_ERROR as ngx_int_t;
+            }
+            let pool = shm_zone.shm.addr.cast();
+            // Leave room for the slab allocator's own pages (ngx_os_init set the page size
+            // before any configuration was read): 16 pages, or half of a small zone.
+            let reserve = (16 * ngx::ffi::ngx_pagesize).min(shm_zone.shm.size / 2);
+            let mut slots = (shm_zone.shm.size - reserve) / size_of::<Slot>();
             let mut mem = ptr::null_mut::<ZoneShm>();
-            while slots >= crate::limit::shm_table::WAYS && mem.is_null() {
+            while slots >= WAYS && mem.is_null() {
                 mem = ngx_slab_calloc(pool, size_of::<ZoneShm>() + slots * size_of::<Slot>()).cast();
                 if mem.is_null() {
                     slots = slots * 9 / 10;
                 }
             }
             if mem.is_null() {
+                ngx_log_error!(NGX_LOG_EMERG, shm_zone.shm.log, "shield_limit_zone \"{}\" is too small for its table", z.name);
                 return NGX_ERROR as ngx_int_t;
             }
             (*mem).key_hash = h.0;
             (*mem).slots = slots;
+            let (a, b) = secret.split_at(8);
+            (*mem).secret = HashKey([u64::from_le_bytes(a.try_into().unwrap_or_default()), u64::from_le_bytes(b.try_into().unwrap_or_default())]);
             z.shm = mem;
             shm_zone.data = mem.cast();
             NGX_OK as ngx_int_t
@@ -71,58 +85,55 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
     })
 }
 
-// --- shared-memory tables -------------------------------------------------------------------
-
-/// Holds the locks of several zones (taken in zone order, so workers never deadlock) and
-/// releases them on drop, even on panic.
-struct Locked<'a> {
-    /// One zone (the common case, no allocation) or several, sorted.
-    pub(super) one: Option<&'a Zone>,
-    pub(super) zones: Vec<&'a Zone>,
+/// Holds the locks of the zones a request touches (taken in address order, so workers never
+/// deadlock) through ngx's slab-pool guards, which release them on drop, even on panic.
+struct Locked {
+    /// Never read: holding them is the point.
+    _guards: Guards,
 }
 
-impl<'a> Locked<'a> {
-    pub(super) fn one(zone: &'a Zone) -> Option<Self> {
-        if zone.shm.is_null() {
+#[allow(dead_code)] // the guards are held for their Drop, which unlocks
+enum Guards {
+    /// One zone, the common case: no allocation.
+    One(LockedSlabPool),
+    Many(Vec<LockedSlabPool>),
+}
+
+impl Locked {
+    fn new<'a>(zones: impl Iterator<Item = &'a Zone> + Clone) -> Option<Self> {
+        let mut all = zones.clone();
+        let first = all.next()?;
+        if first.shm.is_null() || all.clone().any(|z| z.shm.is_null()) {
             return None;
         }
-        // SAFETY: as in new().
-        unsafe { ngx_shmtx_lock(&mut (*pool_of(zone)).mutex) };
-        Some(Locked { one: Some(zone), zones: Vec::new() })
+        if all.all(|z| ptr::eq(z.shm, first.shm)) {
+            return Some(Locked { _guards: Guards::One(first.pool.as_ref()?.lock()) });
+        }
+        let mut sorted: Vec<&Zone> = zones.collect();
+        sorted.sort_by_key(|z| z.shm as usize);
+        sorted.dedup_by_key(|z| z.shm as usize);
+        let guards = sorted.iter().map(|z| z.pool.as_ref().map(SlabPool::lock)).collect::<Option<_>>()?;
+        Some(Locked { _guards: Guards::Many(guards) })
     }
 
-    pub(super) fn new(mut zones: Vec<&'a Zone>) -> Option<Self> {
-        zones.sort_by_key(|z| z.shm as usize);
-        zones.dedup_by_key(|z| z.shm as usize);
-        if zones.iter().any(|z| z.shm.is_null()) {
-            return None;
-        }
-        for z in &zones {
-            // SAFETY: the slab pool (and its mutex) sits at the start of the zone's memory,
-            // which contains z.shm.
-            unsafe { ngx_shmtx_lock(&mut (*pool_of(z)).mutex) };
-        }
-        Some(Locked { one: None, zones })
-    }
-
-    pub(super) fn table(&self, zone: &Zone) -> Table<'_> {
-        // SAFETY: the zone is locked; the slots follow the header (see zone_init).
+    /// The zone's table; the borrow of `self` proves the zone is locked.
+    fn table<'t>(&'t self, zone: &'t Zone) -> Table<'t> {
+        // SAFETY: the zone is locked (it was among those `new` locked: callers pass only
+        // those); the slots follow the header (see zone_init).
         let slots = unsafe { core::slice::from_raw_parts_mut(zone.shm.add(1).cast::<Slot>(), (*zone.shm).slots) };
         Table::new(slots).expect("zone_init allocates whole buckets")
     }
 }
 
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        for z in self.one.iter().chain(self.zones.iter().rev()) {
-            // SAFETY: locked in new().
-            unsafe { ngx_shmtx_unlock(&mut (*pool_of(z)).mutex) };
-        }
-    }
+/// A key's hash in `zone`'s table, with the zone's secret.
+fn key_hash(zone: &Zone, parts: &[&[u8]]) -> KeyHash {
+    // SAFETY: zone.shm is initialised (callers checked it through Locked::new); the secret is
+    // written once, before any worker starts, and only read afterwards.
+    unsafe { (*zone.shm).secret }.hash(parts)
 }
 
-fn pool_of(z: &Zone) -> *mut ngx_slab_pool_t {
-    z.pool
+fn ban_hash(zone: &Zone, key: &[u8]) -> KeyHash {
+    key_hash(zone, &[b"\0ban", key])
 }
 
 pub(super) fn now_us() -> u64 {
@@ -145,60 +156,65 @@ pub(super) struct AppliedBan {
     pub(super) key: &'static [u8],
 }
 
-fn ban_hash(key: &[u8]) -> KeyHash {
-    KeyHash::of(&[b"\0ban", key])
-}
-
 /// Decides limits and bans on the local tables; commits only if everything admits.
 pub(super) fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan], commit: bool) -> Option<Verdict> {
     let zones = &mcf.limits.zones;
-    if let ([a], []) = (limits, bans) {
-        // The common case, one limit and no ban: no intermediate collections.
-        let locked = Locked::one(&zones[a.zone])?;
-        let now = now_us();
-        let h = KeyHash::of(&[a.key]);
-        let mut t = locked.table(&zones[a.zone]);
-        let (decision, state) = rate::check(&a.limit, t.get(h, now / 1000).unwrap_or([0; 3]), now);
-        if commit && decision.outcome != Outcome::Rejected {
-            let ttl = rate::ttl_us(&a.limit, state, now);
-            t.put(h, state, now / 1000, (now + ttl) / 1000);
-        }
-        return Some(Verdict::Decisions(Decisions::One(decision)));
-    }
-    let locked = Locked::new(limits.iter().map(|a| &*zones[a.zone]).chain(bans.iter().map(|b| &*zones[b.zone])).collect())?;
+    let locked = Locked::new(limits.iter().map(|a| &*zones[a.zone]).chain(bans.iter().map(|b| &*zones[b.zone])))?;
     let now = now_us();
     for b in bans {
-        let mut t = locked.table(&zones[b.zone]);
-        if let Some(state) = t.get(ban_hash(b.key), now / 1000) {
-            if state[2] > now {
-                return Some(Verdict::Banned(b.zone, state[2] - now));
-            }
+        let zone = &zones[b.zone];
+        let state = locked.table(zone).get(ban_hash(zone, b.key), now / 1000);
+        if let Some(left) = state.and_then(|s| Ban::banned_for(s, now)) {
+            return Some(Verdict::Banned(b.zone, left));
         }
     }
-    let hashes: Vec<KeyHash> = limits.iter().map(|a| KeyHash::of(&[a.key])).collect();
-    let pairs: Vec<(Limit, State)> = limits
-        .iter()
-        .zip(&hashes)
-        .map(|(a, h)| (a.limit, locked.table(&zones[a.zone]).get(*h, now / 1000).unwrap_or([0; 3])))
-        .collect();
-    let (decisions, _, states) = rate::check_all(&pairs, now);
-    if let (true, Some(states)) = (commit, states) {
-        for ((a, h), s) in limits.iter().zip(&hashes).zip(states) {
-            let ttl = rate::ttl_us(&a.limit, s, now);
-            locked.table(&zones[a.zone]).put(*h, s, now / 1000, (now + ttl) / 1000);
+    let decisions = match limits {
+        // One limit, the common case: no intermediate collections.
+        [a] => decide_limits(&locked, mcf, limits, &[a.limit], &[key_hash(&zones[a.zone], &[a.key])], &mut [[0; 3]], now, commit),
+        _ => {
+            let list: Vec<Limit> = limits.iter().map(|a| a.limit).collect();
+            let hashes: Vec<KeyHash> = limits.iter().map(|a| key_hash(&zones[a.zone], &[a.key])).collect();
+            decide_limits(&locked, mcf, limits, &list, &hashes, &mut vec![[0; 3]; limits.len()], now, commit)
+        }
+    };
+    Some(Verdict::Decisions(decisions))
+}
+
+/// Reads the limits' states, decides, and stores the new states when admitted and `commit`.
+#[allow(clippy::too_many_arguments)] // the parallel slices let one limit live on the stack
+fn decide_limits(
+    locked: &Locked,
+    mcf: &MainConf,
+    applied: &[Applied],
+    limits: &[Limit],
+    hashes: &[KeyHash],
+    states: &mut [State],
+    now: u64,
+    commit: bool,
+) -> Decisions {
+    let zones = &mcf.limits.zones;
+    for ((s, a), h) in states.iter_mut().zip(applied).zip(hashes) {
+        *s = locked.table(&zones[a.zone]).get(*h, now / 1000).unwrap_or([0; 3]);
+    }
+    let (decisions, admitted) = rate::admit(limits, states, now);
+    if commit && admitted {
+        for ((s, a), h) in states.iter().zip(applied).zip(hashes) {
+            let expires = now + rate::ttl_us(&a.limit, *s, now);
+            locked.table(&zones[a.zone]).put(*h, *s, now / 1000, expires / 1000, rate::protected_until_us(&a.limit, *s) / 1000);
         }
     }
-    Some(Verdict::Decisions(Decisions::Many(decisions)))
+    decisions
 }
 
 pub(super) fn record_ban_local(mcf: &MainConf, zone: usize, ban: &Ban, key: &[u8]) {
     let z = &*mcf.limits.zones[zone];
-    let Some(locked) = Locked::one(z) else { return };
+    let Some(locked) = Locked::new(core::iter::once(z)) else { return };
     let now = now_us();
+    let h = ban_hash(z, key);
     let mut t = locked.table(z);
-    let state = t.get(ban_hash(key), now / 1000).unwrap_or([0; 3]);
+    let state = t.get(h, now / 1000).unwrap_or([0; 3]);
     let new = ban.record(state, now);
-    t.put(ban_hash(key), new, now / 1000, (now + ban.ttl_us(new, now)) / 1000);
+    t.put(h, new, now / 1000, (now + ban.ttl_us(new, now)) / 1000, ban.protected_until_us(new) / 1000);
 }
 
 pub(super) enum Verdict {
