@@ -134,10 +134,7 @@ pub fn time(value: &str) -> Result<Duration> {
         if i < bytes.len() {
             i += 1;
         }
-        total_ms = n
-            .checked_mul(unit_ms)
-            .and_then(|ms| total_ms.checked_add(ms))
-            .ok_or_else(invalid)?;
+        total_ms = n.checked_mul(unit_ms).and_then(|ms| total_ms.checked_add(ms)).ok_or_else(invalid)?;
     }
     Ok(Duration::from_millis(total_ms))
 }

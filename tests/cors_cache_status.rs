@@ -317,7 +317,12 @@ fn add_header_acao_is_replaced_not_duplicated() {
     let nginx = add_header_cors_nginx();
     let actual = http_request(nginx.port, "GET", "/api/x", &[("Origin", "https://app.example.com")], None);
     assert_eq!(actual.status, 200);
-    assert_eq!(actual.headers_all("Access-Control-Allow-Origin"), vec!["https://app.example.com"], "{:?}", actual.headers);
+    assert_eq!(
+        actual.headers_all("Access-Control-Allow-Origin"),
+        vec!["https://app.example.com"],
+        "{:?}",
+        actual.headers
+    );
     let denied = http_request(nginx.port, "GET", "/api/x", &[("Origin", "https://evil.example")], None);
     assert!(denied.header("Access-Control-Allow-Origin").is_none(), "add_header's * removed: {:?}", denied.headers);
 
@@ -339,12 +344,8 @@ fn preflights_vary_on_origin_and_the_requested_method_and_headers() {
         preflight(nginx.port, "/api/x", "https://app.example.com", "PUT", Some("x-api-key")),
         preflight(nginx.port, "/api/x", "https://evil.example", "PUT", None),
     ] {
-        let vary: Vec<String> = resp
-            .headers_all("Vary")
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect();
+        let vary: Vec<String> =
+            resp.headers_all("Vary").iter().flat_map(|v| v.split(',')).map(|t| t.trim().to_ascii_lowercase()).collect();
         for name in expected {
             assert_eq!(vary.iter().filter(|t| *t == name).count(), 1, "{} {name} once in {vary:?}", resp.status);
         }
@@ -447,5 +448,10 @@ fn shield_cache_control_replaces_what_expires_adds() {
     assert_eq!(plain.headers_all("Cache-Control"), vec!["max-age=3600"], "no policy: nginx's expires alone");
 
     let login = http_get(nginx.port, "/login");
-    assert_eq!(login.headers_all("Cache-Control"), vec!["no-store"], "an add_header cookie is private: {:?}", login.headers);
+    assert_eq!(
+        login.headers_all("Cache-Control"),
+        vec!["no-store"],
+        "an add_header cookie is private: {:?}",
+        login.headers
+    );
 }

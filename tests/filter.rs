@@ -86,10 +86,23 @@ fn post_bodies_are_inspected_and_benign_bodies_reach_the_upstream_intact() {
     assert!(!up.requests().iter().any(|r| r.body == attack.to_vec()), "a blocked body never reaches the upstream");
 
     let form = b"name=alice&bio=%3Cscript%3Ealert(1)%3C%2Fscript%3E";
-    let r = http_request(nginx.port, "POST", "/api/form", &[("Content-Type", "application/x-www-form-urlencoded")], Some(form));
+    let r = http_request(
+        nginx.port,
+        "POST",
+        "/api/form",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(form),
+    );
     assert_eq!(r.status, 403);
-    let multipart = b"--b0undary\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\n; cat /etc/passwd\r\n--b0undary--\r\n";
-    let r = http_request(nginx.port, "POST", "/api/upload", &[("Content-Type", "multipart/form-data; boundary=b0undary")], Some(multipart));
+    let multipart =
+        b"--b0undary\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\n; cat /etc/passwd\r\n--b0undary--\r\n";
+    let r = http_request(
+        nginx.port,
+        "POST",
+        "/api/upload",
+        &[("Content-Type", "multipart/form-data; boundary=b0undary")],
+        Some(multipart),
+    );
     assert_eq!(r.status, 403);
 
     // Larger than client_body_buffer_size: nginx buffers it to a temp file, still inspected.
@@ -113,7 +126,13 @@ fn cookies_and_headers_are_inspected() {
     assert_eq!(r.status, 403);
     let r = http_request(nginx.port, "GET", "/index.html", &[("User-Agent", "sqlmap/1.7.2#stable")], None);
     assert_eq!(r.status, 403, "scanner user agent");
-    let r = http_request(nginx.port, "GET", "/index.html", &[("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0")], None);
+    let r = http_request(
+        nginx.port,
+        "GET",
+        "/index.html",
+        &[("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0")],
+        None,
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -127,7 +146,11 @@ fn detect_mode_off_exclusions_and_custom_rules() {
     // Excluding 942100 for q: "union select" alone passes; other rules on q still apply.
     assert_eq!(http_get(nginx.port, "/search/index.html?q=union%20select%20best").status, 200);
     assert_eq!(http_get(nginx.port, "/search/index.html?q=%3Cscript%3E").status, 403);
-    assert_eq!(http_get(nginx.port, "/search/index.html?other=union%20select%201").status, 403, "other args are not excluded");
+    assert_eq!(
+        http_get(nginx.port, "/search/index.html?other=union%20select%201").status,
+        403,
+        "other args are not excluded"
+    );
     assert_eq!(http_get(nginx.port, "/custom/index.html?x=a-forbidden-word").status, 403);
     assert_eq!(http_get(nginx.port, "/index.html?x=a-forbidden-word").status, 200, "custom rule is per location");
 
@@ -148,15 +171,31 @@ fn hygiene_gives_defined_statuses() {
         up.port,
         "shield_filter_limits uri=200 args=5; shield_filter_methods GET HEAD POST; shield_filter_content_types application/json;",
     );
-    assert_eq!(http_raw(nginx.port, b"GET /index.html?a=%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 400, "bad percent-encoding");
-    assert_eq!(http_raw(nginx.port, b"GET /index.html?a=%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 400, "NUL byte");
+    assert_eq!(
+        http_raw(nginx.port, b"GET /index.html?a=%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        400,
+        "bad percent-encoding"
+    );
+    assert_eq!(
+        http_raw(nginx.port, b"GET /index.html?a=%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status,
+        400,
+        "NUL byte"
+    );
     assert_eq!(http_get(nginx.port, &format!("/index.html?q={}", "a".repeat(300))).status, 414);
     assert_eq!(http_get(nginx.port, "/index.html?a=1&b=2&c=3&d=4&e=5&f=6").status, 403, "too many args");
     assert_eq!(http_request(nginx.port, "DELETE", "/index.html", &[], None).status, 405);
     let r = http_request(nginx.port, "POST", "/api/x", &[("Content-Type", "text/xml")], Some(b"<a/>"));
     assert_eq!(r.status, 415);
-    assert_eq!(http_get(nginx.port, "/a/b/c/..%2f..%2fx").status, 403, "encoded traversal in the path (nginx itself accepts it)");
-    assert_eq!(http_get(nginx.port, "/static/..%2f..%2f..%2fetc/passwd").status, 400, "above the root: nginx refuses it first");
+    assert_eq!(
+        http_get(nginx.port, "/a/b/c/..%2f..%2fx").status,
+        403,
+        "encoded traversal in the path (nginx itself accepts it)"
+    );
+    assert_eq!(
+        http_get(nginx.port, "/static/..%2f..%2f..%2fetc/passwd").status,
+        400,
+        "above the root: nginx refuses it first"
+    );
     assert_eq!(http_get(nginx.port, "/index.html?%c0%ae%c0%ae/x=1").status, 403, "overlong traversal");
 }
 
@@ -172,7 +211,12 @@ fn ip_allow_and_deny_lists() {
 #[test]
 fn metrics_count_per_family() {
     let up = echo_upstream();
-    let nginx = waf_nginx(up.port, "server { listen 127.0.0.1:%%METRICS%%; location / { shield_filter off; shield_status; } }".replace("%%METRICS%%", &support::free_port().to_string()).as_str());
+    let nginx = waf_nginx(
+        up.port,
+        "server { listen 127.0.0.1:%%METRICS%%; location / { shield_filter off; shield_status; } }"
+            .replace("%%METRICS%%", &support::free_port().to_string())
+            .as_str(),
+    );
     let _ = nginx;
     let nginx = Nginx::start(
         r#"
@@ -190,7 +234,10 @@ fn metrics_count_per_family() {
     let text = http_get(nginx.port, "/metrics").body_str().to_string();
     assert!(text.contains("shield_filter_requests_total{result=\"blocked\"} 2"), "{text}");
     assert!(text.contains("shield_filter_requests_total{result=\"passed\"} 1"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("shield_filter_matches_total{family=\"xss\"} ") && !l.ends_with(" 0")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("shield_filter_matches_total{family=\"xss\"} ") && !l.ends_with(" 0")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -255,7 +302,11 @@ fn plain_word_attacks_are_blocked_and_plain_benign_values_pass() {
         .start();
     let json = [("Content-Type", "application/json")];
     for prefix in ["/api", "/p4/api"] {
-        for body in [&br#"{"__proto__":{"isAdmin":true}}"#[..], br#"{"constructor":{"prototype":{"isAdmin":true}}}"#, br#"{"a":{"constructor.prototype.isAdmin":1}}"#] {
+        for body in [
+            &br#"{"__proto__":{"isAdmin":true}}"#[..],
+            br#"{"constructor":{"prototype":{"isAdmin":true}}}"#,
+            br#"{"a":{"constructor.prototype.isAdmin":1}}"#,
+        ] {
             let r = http_request(nginx.port, "POST", &format!("{prefix}/items"), &json, Some(body));
             assert_eq!(r.status, 403, "{prefix}: {}", String::from_utf8_lossy(body));
         }
@@ -265,7 +316,13 @@ fn plain_word_attacks_are_blocked_and_plain_benign_values_pass() {
         for query in ["t=hello_world-42", "id=550e8400-e29b-41d4-a716-446655440000", "sort=price", "q=prototype"] {
             assert_eq!(http_get(nginx.port, &format!("{prefix}/x?{query}")).status, 200, "{prefix}?{query}");
         }
-        let r = http_request(nginx.port, "POST", &format!("{prefix}/items"), &json, Some(br#"{"name":"constructor","kind":"prototype","n":1}"#));
+        let r = http_request(
+            nginx.port,
+            "POST",
+            &format!("{prefix}/items"),
+            &json,
+            Some(br#"{"name":"constructor","kind":"prototype","n":1}"#),
+        );
         assert_eq!(r.status, 200, "{prefix}");
     }
 }
@@ -296,14 +353,29 @@ fn filter_numbers_are_range_checked_and_rules_file_errors_name_the_rule_line() {
     let bad_pattern = dir.path().join("bad.json");
     std::fs::write(&bad_pattern, "[\n\n  {\"id\": 123456, \"pattern\": \"(unclosed\"}\n]\n").unwrap();
     let cases = [
-        ("shield_filter_rule id=5 pattern=x paranoia=257;".to_string(), "invalid paranoia \"257\", it must be between 1 and 4".to_string()),
-        ("shield_filter_rule id=5 pattern=x score=100000;".to_string(), "invalid score \"100000\", it must be between 0 and 9999".to_string()),
+        (
+            "shield_filter_rule id=5 pattern=x paranoia=257;".to_string(),
+            "invalid paranoia \"257\", it must be between 1 and 4".to_string(),
+        ),
+        (
+            "shield_filter_rule id=5 pattern=x score=100000;".to_string(),
+            "invalid score \"100000\", it must be between 0 and 9999".to_string(),
+        ),
         ("shield_filter_rule id=99999999999 pattern=x;".to_string(), "invalid id \"99999999999\"".to_string()),
-        (format!("shield_filter_rules_file {};", rules.display()), format!("invalid paranoia \"257\", it must be between 1 and 4 in {}:3", rules.display())),
+        (
+            format!("shield_filter_rules_file {};", rules.display()),
+            format!("invalid paranoia \"257\", it must be between 1 and 4 in {}:3", rules.display()),
+        ),
         (format!("shield_filter_rules_file {};", bad_pattern.display()), format!("in {}:3", bad_pattern.display())),
-        ("shield_filter_threshold 10000;".to_string(), "invalid threshold \"10000\", it must be between 1 and 9999".to_string()),
+        (
+            "shield_filter_threshold 10000;".to_string(),
+            "invalid threshold \"10000\", it must be between 1 and 9999".to_string(),
+        ),
         ("shield_filter_paranoia 257;".to_string(), "invalid paranoia \"257\"".to_string()),
-        ("shield_filter_limits args=0;".to_string(), "invalid args \"0\", it must be between 1 and 1000000".to_string()),
+        (
+            "shield_filter_limits args=0;".to_string(),
+            "invalid args \"0\", it must be between 1 and 1000000".to_string(),
+        ),
         ("shield_filter_limits uri=1g;".to_string(), "invalid uri \"1g\"".to_string()),
         ("shield_filter_exclude id=4294967296;".to_string(), "invalid id \"4294967296\"".to_string()),
     ];
@@ -374,7 +446,8 @@ fn worker_memory(nginx: &Nginx) -> (u64, u64) {
         .find(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // pid (comm) state ppid ...
-            stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok()) == Some(master)
+            stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok())
+                == Some(master)
         })
         .expect("worker process");
     let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
@@ -406,7 +479,9 @@ fn inspecting_a_large_json_body_costs_at_most_three_times_its_size() {
     let mut body = String::from("{\"items\":[");
     let mut i = 0;
     while body.len() < 6 << 20 {
-        body.push_str(&format!("{{\"id\":{i},\"name\":\"item {i}\",\"tags\":[\"a\",\"b\\u0027c\"],\"note\":\"O\\\"Brien's \\n list\"}},"));
+        body.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"item {i}\",\"tags\":[\"a\",\"b\\u0027c\"],\"note\":\"O\\\"Brien's \\n list\"}},"
+        ));
         i += 1;
     }
     body.push_str(&format!("{{}}],\"blob\":\"{}\"}}", "Lorem ipsum dolor sit amet. ".repeat(75_000)));
@@ -424,7 +499,13 @@ fn inspecting_a_large_json_body_costs_at_most_three_times_its_size() {
     let growth = peak.saturating_sub(rss_before) * 1024;
     println!("worker peak growth {} kB for a {} kB body", growth >> 10, body.len() >> 10);
     let bound = 3 * body.len() as u64 + (8 << 20);
-    assert!(growth <= bound, "worker peak grew by {} MB for a {} MB body (bound {} MB)", growth >> 20, body.len() >> 20, bound >> 20);
+    assert!(
+        growth <= bound,
+        "worker peak grew by {} MB for a {} MB body (bound {} MB)",
+        growth >> 20,
+        body.len() >> 20,
+        bound >> 20
+    );
     // The same body with an attack at its very end is still blocked: nothing is skipped.
     let mut attack = body[..body.len() - 2].to_vec();
     attack.extend_from_slice(br#"","q":"x' OR '1'='1"}"#);

@@ -65,7 +65,9 @@ fn unix_socket_and_tcp_nodes_share_one_exact_quota() {
     let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
     let limited = statuses.iter().filter(|s| **s == Ok(429)).count();
     assert_eq!((ok, limited), (50, 100), "exactly the quota across a TCP node and a Unix-socket node");
-    let via_unix = (0..3).map(|_| http_request(unix.port, "GET", "/index.html", &[("X-Client", "u")], None).status).collect::<Vec<_>>();
+    let via_unix = (0..3)
+        .map(|_| http_request(unix.port, "GET", "/index.html", &[("X-Client", "u")], None).status)
+        .collect::<Vec<_>>();
     assert_eq!(via_unix, [200, 200, 200], "a fresh key passes over the socket");
     assert_eq!(redis.command(&["EXISTS", "shield:{u}:api"]), ":1", "the socket node wrote to the shared Redis");
 }
@@ -436,21 +438,54 @@ fn overflowing_and_reinterpreted_limit_values_fail_nginx_t() {
     let zone = "shield_limit_zone $uri zone=a:1m rate=1r/h;";
     let window = "shield_limit_zone $uri zone=w:1m rate=10r/s algorithm=sliding_window;";
     let cases = [
-        (format!("{zone} shield_limit zone=a burst=18446744073709551615;"), "invalid burst \"18446744073709551615\", it must be between 0 and 1000000"),
+        (
+            format!("{zone} shield_limit zone=a burst=18446744073709551615;"),
+            "invalid burst \"18446744073709551615\", it must be between 0 and 1000000",
+        ),
         (format!("{zone} shield_limit zone=a burst=18446744073709551616;"), "invalid burst \"18446744073709551616\""),
-        (format!("{zone} shield_limit zone=a burst=10000000000;"), "invalid burst \"10000000000\", it must be between 0 and 1000000"),
-        (format!("{zone} shield_limit zone=a burst=100 cost=18446744073709551615;"), "invalid cost \"18446744073709551615\", it must be between 1 and 1000000"),
+        (
+            format!("{zone} shield_limit zone=a burst=10000000000;"),
+            "invalid burst \"10000000000\", it must be between 0 and 1000000",
+        ),
+        (
+            format!("{zone} shield_limit zone=a burst=100 cost=18446744073709551615;"),
+            "invalid cost \"18446744073709551615\", it must be between 1 and 1000000",
+        ),
         (format!("{zone} shield_limit zone=a cost=0;"), "invalid cost \"0\", it must be between 1 and 1000000"),
         (format!("{zone} shield_limit zone=a burst=4 cost=6;"), "invalid cost \"6\", it must be between 1 and 5"),
         (format!("{zone} shield_limit zone=a burst=5 delay=6;"), "invalid delay \"6\", it must be between 0 and 5"),
-        (format!("{zone} shield_limit zone=a burst=5 delay=2 nodelay;"), "\"delay\" and \"nodelay\" exclude each other"),
-        (format!("{window} shield_limit zone=w burst=5 delay=2;"), "\"delay\" has no effect with \"algorithm=sliding_window\""),
-        ("shield_limit_zone $uri zone=a:1m rate=2000000r/s;".to_string(), "invalid rate \"2000000r/s\", it must be between 1 and 1000000"),
-        ("shield_limit_zone $uri zone=a:17g rate=1r/s;".to_string(), "invalid zone size \"a:17g\", it must be at most 16g"),
-        (format!("{zone} shield_ban zone=a status=401 threshold=0/1m ban=1m;"), "invalid threshold \"0\", it must be between 1 and 1000000"),
-        (format!("{zone} shield_ban zone=a status=401 threshold=18446744073709551615/1m ban=1m;"), "invalid threshold \"18446744073709551615\""),
-        (format!("{zone} shield_ban zone=a status=401 threshold=3/0 ban=1m;"), "invalid threshold window \"0\", it must be between 1ms and 365d"),
-        (format!("{zone} shield_ban zone=a status=401 threshold=3/1m ban=400d;"), "invalid ban time \"400d\", it must be between 1ms and 365d"),
+        (
+            format!("{zone} shield_limit zone=a burst=5 delay=2 nodelay;"),
+            "\"delay\" and \"nodelay\" exclude each other",
+        ),
+        (
+            format!("{window} shield_limit zone=w burst=5 delay=2;"),
+            "\"delay\" has no effect with \"algorithm=sliding_window\"",
+        ),
+        (
+            "shield_limit_zone $uri zone=a:1m rate=2000000r/s;".to_string(),
+            "invalid rate \"2000000r/s\", it must be between 1 and 1000000",
+        ),
+        (
+            "shield_limit_zone $uri zone=a:17g rate=1r/s;".to_string(),
+            "invalid zone size \"a:17g\", it must be at most 16g",
+        ),
+        (
+            format!("{zone} shield_ban zone=a status=401 threshold=0/1m ban=1m;"),
+            "invalid threshold \"0\", it must be between 1 and 1000000",
+        ),
+        (
+            format!("{zone} shield_ban zone=a status=401 threshold=18446744073709551615/1m ban=1m;"),
+            "invalid threshold \"18446744073709551615\"",
+        ),
+        (
+            format!("{zone} shield_ban zone=a status=401 threshold=3/0 ban=1m;"),
+            "invalid threshold window \"0\", it must be between 1ms and 365d",
+        ),
+        (
+            format!("{zone} shield_ban zone=a status=401 threshold=3/1m ban=400d;"),
+            "invalid ban time \"400d\", it must be between 1ms and 365d",
+        ),
         (format!("{zone} shield_ban zone=a status=401 threshold=3/1m ban=0;"), "invalid ban time \"0\""),
     ];
     for (directives, expected) in cases {
@@ -478,7 +513,10 @@ fn the_demo_config_passes_nginx_t_with_and_without_redis() {
             .replace("@SITE@", root.join("nginx-conf/demo-site").to_str().unwrap())
             .replace("@USER@", if support::is_root() { "user root;" } else { "" })
             .replace("@REDIS@", redis_directive);
-        assert!(conf.lines().filter(|l| !l.trim_start().starts_with('#')).all(|l| !l.contains('@')), "every placeholder filled");
+        assert!(
+            conf.lines().filter(|l| !l.trim_start().starts_with('#')).all(|l| !l.contains('@')),
+            "every placeholder filled"
+        );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
         let out = std::process::Command::new(support::nginx_bin())
@@ -547,7 +585,11 @@ fn a_flood_of_keys_neither_frees_a_limited_key_nor_lifts_a_ban() {
     wait_for_status(|| get("/login/nope", "attacker"), 429, "the attacker is banned");
     // Each zone holds 1024 slots: 4000 fresh keys overflow every bucket several times.
     let statuses = parallel(8000, 8, Duration::from_secs(60), move |i| {
-        let (path, client) = if i % 2 == 0 { ("/index.html", format!("flood-{}", i / 2)) } else { ("/login/nope", format!("flood-{}", i / 2)) };
+        let (path, client) = if i % 2 == 0 {
+            ("/index.html", format!("flood-{}", i / 2))
+        } else {
+            ("/login/nope", format!("flood-{}", i / 2))
+        };
         try_http_request(port, "GET", path, &[("X-Client", &client)], None).map(|r| r.status)
     });
     assert_eq!(statuses.len(), 8000, "the flood ran");

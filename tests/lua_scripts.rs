@@ -18,8 +18,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use limit::{check_all, Algorithm, Limit, Outcome, State};
 use limit::script::{redis_key, BanKey, Batch, BatchError, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
+use limit::{check_all, Algorithm, Limit, Outcome, State};
 use redis::resp::{self, Reply};
 use support::Redis;
 
@@ -76,7 +76,13 @@ impl Conn {
     }
 
     /// One LIMIT_SCRIPT call with a deadline (Redis's clock, µs; 0 for none).
-    fn batch_until(&mut self, script: &Script, batch: &Batch, now: u64, deadline: u64) -> Result<Vec<LimitReply>, BatchError> {
+    fn batch_until(
+        &mut self,
+        script: &Script,
+        batch: &Batch,
+        now: u64,
+        deadline: u64,
+    ) -> Result<Vec<LimitReply>, BatchError> {
         let sha = batch.command(script, now, deadline);
         let reply = match self.raw(&sha) {
             Reply::Error(e) if e.starts_with("NOSCRIPT") => self.raw(&script.eval_for(&sha).unwrap()),
@@ -248,7 +254,8 @@ fn a_batch_answers_like_one_call_per_request() {
         for i in order {
             let ((who, limits), got) = (&reqs[i], lua[i].clone());
             let ids = [(0, "ip", clients[*who].to_vec()), (1, "global", b"all".to_vec())];
-            let pairs: Vec<(Limit, State)> = limits.iter().zip(&ids).map(|(l, id)| (l.limit, rust.get(id).copied().unwrap_or([0; 3]))).collect();
+            let pairs: Vec<(Limit, State)> =
+                limits.iter().zip(&ids).map(|(l, id)| (l.limit, rust.get(id).copied().unwrap_or([0; 3]))).collect();
             let (want, _, commit) = check_all(&pairs, now);
             if let Some(new) = commit {
                 admitted += 1;
@@ -262,7 +269,8 @@ fn a_batch_answers_like_one_call_per_request() {
         }
     }
     assert!(admitted > 50 && rejected > 50, "the sequence exercises both answers: {admitted}/{rejected}");
-    for key in [redis_key("ip", b"10.0.0.1", ""), redis_key("ip", &[10, 0, 0, 3], ""), redis_key("global", b"all", "")] {
+    for key in [redis_key("ip", b"10.0.0.1", ""), redis_key("ip", &[10, 0, 0, 3], ""), redis_key("global", b"all", "")]
+    {
         let Reply::Integer(ttl) = c.cmd(&[b"PTTL", &key]) else { panic!() };
         assert!(ttl > 0, "{} has a TTL: {ttl}", String::from_utf8_lossy(&key));
     }

@@ -91,14 +91,21 @@ fn read_command(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
             Ok(0) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                continue
+            }
             Err(_) => return None,
         }
     }
 }
 
 fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
-    let line = |from: usize| buf[from..].windows(2).position(|w| w == b"\r\n").map(|p| (std::str::from_utf8(&buf[from..from + p]).ok(), from + p + 2));
+    let line = |from: usize| {
+        buf[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| (std::str::from_utf8(&buf[from..from + p]).ok(), from + p + 2))
+    };
     let (head, mut pos) = line(0)?;
     let n: usize = head?.strip_prefix('*')?.parse().ok()?;
     let mut name = String::new();
@@ -180,7 +187,11 @@ fn get(nginx: &Nginx, path: &str, client: &str) -> support::Response {
 /// A worker's resident memory (kB) and CPU time (clock ticks), from /proc.
 fn worker_usage(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
     // After the command: state(0) ppid(1) ... utime(11) stime(12).
@@ -258,7 +269,9 @@ fn a_million_element_array_costs_the_worker_nothing() {
 /// is an absolute deadline per reply, and a reply that stalls past it drops the connection.
 #[test]
 fn a_dripping_server_is_dropped_at_the_deadline() {
-    let fake = FakeRedis::start(|_| Answer::Drip(format!("+{}\r\n", "x".repeat(200)).into_bytes(), Duration::from_millis(100)));
+    let fake = FakeRedis::start(|_| {
+        Answer::Drip(format!("+{}\r\n", "x".repeat(200)).into_bytes(), Duration::from_millis(100))
+    });
     let nginx = nginx_for(fake.port, "300ms", 1);
     let start = Instant::now();
     assert_eq!(get(&nginx, "/closed/index.html", "a").status, 503, "fail closed");
@@ -395,7 +408,8 @@ fn one_slow_reply_fails_only_the_requests_whose_deadline_passed() {
             thread::spawn(move || {
                 let mut statuses = Vec::new();
                 while !stop.load(Ordering::Relaxed) && statuses.len() < 5000 {
-                    statuses.push(http_request(port, "GET", "/index.html", &[("X-Client", &format!("c{i}"))], None).status);
+                    statuses
+                        .push(http_request(port, "GET", "/index.html", &[("X-Client", &format!("c{i}"))], None).status);
                 }
                 statuses
             })
@@ -439,8 +453,16 @@ fn an_outage_logs_a_bounded_number_of_lines() {
     let lines: Vec<&str> = log.lines().skip(before).filter(|l| l.contains("shield:")).collect();
     // Per second at most: one "still unavailable", one per fail policy; plus the first ones.
     let bound = 3 * seconds as usize + 4;
-    assert!(lines.len() <= bound, "{} lines for 400 failed requests in {seconds} s (bound {bound}):\n{}", lines.len(), lines.join("\n"));
-    assert!(lines.iter().any(|l| l.contains("shield_limit_fail open")) && lines.iter().any(|l| l.contains("shield_limit_fail closed")));
+    assert!(
+        lines.len() <= bound,
+        "{} lines for 400 failed requests in {seconds} s (bound {bound}):\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("shield_limit_fail open"))
+            && lines.iter().any(|l| l.contains("shield_limit_fail closed"))
+    );
     redis.restart();
     assert!(eventually(30, || get(&nginx, "/closed/index.html", "b").status == 200));
     assert!(eventually(10, || nginx.error_log().contains("answers again after")), "recovery is logged");

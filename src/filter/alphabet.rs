@@ -144,7 +144,9 @@ pub fn can_match_over(hir: &Hir, alphabet: &ByteSet) -> bool {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => true,
         HirKind::Literal(lit) => lit.0.iter().all(|&b| alphabet.contains(b)),
-        HirKind::Class(Class::Bytes(class)) => class.ranges().iter().any(|r| (r.start()..=r.end()).any(|b| alphabet.contains(b))),
+        HirKind::Class(Class::Bytes(class)) => {
+            class.ranges().iter().any(|r| (r.start()..=r.end()).any(|b| alphabet.contains(b)))
+        }
         HirKind::Class(Class::Unicode(class)) => class
             .ranges()
             .iter()
@@ -172,7 +174,10 @@ mod tests {
         assert!(!sql.contains(b'A') && !sql.contains(b'\'') && !sql.contains(b'('));
         assert_eq!(image(&[UrlDecodeOnce, Base64Decode], plain()), ByteSet::ALL, "plain words are base64");
         assert_eq!(image(&[UrlDecode], ByteSet::of(|b| b == b'%')), ByteSet::ALL);
-        assert_eq!(image(&[Lowercase, NormalizePath], plain()), ByteSet::of(|b| is_plain_byte(b) && !b.is_ascii_uppercase()));
+        assert_eq!(
+            image(&[Lowercase, NormalizePath], plain()),
+            ByteSet::of(|b| is_plain_byte(b) && !b.is_ascii_uppercase())
+        );
     }
 
     #[test]
@@ -181,7 +186,10 @@ mod tests {
         assert!(matches_plain(&[Lowercase], r"\binformation_schema\b|\bpg_catalog\b"));
         assert!(matches_plain(&[Lowercase], r"^\s*(?:whoami|ls)\s*$"), "\\s* may be empty");
         assert!(matches_plain(&[Lowercase], r"(?i:[a-z-]+)"));
-        assert!(matches_plain(&[Lowercase, RemoveComments], r"\bselect\b.{1,100}?\bfrom\b"), "`select--x` leaves a space");
+        assert!(
+            matches_plain(&[Lowercase, RemoveComments], r"\bselect\b.{1,100}?\bfrom\b"),
+            "`select--x` leaves a space"
+        );
         assert!(!matches_plain(&[Lowercase], r"<script\b"));
         assert!(!matches_plain(&[Lowercase], r"['`]\s*\|\|"));
         assert!(!matches_plain(&[Lowercase], r"\bunion\b ?\( ?select\b|\.\./"), "needs a parenthesis or a dot");

@@ -57,7 +57,9 @@ impl Exclusions {
             None => true,
             Some((mask, name)) => {
                 mask & item.target != 0
-                    && name.as_ref().is_none_or(|n| transform::url_decode(&item.name).eq_ignore_ascii_case(n.as_bytes()))
+                    && name
+                        .as_ref()
+                        .is_none_or(|n| transform::url_decode(&item.name).eq_ignore_ascii_case(n.as_bytes()))
             }
         }
     }
@@ -69,7 +71,8 @@ impl Exclusions {
 
     pub(super) fn excludes(&self, rule: &Rule, item: &Item) -> bool {
         self.0.iter().any(|e| {
-            let rule_ok = e.id.is_none_or(|id| id == rule.id) && e.tag.as_ref().is_none_or(|t| rule.tags.iter().any(|rt| rt == t));
+            let rule_ok = e.id.is_none_or(|id| id == rule.id)
+                && e.tag.as_ref().is_none_or(|t| rule.tags.iter().any(|rt| rt == t));
             rule_ok && (e.id.is_some() || e.tag.is_some()) && Self::target_matches(&e.target, item)
         })
     }

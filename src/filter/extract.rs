@@ -180,7 +180,9 @@ fn json_string(text: &[u8], start: usize) -> (Cow<'_, [u8]>, usize) {
 fn json_unescape(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
-    let hex4 = |at: usize| raw.get(at..at + 4).and_then(|h| core::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let hex4 = |at: usize| {
+        raw.get(at..at + 4).and_then(|h| core::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
     while i < raw.len() {
         if raw[i] != b'\\' || i + 1 >= raw.len() {
             out.push(raw[i]);
@@ -238,7 +240,8 @@ fn multipart<'a>(content_type: &[u8], body: &'a [u8], out: &mut impl Sink<'a>) -
         let head = &rest[..head_end];
         let content_start = head_end + 4;
         let content_end = find(&rest[content_start..], &delimiter).map_or(rest.len(), |e| content_start + e);
-        let content = rest[content_start..content_end].strip_suffix(b"\r\n").unwrap_or(&rest[content_start..content_end]);
+        let content =
+            rest[content_start..content_end].strip_suffix(b"\r\n").unwrap_or(&rest[content_start..content_end]);
         let disposition = head
             .split(|&b| b == b'\n')
             .find(|l| l.len() > 20 && l[..20].eq_ignore_ascii_case(b"content-disposition:"))
@@ -281,7 +284,10 @@ mod tests {
     use super::*;
 
     fn values(items: &[Item]) -> Vec<(u8, String, String)> {
-        items.iter().map(|i| (i.target, String::from_utf8_lossy(&i.name).into(), String::from_utf8_lossy(&i.value).into())).collect()
+        items
+            .iter()
+            .map(|i| (i.target, String::from_utf8_lossy(&i.name).into(), String::from_utf8_lossy(&i.value).into()))
+            .collect()
     }
 
     #[test]
@@ -341,13 +347,26 @@ mod tests {
         out.clear();
         let text = format!("{{{fields}}}");
         body(b"application/json", text.as_bytes(), &mut out);
-        assert!(values(&out).contains(&(target::BODY_VALUES, "q".into(), "x' or 1=1".into())), "past 1024 items and 32 levels");
-        assert!(out.iter().filter(|i| i.target == target::BODY_VALUES).all(|i| matches!(i.value, Cow::Borrowed(_))), "no escapes, no copies");
+        assert!(
+            values(&out).contains(&(target::BODY_VALUES, "q".into(), "x' or 1=1".into())),
+            "past 1024 items and 32 levels"
+        );
+        assert!(
+            out.iter().filter(|i| i.target == target::BODY_VALUES).all(|i| matches!(i.value, Cow::Borrowed(_))),
+            "no escapes, no copies"
+        );
         out.clear();
-        body(b"application/json", br#"{"a\u0027b":"\u003cscript\u003e \ud83d\ude00 \n\"","constructor":{"prototype":{"isAdmin":true}}}"#, &mut out);
+        body(
+            b"application/json",
+            br#"{"a\u0027b":"\u003cscript\u003e \ud83d\ude00 \n\"","constructor":{"prototype":{"isAdmin":true}}}"#,
+            &mut out,
+        );
         let v = values(&out);
         assert!(v.contains(&(target::BODY_NAMES, "a'b".into(), "a'b".into())), "{v:?}");
         assert!(v.contains(&(target::BODY_VALUES, "a'b".into(), "<script> \u{1F600} \n\"".into())), "{v:?}");
-        assert!(v.contains(&(target::BODY_NAMES, "constructor.prototype".into(), "constructor.prototype".into())), "{v:?}");
+        assert!(
+            v.contains(&(target::BODY_NAMES, "constructor.prototype".into(), "constructor.prototype".into())),
+            "{v:?}"
+        );
     }
 }

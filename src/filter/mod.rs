@@ -124,7 +124,13 @@ impl Engine {
         let mut syntax = Vec::with_capacity(all.len());
         for r in &all {
             let invalid = |e: String| format!("rule {}: invalid pattern: {e}", r.id);
-            regexes.push(regex::bytes::RegexBuilder::new(&r.pattern).unicode(false).size_limit(2 << 20).build().map_err(|e| invalid(e.to_string()))?);
+            regexes.push(
+                regex::bytes::RegexBuilder::new(&r.pattern)
+                    .unicode(false)
+                    .size_limit(2 << 20)
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            );
             syntax.push(alphabet::parse(&r.pattern).map_err(invalid)?);
         }
         let mut pipelines: Vec<Vec<Transform>> = all.iter().map(|r| r.pipeline.clone()).collect();
@@ -134,7 +140,8 @@ impl Engine {
         for transforms in pipelines {
             let members: Vec<usize> = (0..all.len()).filter(|&i| all[i].pipeline == transforms).collect();
             let reachable = alphabet::image(&transforms, alphabet::plain());
-            let may_match: Vec<usize> = members.iter().copied().filter(|&i| alphabet::can_match_over(&syntax[i], &reachable)).collect();
+            let may_match: Vec<usize> =
+                members.iter().copied().filter(|&i| alphabet::can_match_over(&syntax[i], &reachable)).collect();
             let plain = match may_match.len() {
                 0 => Plain::Skip,
                 n if n == members.len() => Plain::All,
@@ -210,9 +217,16 @@ impl<'e> Inspection<'e> {
                 if self.verdict.matches.iter().any(|m| m.id == rule.id) {
                     continue; // a rule scores once per request
                 }
-                let fragment = engine.regexes[index].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
+                let fragment =
+                    engine.regexes[index].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
                 self.verdict.score += rule.score;
-                self.verdict.matches.push(Match { id: rule.id, family: rule.family, score: rule.score, target: describe(item), fragment });
+                self.verdict.matches.push(Match {
+                    id: rule.id,
+                    family: rule.family,
+                    score: rule.score,
+                    target: describe(item),
+                    fragment,
+                });
             }
         }
     }

@@ -209,7 +209,13 @@ fn payload_lists_detection_and_false_positives() {
     for (family, (total, hit)) in &families {
         println!("{family:22} {hit:>6}/{total:<6} {:6.1}%", 100.0 * *hit as f64 / *total as f64);
     }
-    println!("benign false positives {}/{} ({:.2}%): {:?}", benign.1, benign.0, 100.0 * benign.1 as f64 / benign.0 as f64, benign.2);
+    println!(
+        "benign false positives {}/{} ({:.2}%): {:?}",
+        benign.1,
+        benign.0,
+        100.0 * benign.1 as f64 / benign.0 as f64,
+        benign.2
+    );
     for (family, (total, hit)) in &families {
         assert!(*hit as f64 >= 0.95 * *total as f64, "{family}: {hit}/{total} below 95%");
     }
@@ -229,7 +235,10 @@ fn plain_words_that_rules_match_are_still_inspected() {
             let mut items = Vec::new();
             extract::body(b"application/json", body, &mut items);
             let v = e.inspect(&items, &Exclusions::default(), u32::MAX);
-            assert!(v.score >= DEFAULT_THRESHOLD && v.matches.iter().any(|m| m.id == 934100), "paranoia {paranoia}: {v:?}");
+            assert!(
+                v.score >= DEFAULT_THRESHOLD && v.matches.iter().any(|m| m.id == 934100),
+                "paranoia {paranoia}: {v:?}"
+            );
         }
     }
 }
@@ -262,10 +271,17 @@ fn rule_numbers_are_range_checked_and_file_errors_have_the_rule_line() {
         ("id=4294967296", "invalid id \"4294967296\""),
     ] {
         let args = if arg.starts_with("id=") { vec![arg, "pattern=x"] } else { vec!["id=100001", "pattern=x", arg] };
-        assert_eq!(rules::parse_rule_args(&args).unwrap_err().to_string().split(',').next(), expected.split(',').next(), "{arg}");
+        assert_eq!(
+            rules::parse_rule_args(&args).unwrap_err().to_string().split(',').next(),
+            expected.split(',').next(),
+            "{arg}"
+        );
     }
     let file = "[\n  {\"id\": 100001, \"pattern\": \"a\"},\n\n  {\"id\": 100002,\n   \"pattern\": \"b\", \"paranoia\": 257}\n]";
-    assert_eq!(rules::parse_rules_file(file).unwrap_err(), (4, "invalid paranoia \"257\", it must be between 1 and 4".to_string()));
+    assert_eq!(
+        rules::parse_rules_file(file).unwrap_err(),
+        (4, "invalid paranoia \"257\", it must be between 1 and 4".to_string())
+    );
     let file = "[{\"id\": 1, \"pattern\": \"a\"},\n {\"id\": 2, \"pattern\": \"(x\"}]";
     let (line, msg) = rules::parse_rules_file(file).unwrap_err();
     assert_eq!(line, 2, "{msg}");

@@ -73,7 +73,9 @@ impl Transform {
             Transform::Lowercase => input[..input.len().min(BOUND)].to_ascii_lowercase(),
             Transform::RemoveComments => remove_comments_to(input, BOUND),
             Transform::CompressWhitespace => compress_whitespace_to(input, BOUND),
-            Transform::RemoveControls => input.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).take(BOUND).collect(),
+            Transform::RemoveControls => {
+                input.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).take(BOUND).collect()
+            }
             Transform::NormalizePath => normalize_path_to(input, BOUND),
             Transform::Base64Decode => base64_decode_to(input, BOUND).unwrap_or_default(),
         };
@@ -117,7 +119,8 @@ fn url_decode_to(input: &[u8], max: usize) -> Vec<u8> {
             continue;
         }
         if b == b'%' {
-            if let (Some(h), Some(l)) = (input.get(i + 1).and_then(|&c| hex(c)), input.get(i + 2).and_then(|&c| hex(c))) {
+            if let (Some(h), Some(l)) = (input.get(i + 1).and_then(|&c| hex(c)), input.get(i + 2).and_then(|&c| hex(c)))
+            {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
@@ -198,8 +201,10 @@ pub fn has_invalid_percent(input: &[u8]) -> bool {
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%' {
-            let two = input.get(i + 1).and_then(|&c| hex(c)).is_some() && input.get(i + 2).and_then(|&c| hex(c)).is_some();
-            let uni = matches!(input.get(i + 1), Some(b'u' | b'U')) && (2..6).all(|k| input.get(i + k).and_then(|&c| hex(c)).is_some());
+            let two =
+                input.get(i + 1).and_then(|&c| hex(c)).is_some() && input.get(i + 2).and_then(|&c| hex(c)).is_some();
+            let uni = matches!(input.get(i + 1), Some(b'u' | b'U'))
+                && (2..6).all(|k| input.get(i + k).and_then(|&c| hex(c)).is_some());
             if !two && !uni {
                 return true;
             }
@@ -261,7 +266,11 @@ fn entity(rest: &[u8]) -> Option<(Vec<u8>, usize)> {
             _ => (10, 0),
         };
         let digits: &[u8] = &num[digits_start..];
-        let len = digits.iter().take(8).take_while(|b| if radix == 16 { b.is_ascii_hexdigit() } else { b.is_ascii_digit() }).count();
+        let len = digits
+            .iter()
+            .take(8)
+            .take_while(|b| if radix == 16 { b.is_ascii_hexdigit() } else { b.is_ascii_digit() })
+            .count();
         if len == 0 {
             return None;
         }
@@ -449,12 +458,23 @@ mod tests {
                     b"%u&#;x/*-\\.c0ae\xc0\xe0\x80"[(seed % 18) as usize]
                 })
                 .collect();
-            for t in [UrlDecode, UrlDecodeOnce, HtmlDecode, Lowercase, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Base64Decode] {
+            for t in [
+                UrlDecode,
+                UrlDecodeOnce,
+                HtmlDecode,
+                Lowercase,
+                RemoveComments,
+                CompressWhitespace,
+                RemoveControls,
+                NormalizePath,
+                Base64Decode,
+            ] {
                 assert!(t.apply(&input).len() <= MAX_TRANSFORMED);
             }
         }
         // Stopping early keeps exactly the prefix the whole transform would have kept.
-        let long: Vec<u8> = b"a%41B &lt;x/**/y -- z\n./\\\\ \t".iter().copied().cycle().take(MAX_TRANSFORMED * 3).collect();
+        let long: Vec<u8> =
+            b"a%41B &lt;x/**/y -- z\n./\\\\ \t".iter().copied().cycle().take(MAX_TRANSFORMED * 3).collect();
         for t in [UrlDecode, HtmlDecode, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Lowercase] {
             let full = match t {
                 UrlDecode => url_decode(&long),

@@ -5,10 +5,9 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_2MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
+    ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -106,12 +105,7 @@ impl LocConf {
                 Some(OutHeader { name, value, tls_only: security::tls_only(&rule.name) })
             })
             .collect();
-        self.strip = self
-            .headers
-            .effective_strip()
-            .iter()
-            .filter_map(|n| pool_str(cf.pool, n.as_bytes()))
-            .collect();
+        self.strip = self.headers.effective_strip().iter().filter_map(|n| pool_str(cf.pool, n.as_bytes())).collect();
         self.cookie = self.headers.effective_cookie();
         self.strips_server = self.strip.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(b"server"));
         if self.strips_server {
@@ -261,6 +255,11 @@ pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_filter_scanners"), NGX_CONF_FLAG, filter::set_scanners),
     command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, filter::set_audit_log),
     command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, filter::set_inspect_headers),
-    entry(ngx_string!("shield_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF_OFFSET, set_status),
+    entry(
+        ngx_string!("shield_status"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1,
+        NGX_HTTP_LOC_CONF_OFFSET,
+        set_status,
+    ),
     ngx_command_t::empty(),
 ];

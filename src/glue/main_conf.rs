@@ -36,7 +36,14 @@ impl Default for MainConf {
     fn default() -> Self {
         let mut registry = Registry::default();
         let slots = super::headers::Slots::register(&mut registry);
-        MainConf { registry, slots, limits: Default::default(), waf: Default::default(), request_id_index: None, shm: ptr::null_mut() }
+        MainConf {
+            registry,
+            slots,
+            limits: Default::default(),
+            waf: Default::default(),
+            request_id_index: None,
+            shm: ptr::null_mut(),
+        }
     }
 }
 

@@ -21,9 +21,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use ngx::core::{Pool, Status};
-use ngx::ffi::{
-    ngx_conf_t, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE,
-};
+use ngx::ffi::{ngx_conf_t, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 pub use conf::LocConf;
@@ -57,7 +55,10 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     util::guard(unsafe { (*cf).log }, "postconfiguration", Status::NGX_ERROR.0, || {
         // SAFETY: nginx calls this with a valid cf, once per configuration cycle.
         let cf = unsafe { &mut *cf };
-        if headers::filter::install_snapshot(cf).is_err() || headers::preflight::install(cf).is_err() || status::init_zone(cf).is_err() {
+        if headers::filter::install_snapshot(cf).is_err()
+            || headers::preflight::install(cf).is_err()
+            || status::init_zone(cf).is_err()
+        {
             return Status::NGX_ERROR.0;
         }
         Status::NGX_OK.0
@@ -254,7 +255,9 @@ impl RequestCtx {
         unsafe {
             let mut cln = (*(*r).pool).cleanup;
             while !cln.is_null() {
-                let ours = (*cln).handler.is_some_and(|h| core::ptr::fn_addr_eq(h, drop_ctx as unsafe extern "C" fn(*mut c_void)));
+                let ours = (*cln)
+                    .handler
+                    .is_some_and(|h| core::ptr::fn_addr_eq(h, drop_ctx as unsafe extern "C" fn(*mut c_void)));
                 if ours {
                     let cell = (*cln).data.cast::<CtxCell>();
                     if (*cell).owner == r {

@@ -8,13 +8,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_complex_value, ngx_http_complex_value_t,
-    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_request_t,
-    ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_log_t, ngx_palloc, ngx_pcalloc, ngx_pool_t,
-    ngx_str_t, ngx_table_elt_t, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value, ngx_http_complex_value_t, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_list_t,
+    ngx_log_t, ngx_palloc, ngx_pcalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::{ngx_conf_log_error, ngx_log_error};
 use ngx::ffi::{ngx_int_t, NGX_ERROR};
+use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use crate::parse::ConfError;
 
@@ -44,9 +43,7 @@ pub fn guard<T>(log: *mut ngx_log_t, what: &str, on_panic: T, f: impl FnOnce() -
 unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
     // SAFETY: nginx fills cf->args with the tokens of the current directive before calling it.
     let args = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
-    args.iter()
-        .map(|a| a.to_str().map_err(|_| format!("invalid value \"{}\": not UTF-8", a)))
-        .collect()
+    args.iter().map(|a| a.to_str().map_err(|_| format!("invalid value \"{}\": not UTF-8", a))).collect()
 }
 
 /// The one place a directive handler reports failure, at `emerg`, in nginx's words (nginx
@@ -213,11 +210,7 @@ pub fn remove_headers(list: &ngx_list_t, name: &[u8]) -> usize {
 
 /// Appends a header; `name` must outlive the request (configuration or static memory) and
 /// `value` must live in the request pool or longer.
-pub fn push_header(
-    list: &mut ngx_list_t,
-    name: ngx_str_t,
-    value: ngx_str_t,
-) -> Option<*mut ngx_table_elt_t> {
+pub fn push_header(list: &mut ngx_list_t, name: ngx_str_t, value: ngx_str_t) -> Option<*mut ngx_table_elt_t> {
     // SAFETY: ngx_list_push returns uninitialised space for one element, or NULL.
     unsafe {
         let h = ngx_list_push(list).cast::<ngx_table_elt_t>();

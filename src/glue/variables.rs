@@ -4,8 +4,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
-    ngx_str_t, NGX_ERROR, NGX_OK,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t, ngx_str_t, NGX_ERROR,
+    NGX_OK,
 };
 use ngx::ngx_string;
 
@@ -76,7 +76,11 @@ unsafe extern "C" fn csp_nonce(r: *mut ngx_http_request_t, v: *mut ngx_http_vari
 
 /// PASSED, DELAYED, REJECTED, DELAYED_DRY_RUN, REJECTED_DRY_RUN or ERROR; empty when no
 /// limit applied to the request.
-unsafe extern "C" fn limit_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+unsafe extern "C" fn limit_status(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
     // SAFETY: nginx calls variable handlers with a live request.
     let log = unsafe { (*(*r).connection).log };
     guard(log, "$shield_limit_status", NGX_ERROR as ngx_int_t, || {
@@ -104,7 +108,11 @@ fn set_owned(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, valu
 }
 
 /// PASSED, BLOCKED, DETECTED or ALLOWED (allowlisted address); empty when not inspected.
-unsafe extern "C" fn filter_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+unsafe extern "C" fn filter_status(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
     guard(log, "$shield_filter_status", NGX_ERROR as ngx_int_t, || {
         match super::filter::status_variable(r) {
@@ -116,13 +124,21 @@ unsafe extern "C" fn filter_status(r: *mut ngx_http_request_t, v: *mut ngx_http_
     })
 }
 
-unsafe extern "C" fn filter_score(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+unsafe extern "C" fn filter_score(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
     guard(log, "$shield_filter_score", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::filter::score_variable(r)))
 }
 
 /// Matched rule ids, comma-separated (or the hygiene check's code).
-unsafe extern "C" fn filter_rules(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+unsafe extern "C" fn filter_rules(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
     guard(log, "$shield_filter_rules", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::filter::rules_variable(r)))
 }

@@ -37,8 +37,7 @@ impl CacheRule {
     }
 
     fn matches(&self, ext: Option<&str>, content_type: Option<&str>) -> bool {
-        let ext_ok = self.exts.is_empty()
-            || ext.is_some_and(|e| self.exts.iter().any(|x| x.eq_ignore_ascii_case(e)));
+        let ext_ok = self.exts.is_empty() || ext.is_some_and(|e| self.exts.iter().any(|x| x.eq_ignore_ascii_case(e)));
         let mime = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
         let type_ok = self.types.is_empty()
             || mime.as_deref().is_some_and(|m| {

@@ -79,8 +79,8 @@ impl CorsPolicy {
             self.any = true;
         } else if let Some(pattern) = arg.strip_prefix('~') {
             let anchored = format!("^(?:{pattern})$");
-            let re = Regex::new(&anchored)
-                .map_err(|e| ParseError(format!("invalid origin pattern \"{pattern}\": {e}")))?;
+            let re =
+                Regex::new(&anchored).map_err(|e| ParseError(format!("invalid origin pattern \"{pattern}\": {e}")))?;
             self.patterns.push(re);
         } else {
             self.origins.push(normalize_origin(arg)?);
@@ -151,9 +151,7 @@ impl CorsPolicy {
             .collect();
         let any_header = self.headers.iter().any(|h| h == "*");
         for h in &requested {
-            let ok = any_header
-                || SAFELISTED_HEADERS.contains(&h.as_str())
-                || self.headers.iter().any(|a| a == h);
+            let ok = any_header || SAFELISTED_HEADERS.contains(&h.as_str()) || self.headers.iter().any(|a| a == h);
             if !ok {
                 return Preflight::Deny;
             }
@@ -198,9 +196,7 @@ pub fn normalize_origin(origin: &str) -> Result<String, ParseError> {
     if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
         return Err(invalid());
     }
-    let host_ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b) || b == b'_');
+    let host_ok = host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b) || b == b'_');
     if !host_ok {
         return Err(invalid());
     }

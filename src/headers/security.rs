@@ -41,15 +41,8 @@ pub const PRESET: &[(&str, &str)] = &[
 ];
 
 /// Response headers that leak implementation details, stripped by default when the preset is on.
-pub const DEFAULT_STRIP: &[&str] = &[
-    "Server",
-    "X-Powered-By",
-    "X-AspNet-Version",
-    "X-AspNetMvc-Version",
-    "X-Runtime",
-    "X-Version",
-    "X-Generator",
-];
+pub const DEFAULT_STRIP: &[&str] =
+    &["Server", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version", "X-Runtime", "X-Version", "X-Generator"];
 
 /// One header as configured in one block: `None` means `off` (remove it).
 #[derive(Debug, Clone, PartialEq)]
@@ -123,10 +116,9 @@ impl<V: Clone> HeaderPolicy<V> {
     pub fn effective(&self, mut preset: impl FnMut(&str) -> V) -> Vec<HeaderRule<V>> {
         let mut out: Vec<HeaderRule<V>> = match self.mode {
             Mode::Off => return Vec::new(),
-            Mode::On => PRESET
-                .iter()
-                .map(|(n, v)| HeaderRule { name: (*n).to_string(), value: Some(preset(v)) })
-                .collect(),
+            Mode::On => {
+                PRESET.iter().map(|(n, v)| HeaderRule { name: (*n).to_string(), value: Some(preset(v)) }).collect()
+            }
             Mode::Unset => Vec::new(),
         };
         for rule in &self.rules {

@@ -94,9 +94,15 @@ mod tests {
         let gcra = |p| limit(Algorithm::Gcra, r, p);
         assert!(gcra(params(5, Some(2), true, 1)).is_err(), "nodelay with delay");
         assert!(gcra(params(5, Some(6), false, 1)).is_err(), "delay above burst");
-        assert!(limit(Algorithm::SlidingWindow, r, params(5, Some(2), false, 1)).is_err(), "delay with a sliding window");
+        assert!(
+            limit(Algorithm::SlidingWindow, r, params(5, Some(2), false, 1)).is_err(),
+            "delay with a sliding window"
+        );
         assert!(gcra(params(5, None, false, 7)).is_err(), "a cost above burst + 1 could never pass");
-        assert!(limit(Algorithm::SlidingWindow, r, params(5, None, false, 15)).is_ok(), "a window's quota is rate + burst");
+        assert!(
+            limit(Algorithm::SlidingWindow, r, params(5, None, false, 15)).is_ok(),
+            "a window's quota is rate + burst"
+        );
         assert_eq!(gcra(params(5, None, true, 1)).unwrap().delay, 5, "nodelay lets the burst through");
         assert_eq!(gcra(params(5, Some(5), false, 6)).unwrap().delay, 5);
     }
@@ -114,14 +120,26 @@ mod tests {
     #[test]
     fn the_extremes_stay_exact() {
         // The slowest rate with the largest burst and cost, decided at a time far ahead.
-        let slow = Limit { algorithm: Algorithm::Gcra, rate: parse_rate("1r/h").unwrap(), burst: MAX_BURST, delay: MAX_BURST, cost: MAX_COST };
+        let slow = Limit {
+            algorithm: Algorithm::Gcra,
+            rate: parse_rate("1r/h").unwrap(),
+            burst: MAX_BURST,
+            delay: MAX_BURST,
+            cost: MAX_COST,
+        };
         let now = 4_000_000_000_000_000; // year 2096, in µs
         let (d, s) = check(&slow, [0; 3], now);
         assert_eq!((d.outcome, d.remaining), (Outcome::Passed, 0), "a cost of the whole burst + 1 passes once");
         assert!(s[0] < 1 << 53, "a Lua number holds the schedule exactly: {}", s[0]);
         let (d, _) = check(&slow, s, now);
         assert_eq!((d.outcome, d.wait_us), (Outcome::Rejected, (2 * MAX_COST - MAX_BURST - 1) * 3_600_000_000));
-        let window = Limit { algorithm: Algorithm::SlidingWindow, rate: parse_rate("1000000r/h").unwrap(), burst: MAX_BURST, delay: 0, cost: 1 };
+        let window = Limit {
+            algorithm: Algorithm::SlidingWindow,
+            rate: parse_rate("1000000r/h").unwrap(),
+            burst: MAX_BURST,
+            delay: 0,
+            cost: 1,
+        };
         assert!(window.quota() * window.period_us() < 1 << 53);
         let (d, _) = check(&window, [0; 3], now);
         assert_eq!((d.outcome, d.remaining), (Outcome::Passed, 2 * MAX_BURST - 1));

@@ -139,22 +139,15 @@ fn gcra(limit: &Limit, state: State, now: u64) -> (Decision, State) {
     let new_tat = tat.saturating_add(increment);
     let ahead = new_tat - now; // how far the schedule runs ahead of now, this request included
     if ahead > tolerance {
-        let decision = Decision {
-            outcome: Outcome::Rejected,
-            remaining: 0,
-            reset_us: tat - now,
-            wait_us: ahead - tolerance,
-        };
+        let decision =
+            Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: tat - now, wait_us: ahead - tolerance };
         return (decision, state);
     }
     // Excess requests, as nginx counts them: those beyond the one the rate allows now.
     let excess_us = ahead.saturating_sub(t);
     let free_us = limit.delay.saturating_mul(t);
-    let (outcome, wait_us) = if excess_us > free_us {
-        (Outcome::Delayed, excess_us - free_us)
-    } else {
-        (Outcome::Passed, 0)
-    };
+    let (outcome, wait_us) =
+        if excess_us > free_us { (Outcome::Delayed, excess_us - free_us) } else { (Outcome::Passed, 0) };
     let remaining = (tolerance - ahead) / t / limit.cost.max(1);
     (Decision { outcome, remaining, reset_us: ahead, wait_us }, [new_tat, now, 0])
 }
@@ -216,7 +209,9 @@ pub fn ttl_us(limit: &Limit, state: State, now: u64) -> u64 {
 pub fn protected_until_us(limit: &Limit, state: State) -> u64 {
     match limit.algorithm {
         Algorithm::Gcra => state[0].saturating_sub(limit.cost.saturating_mul(limit.interval_us())),
-        Algorithm::SlidingWindow if state[1].saturating_add(state[2]) > limit.cost => state[0].saturating_add(2 * limit.period_us()),
+        Algorithm::SlidingWindow if state[1].saturating_add(state[2]) > limit.cost => {
+            state[0].saturating_add(2 * limit.period_us())
+        }
         Algorithm::SlidingWindow => 0,
     }
 }
@@ -382,8 +377,16 @@ impl HeaderSet {
         };
         use Part::{Num, Text};
         if self.draft {
-            header(&mut out, "RateLimit-Policy", &[Text("\""), Text(zone), Text("\";q="), Num(limit.quota()), Text(";w="), Num(limit.window_secs())]);
-            header(&mut out, "RateLimit", &[Text("\""), Text(zone), Text("\";r="), Num(d.remaining), Text(";t="), Num(reset)]);
+            header(
+                &mut out,
+                "RateLimit-Policy",
+                &[Text("\""), Text(zone), Text("\";q="), Num(limit.quota()), Text(";w="), Num(limit.window_secs())],
+            );
+            header(
+                &mut out,
+                "RateLimit",
+                &[Text("\""), Text(zone), Text("\";r="), Num(d.remaining), Text(";t="), Num(reset)],
+            );
         }
         if self.legacy {
             header(&mut out, "X-RateLimit-Limit", &[Num(limit.quota())]);
@@ -556,7 +559,8 @@ mod tests {
         a.advance_ms(100_000); // A has entered a new window
         b.advance_ms(99_995); // B still sees the end of the previous one
         let mut s = [0; 3];
-        let admitted = (0..20).filter(|i| hit(&l, &mut s, if i % 2 == 0 { &a } else { &b }).outcome == Outcome::Passed).count();
+        let admitted =
+            (0..20).filter(|i| hit(&l, &mut s, if i % 2 == 0 { &a } else { &b }).outcome == Outcome::Passed).count();
         assert_eq!(admitted, 10, "one quota, not a fresh window per clock");
     }
 

@@ -16,9 +16,9 @@
 //! A batch mixes clients, which Redis Cluster refuses (`CROSSSLOT`); per-slot batches and
 //! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
 
-use crate::status::metrics::Fnv;
 use super::{admit, Algorithm, Decisions, Limit, State};
 use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Bound, Reply};
+use crate::status::metrics::Fnv;
 
 /// ARGV: now_us (0 = Redis TIME), deadline_us (0 = none), number of groups, then per group: count (requests in the
 /// group), n_limits, n_bans and 6 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
@@ -281,7 +281,14 @@ impl Batch {
                 id.extend_from_slice(&(part.len() as u32).to_le_bytes());
                 id.extend_from_slice(part);
             }
-            for v in [l.limit.interval_us(), l.limit.period_us(), l.limit.burst, l.limit.delay, l.limit.cost, l.limit.algorithm as u64] {
+            for v in [
+                l.limit.interval_us(),
+                l.limit.period_us(),
+                l.limit.burst,
+                l.limit.delay,
+                l.limit.cost,
+                l.limit.algorithm as u64,
+            ] {
                 id.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -299,7 +306,9 @@ impl Batch {
             Some(g) => g,
             None => {
                 let mut desc = Vec::with_capacity(64 + id.len() * 2);
-                for (zone, key, suffix) in limits.clone().map(|l| (l.zone, l.key, "")).chain(bans.map(|b| (b.zone, b.key, ":ban"))) {
+                for (zone, key, suffix) in
+                    limits.clone().map(|l| (l.zone, l.key, "")).chain(bans.map(|b| (b.zone, b.key, ":ban")))
+                {
                     push_bulk_header(&mut desc, key_len(zone, key, suffix));
                     write_key(&mut desc, zone, key, suffix);
                     desc.extend_from_slice(b"\r\n");
@@ -366,7 +375,8 @@ impl Batch {
     /// limit's state (one integer for GCRA, three for the sliding window). The connection
     /// refuses anything larger before buffering it.
     pub fn reply_bound(&self) -> Bound {
-        let states: usize = self.groups.iter().map(|g| 1 + g.limits.iter().map(|l| state_len(l.algorithm)).sum::<usize>()).sum();
+        let states: usize =
+            self.groups.iter().map(|g| 1 + g.limits.iter().map(|l| state_len(l.algorithm)).sum::<usize>()).sum();
         Bound::integers(1 + states)
     }
 
@@ -374,7 +384,9 @@ impl Batch {
     /// into one [`LimitReply`] per request, in push order: each group's requests are decided
     /// in turn by the Rust arithmetic, exactly as the script admitted them.
     pub fn decode(&self, reply: &Reply) -> Result<Vec<LimitReply>, BatchError> {
-        let Reply::Array(Some(items)) = reply else { return Err(BatchError::Malformed(format!("unexpected reply {reply:?}"))) };
+        let Reply::Array(Some(items)) = reply else {
+            return Err(BatchError::Malformed(format!("unexpected reply {reply:?}")));
+        };
         if let [Reply::Integer(now), Reply::Integer(-1)] = items.as_slice() {
             return Err(BatchError::Late(*now as u64));
         }
@@ -514,7 +526,11 @@ mod tests {
         assert_eq!(s.sha.len(), 40);
         let mut b = Batch::default();
         push(&mut b, &[LimitKey { zone: "z", key: b"k", limit: gcra("10r/s", 5) }], &[]);
-        push(&mut b, &[LimitKey { zone: "z", key: &[1, 2], limit: gcra("10r/s", 5) }], &[BanKey { zone: "b", key: b"k" }]);
+        push(
+            &mut b,
+            &[LimitKey { zone: "z", key: &[1, 2], limit: gcra("10r/s", 5) }],
+            &[BanKey { zone: "b", key: b"k" }],
+        );
         assert_eq!(b.len(), 2);
         let sha = b.command(&s, 7, 9);
         let eval = s.eval_for(&sha).expect("an EVALSHA of this script");
@@ -530,7 +546,13 @@ mod tests {
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], s.sha);
         assert_eq!(text[2..6], ["3", "shield:{k}:z", "shield:{x0102}:z", "shield:{k}:b:ban"]);
-        assert_eq!(text[6..], ["7", "9", "2", "1", "1", "0", "0", "100000", "1000000", "5", "1", "6", "1", "1", "1", "0", "100000", "1000000", "5", "1", "6"]);
+        assert_eq!(
+            text[6..],
+            [
+                "7", "9", "2", "1", "1", "0", "0", "100000", "1000000", "5", "1", "6", "1", "1", "1", "0", "100000",
+                "1000000", "5", "1", "6"
+            ]
+        );
         let Some((Reply::Array(Some(eparts)), used)) = decode(&eval).unwrap() else { panic!() };
         assert_eq!(used, eval.len());
         assert_eq!(eparts[0], Reply::Bulk(Some(b"EVAL".to_vec())));
@@ -538,15 +560,24 @@ mod tests {
         assert_eq!(eparts[2..], parts[2..], "same keys and arguments");
         assert_eq!(Script::new(BAN_SCRIPT).eval_for(&sha), None, "another script's EVALSHA");
         let ban = Script::new(BAN_SCRIPT).evalsha(&[b"a".to_vec()], &["1".to_string()]);
-        let Some((Reply::Array(Some(bparts)), _)) = decode(&Script::new(BAN_SCRIPT).eval_for(&ban).unwrap()).unwrap() else { panic!() };
-        assert_eq!(bparts[2..], [Reply::Bulk(Some(b"1".to_vec())), Reply::Bulk(Some(b"a".to_vec())), Reply::Bulk(Some(b"1".to_vec()))]);
+        let Some((Reply::Array(Some(bparts)), _)) = decode(&Script::new(BAN_SCRIPT).eval_for(&ban).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            bparts[2..],
+            [Reply::Bulk(Some(b"1".to_vec())), Reply::Bulk(Some(b"a".to_vec())), Reply::Bulk(Some(b"1".to_vec()))]
+        );
     }
 
     #[test]
     fn identical_requests_share_one_group() {
         let s = Script::new(LIMIT_SCRIPT);
         let mut b = Batch::default();
-        let (x, y) = ([LimitKey { zone: "z", key: b"x", limit: gcra("10r/s", 5) }], [LimitKey { zone: "z", key: b"y", limit: gcra("10r/s", 5) }]);
+        let (x, y) = (
+            [LimitKey { zone: "z", key: b"x", limit: gcra("10r/s", 5) }],
+            [LimitKey { zone: "z", key: b"y", limit: gcra("10r/s", 5) }],
+        );
         for limits in [&x, &y, &x, &x] {
             push(&mut b, limits, &[]);
         }
@@ -609,7 +640,10 @@ mod tests {
     fn the_reply_bound_is_what_the_script_can_answer() {
         let mut b = Batch::default();
         let sliding = Limit { algorithm: Algorithm::SlidingWindow, ..gcra("2r/s", 0) };
-        let two = [LimitKey { zone: "a", key: b"k", limit: gcra("1r/s", 5) }, LimitKey { zone: "b", key: b"k", limit: sliding }];
+        let two = [
+            LimitKey { zone: "a", key: b"k", limit: gcra("1r/s", 5) },
+            LimitKey { zone: "b", key: b"k", limit: sliding },
+        ];
         for _ in 0..100 {
             push(&mut b, &two, &[]);
         }

@@ -74,7 +74,12 @@ impl Sip13 {
     fn new([k0, k1]: [u64; 2], wide: bool) -> Sip13 {
         let v1 = k1 ^ 0x646f_7261_6e64_6f6d;
         Sip13 {
-            v: [k0 ^ 0x736f_6d65_7073_6575, if wide { v1 ^ 0xee } else { v1 }, k0 ^ 0x6c79_6765_6e65_7261, k1 ^ 0x7465_6462_7974_6573],
+            v: [
+                k0 ^ 0x736f_6d65_7073_6575,
+                if wide { v1 ^ 0xee } else { v1 },
+                k0 ^ 0x6c79_6765_6e65_7261,
+                k1 ^ 0x7465_6462_7974_6573,
+            ],
             tail: 0,
             ntail: 0,
             len: 0,
@@ -193,7 +198,8 @@ impl<'a> Table<'a> {
         let (index, evicted) = match free {
             Some(i) => (i, false),
             None => {
-                let lru = (0..WAYS).min_by_key(|&i| (bucket[i].protected_until > now_ms, bucket[i].touched)).unwrap_or(0);
+                let lru =
+                    (0..WAYS).min_by_key(|&i| (bucket[i].protected_until > now_ms, bucket[i].touched)).unwrap_or(0);
                 (lru, true)
             }
         };

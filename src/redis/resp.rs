@@ -170,7 +170,10 @@ impl Decoder {
                     n if n < 0 => (Some(Reply::Bulk(None)), header),
                     n => {
                         let n = usize::try_from(n).map_err(|_| ProtocolError("bulk string too long"))?;
-                        let whole = header.checked_add(n).and_then(|w| w.checked_add(2)).ok_or(ProtocolError("bulk string too long"))?;
+                        let whole = header
+                            .checked_add(n)
+                            .and_then(|w| w.checked_add(2))
+                            .ok_or(ProtocolError("bulk string too long"))?;
                         if self.used + whole > bound.bytes {
                             return Err(ProtocolError("bulk string longer than the command can return"));
                         }
@@ -282,7 +285,10 @@ mod tests {
             (b"$-1\r\n", Reply::Bulk(None)),
             (b"*-1\r\n", Reply::Array(None)),
             (b"*0\r\n", Reply::Array(Some(vec![]))),
-            (b"*2\r\n:1\r\n*1\r\n+x\r\n", Reply::Array(Some(vec![Reply::Integer(1), Reply::Array(Some(vec![Reply::Simple("x".into())]))]))),
+            (
+                b"*2\r\n:1\r\n*1\r\n+x\r\n",
+                Reply::Array(Some(vec![Reply::Integer(1), Reply::Array(Some(vec![Reply::Simple("x".into())]))])),
+            ),
         ];
         for (bytes, expected) in cases {
             assert_eq!(decode(bytes, ROOMY).unwrap(), Some((expected, bytes.len())));
@@ -313,7 +319,9 @@ mod tests {
         let stream: &[u8] = b"*3\r\n:1\r\n$5\r\nhe\r\no\r\n*2\r\n+a\r\n$-1\r\n+NEXT\r\n-ERR x\r\n";
         let (whole, _) = feed(stream, stream.len(), ROOMY).unwrap();
         assert_eq!(whole.len(), 3);
-        assert!(matches!(&whole[0], Reply::Array(Some(v)) if v.len() == 3 && v[1] == Reply::Bulk(Some(b"he\r\no".to_vec()))));
+        assert!(
+            matches!(&whole[0], Reply::Array(Some(v)) if v.len() == 3 && v[1] == Reply::Bulk(Some(b"he\r\no".to_vec())))
+        );
         assert_eq!(whole[1..], [Reply::Simple("NEXT".into()), Reply::Error("ERR x".into())]);
         for step in 1..stream.len() {
             assert_eq!(feed(stream, step, ROOMY).unwrap().0, whole, "pieces of {step} bytes");
@@ -336,7 +344,9 @@ mod tests {
         }
         for step in [16 * 1024, 1000, 7] {
             let (replies, examined) = feed(&stream, step, ROOMY).unwrap();
-            assert!(matches!(&replies[..], [Reply::Array(Some(v))] if v.len() == n && v[n - 1] == Reply::Integer(n as i64 - 1)));
+            assert!(
+                matches!(&replies[..], [Reply::Array(Some(v))] if v.len() == n && v[n - 1] == Reply::Integer(n as i64 - 1))
+            );
             assert!(examined <= 2 * stream.len(), "{examined} bytes examined for {} in pieces of {step}", stream.len());
         }
         // A long line dripped a byte at a time is searched once, not once per byte.

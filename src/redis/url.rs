@@ -25,7 +25,9 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
     };
     let (authority, db) = match rest.split_once('/') {
         Some((a, "")) => (a, 0),
-        Some((a, d)) => (a, parse::number(d).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid("bad database number"))?),
+        Some((a, d)) => {
+            (a, parse::number(d).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid("bad database number"))?)
+        }
         None => (rest, 0),
     };
     let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -47,7 +49,10 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
     }
     let port = match port {
         None => 6379,
-        Some(p) => parse::number(p).and_then(|n| u16::try_from(n).ok()).filter(|&n| n > 0).ok_or_else(|| invalid("bad port"))?,
+        Some(p) => parse::number(p)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| invalid("bad port"))?,
     };
     Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db })
 }
@@ -77,7 +82,9 @@ fn parse_unix(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
     let db = match query {
         None => 0,
         Some(q) => match q.strip_prefix("db=") {
-            Some(d) => parse::number(d).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid("bad database number"))?,
+            Some(d) => {
+                parse::number(d).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid("bad database number"))?
+            }
             None => return Err(invalid("the only query parameter is db=n")),
         },
     };
@@ -122,7 +129,17 @@ mod tests {
     #[test]
     fn full_and_minimal_urls() {
         let u = parse("redis://app:p%40ss@127.0.0.1:6380/2").unwrap();
-        assert_eq!(u, RedisUrl { host: "127.0.0.1".into(), port: 6380, socket: None, username: Some("app".into()), password: Some("p@ss".into()), db: 2 });
+        assert_eq!(
+            u,
+            RedisUrl {
+                host: "127.0.0.1".into(),
+                port: 6380,
+                socket: None,
+                username: Some("app".into()),
+                password: Some("p@ss".into()),
+                db: 2
+            }
+        );
         let m = parse("redis://localhost").unwrap();
         assert_eq!((m.port, m.db, m.password), (6379, 0, None));
         assert_eq!(parse("redis://:secret@h").unwrap().password.as_deref(), Some("secret"));
@@ -134,7 +151,17 @@ mod tests {
         let u = parse("unix:///run/redis/redis.sock").unwrap();
         assert_eq!((u.socket.as_deref(), u.db, u.password), (Some("/run/redis/redis.sock"), 0, None));
         let u = parse("unix://app:p%40ss@/tmp/r.sock?db=3").unwrap();
-        assert_eq!(u, RedisUrl { host: String::new(), port: 0, socket: Some("/tmp/r.sock".into()), username: Some("app".into()), password: Some("p@ss".into()), db: 3 });
+        assert_eq!(
+            u,
+            RedisUrl {
+                host: String::new(),
+                port: 0,
+                socket: Some("/tmp/r.sock".into()),
+                username: Some("app".into()),
+                password: Some("p@ss".into()),
+                db: 3
+            }
+        );
         assert_eq!(parse("unix://:secret@/r.sock").unwrap().password.as_deref(), Some("secret"));
         assert!(parse("unix://relative.sock").is_err());
         assert!(parse("unix:///").is_err());

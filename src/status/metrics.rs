@@ -75,7 +75,15 @@ impl Registry {
         self.families.len() - 1
     }
 
-    fn series(&mut self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], buckets: &[u64], per_unit: u64) -> usize {
+    fn series(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        labels: &[(&str, &str)],
+        buckets: &[u64],
+        per_unit: u64,
+    ) -> usize {
         let family = self.family(name, help, kind);
         let labels = render_labels(labels);
         if let Some(s) = self.series.iter().find(|s| s.family == family && s.labels == labels) {
@@ -99,7 +107,14 @@ impl Registry {
     /// Registers a histogram with the given bucket upper bounds (ascending), in units of which
     /// `per_unit` make one base unit: observations in ms with `per_unit` 1000 are rendered in
     /// seconds (`le="0.005"`), as Prometheus names them (`_seconds`).
-    pub fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], buckets: &[u64], per_unit: u64) -> Histogram {
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        buckets: &[u64],
+        per_unit: u64,
+    ) -> Histogram {
         let first = self.series(name, help, Kind::Histogram, labels, buckets, per_unit);
         Histogram { first, buckets: buckets.to_vec() }
     }
@@ -257,7 +272,10 @@ mod tests {
         assert!(text.contains("shield_redis_latency_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("shield_redis_latency_seconds_sum 1.607\n"));
         assert!(text.contains("shield_redis_latency_seconds_count 5\n"));
-        assert_eq!((fixed(0, 1000), fixed(1000, 1000), fixed(1050, 1000), fixed(7, 1)), ("0".into(), "1".into(), "1.05".into(), "7".into()));
+        assert_eq!(
+            (fixed(0, 1000), fixed(1000, 1000), fixed(1050, 1000), fixed(7, 1)),
+            ("0".into(), "1".into(), "1.05".into(), "7".into())
+        );
     }
 
     #[test]

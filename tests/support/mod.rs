@@ -252,9 +252,20 @@ impl Drop for Nginx {
     }
 }
 
-fn render_conf(dir: &Path, port: u16, vars: &[(String, String)], http: &str, main: &str, workers: u32, module: bool) -> String {
+fn render_conf(
+    dir: &Path,
+    port: u16,
+    vars: &[(String, String)],
+    http: &str,
+    main: &str,
+    workers: u32,
+    module: bool,
+) -> String {
     let d = dir.display();
-    let mut http = http.replace("%%PORT%%", &port.to_string()).replace("%%TMP%%", &d.to_string()).replace("%%HTML%%", &format!("{d}/html"));
+    let mut http = http
+        .replace("%%PORT%%", &port.to_string())
+        .replace("%%TMP%%", &d.to_string())
+        .replace("%%HTML%%", &format!("{d}/html"));
     for (k, v) in vars {
         http = http.replace(&format!("%%{k}%%"), v);
     }
@@ -467,10 +478,8 @@ fn split_head(buf: &[u8]) -> Option<(usize, u16, HeaderList)> {
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     Some((end + 4, status, headers))
 }
 
@@ -496,7 +505,8 @@ fn parse_response_eof(buf: &[u8], head: bool) -> Result<Response, String> {
     if let Some(r) = parse_response(buf, head)? {
         return Ok(r);
     }
-    let (start, status, headers) = split_head(buf).ok_or_else(|| format!("incomplete response: {:?}", String::from_utf8_lossy(buf)))?;
+    let (start, status, headers) =
+        split_head(buf).ok_or_else(|| format!("incomplete response: {:?}", String::from_utf8_lossy(buf)))?;
     Ok(Response { status, headers, body: buf[start..].to_vec() })
 }
 
@@ -505,7 +515,8 @@ fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
     loop {
         let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
         let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).map_err(|_| "bad chunk size")?;
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).map_err(|_| "bad chunk size")?;
         data = &data[eol + 2..];
         if size == 0 {
             return Ok(Some(out));
@@ -632,7 +643,11 @@ impl Drop for Upstream {
     }
 }
 
-fn serve_upstream(mut s: TcpStream, handler: &dyn Fn(&UpstreamRequest) -> CannedResponse, reqs: &Mutex<Vec<UpstreamRequest>>) {
+fn serve_upstream(
+    mut s: TcpStream,
+    handler: &dyn Fn(&UpstreamRequest) -> CannedResponse,
+    reqs: &Mutex<Vec<UpstreamRequest>>,
+) {
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
@@ -642,8 +657,10 @@ fn serve_upstream(mut s: TcpStream, handler: &dyn Fn(&UpstreamRequest) -> Canned
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             let mut lines = head.split("\r\n");
             let first: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
-            let headers: Vec<(String, String)> =
-                lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
             let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
             let body_start = end + 4;
             let body = if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {

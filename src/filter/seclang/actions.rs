@@ -1,24 +1,72 @@
 //! The two inner grammars of a `SecRule`: its variable list (`ARGS|!ARGS:x|&TX:y|XML:/*`)
 //! and its action list (`id:1,phase:2,t:none,setvar:'tx.a=+%{tx.b}',ctl:...`).
 
+use super::model::Actions;
 use super::model::{Ctl, Disruptive, EngineMode, LoadErrorKind, Phase, Selector, SetVar, Target};
 use super::transforms::{lookup, Lookup};
-use super::model::Actions;
 
 pub type ActionError = (LoadErrorKind, String);
 
 /// Variables this engine can produce (in phases 1-2, or empty where they belong to the
 /// response, a persistent collection or a feature not built here).
 pub const KNOWN_VARIABLES: &[&str] = &[
-    "ARGS", "ARGS_NAMES", "ARGS_GET", "ARGS_GET_NAMES", "ARGS_POST", "ARGS_POST_NAMES", "ARGS_COMBINED_SIZE",
-    "REQUEST_HEADERS", "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES", "REQUEST_COOKIES_NAMES", "REQUEST_URI",
-    "REQUEST_URI_RAW", "REQUEST_FILENAME", "REQUEST_BASENAME", "REQUEST_LINE", "REQUEST_METHOD", "REQUEST_PROTOCOL",
-    "QUERY_STRING", "REQUEST_BODY", "REQUEST_BODY_LENGTH", "REQBODY_PROCESSOR", "REQBODY_ERROR", "FILES", "FILES_NAMES",
-    "FILES_COMBINED_SIZE", "FILES_SIZES", "MULTIPART_PART_HEADERS", "MULTIPART_STRICT_ERROR", "XML", "TX", "IP",
-    "GLOBAL", "SESSION", "USER", "RESOURCE", "MATCHED_VAR", "MATCHED_VARS", "MATCHED_VAR_NAME", "MATCHED_VARS_NAMES",
-    "REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "UNIQUE_ID", "DURATION", "TIME", "TIME_EPOCH",
-    "RESPONSE_BODY", "RESPONSE_STATUS", "RESPONSE_HEADERS", "RESPONSE_HEADERS_NAMES", "RESPONSE_PROTOCOL",
-    "RESPONSE_CONTENT_TYPE", "RESPONSE_CONTENT_LENGTH", "GEO", "ENV",
+    "ARGS",
+    "ARGS_NAMES",
+    "ARGS_GET",
+    "ARGS_GET_NAMES",
+    "ARGS_POST",
+    "ARGS_POST_NAMES",
+    "ARGS_COMBINED_SIZE",
+    "REQUEST_HEADERS",
+    "REQUEST_HEADERS_NAMES",
+    "REQUEST_COOKIES",
+    "REQUEST_COOKIES_NAMES",
+    "REQUEST_URI",
+    "REQUEST_URI_RAW",
+    "REQUEST_FILENAME",
+    "REQUEST_BASENAME",
+    "REQUEST_LINE",
+    "REQUEST_METHOD",
+    "REQUEST_PROTOCOL",
+    "QUERY_STRING",
+    "REQUEST_BODY",
+    "REQUEST_BODY_LENGTH",
+    "REQBODY_PROCESSOR",
+    "REQBODY_ERROR",
+    "FILES",
+    "FILES_NAMES",
+    "FILES_COMBINED_SIZE",
+    "FILES_SIZES",
+    "MULTIPART_PART_HEADERS",
+    "MULTIPART_STRICT_ERROR",
+    "XML",
+    "TX",
+    "IP",
+    "GLOBAL",
+    "SESSION",
+    "USER",
+    "RESOURCE",
+    "MATCHED_VAR",
+    "MATCHED_VARS",
+    "MATCHED_VAR_NAME",
+    "MATCHED_VARS_NAMES",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "UNIQUE_ID",
+    "DURATION",
+    "TIME",
+    "TIME_EPOCH",
+    "RESPONSE_BODY",
+    "RESPONSE_STATUS",
+    "RESPONSE_HEADERS",
+    "RESPONSE_HEADERS_NAMES",
+    "RESPONSE_PROTOCOL",
+    "RESPONSE_CONTENT_TYPE",
+    "RESPONSE_CONTENT_LENGTH",
+    "GEO",
+    "ENV",
 ];
 
 pub fn parse_targets(text: &str) -> Result<Vec<Target>, ActionError> {
@@ -69,7 +117,8 @@ pub fn parse_targets(text: &str) -> Result<Vec<Target>, ActionError> {
                 i += 1;
                 selector = Some(Selector::Regex(re));
             } else if bytes.get(i) == Some(&b'\'') {
-                let end = text[i + 1..].find('\'').ok_or_else(|| syntax(format!("unterminated quote in \"{text}\"")))?;
+                let end =
+                    text[i + 1..].find('\'').ok_or_else(|| syntax(format!("unterminated quote in \"{text}\"")))?;
                 selector = Some(Selector::Key(text[i + 1..i + 1 + end].to_ascii_lowercase()));
                 i += end + 2;
             } else {
@@ -150,8 +199,18 @@ pub fn split_actions(text: &str) -> Result<Vec<(String, Option<String>)>, Action
 /// Actions accepted that change nothing this engine decides (logging and audit details,
 /// metadata, persistent-collection bookkeeping).
 const NO_EFFECT: &[&str] = &[
-    "auditlog", "noauditlog", "rev", "maturity", "accuracy", "expirevar", "initcol", "setenv", "sanitisematched",
-    "sanitisearg", "sanitiserequestheader", "sanitisematchedbytes",
+    "auditlog",
+    "noauditlog",
+    "rev",
+    "maturity",
+    "accuracy",
+    "expirevar",
+    "initcol",
+    "setenv",
+    "sanitisematched",
+    "sanitisearg",
+    "sanitiserequestheader",
+    "sanitisematchedbytes",
 ];
 
 pub fn parse_actions(text: &str) -> Result<Actions, ActionError> {
@@ -159,7 +218,9 @@ pub fn parse_actions(text: &str) -> Result<Actions, ActionError> {
     for (name, value) in split_actions(text)? {
         let lower = name.to_ascii_lowercase();
         let need = || value.clone().ok_or((LoadErrorKind::Syntax, format!("action \"{name}\" needs a value")));
-        let invalid = |what: &str| (LoadErrorKind::InvalidValue, format!("invalid {what} \"{}\"", value.clone().unwrap_or_default()));
+        let invalid = |what: &str| {
+            (LoadErrorKind::InvalidValue, format!("invalid {what} \"{}\"", value.clone().unwrap_or_default()))
+        };
         match lower.as_str() {
             "id" => a.id = Some(need()?.parse().map_err(|_| invalid("id"))?),
             "phase" => a.phase = Some(Phase::parse(&need()?).ok_or_else(|| invalid("phase"))?),
@@ -170,7 +231,10 @@ pub fn parse_actions(text: &str) -> Result<Actions, ActionError> {
             "drop" => a.disruptive = Some(Disruptive::Drop),
             "allow" => a.disruptive = Some(Disruptive::Allow),
             "redirect" => a.disruptive = Some(Disruptive::Redirect),
-            "status" => a.status = Some(need()?.parse().ok().filter(|s| (100..=599).contains(s)).ok_or_else(|| invalid("status"))?),
+            "status" => {
+                a.status =
+                    Some(need()?.parse().ok().filter(|s| (100..=599).contains(s)).ok_or_else(|| invalid("status"))?)
+            }
             "skipafter" => a.skip_after = Some(need()?),
             "skip" => a.skip = Some(need()?.parse().map_err(|_| invalid("skip"))?),
             "t" => match lookup(&need()?) {
@@ -201,7 +265,10 @@ pub fn parse_actions(text: &str) -> Result<Actions, ActionError> {
 
 fn severity(s: &str) -> Option<u8> {
     const NAMES: [&str; 8] = ["EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"];
-    s.parse::<u8>().ok().filter(|&n| n < 8).or_else(|| NAMES.iter().position(|n| n.eq_ignore_ascii_case(s)).map(|p| p as u8))
+    s.parse::<u8>()
+        .ok()
+        .filter(|&n| n < 8)
+        .or_else(|| NAMES.iter().position(|n| n.eq_ignore_ascii_case(s)).map(|p| p as u8))
 }
 
 pub fn parse_setvar(text: &str) -> Result<SetVar, ActionError> {
@@ -233,15 +300,23 @@ pub fn parse_setvar(text: &str) -> Result<SetVar, ActionError> {
 
 /// `920350` or `920350-920360`, space or comma separated.
 pub fn parse_id_ranges(text: &str) -> Option<Vec<(u32, u32)>> {
-    text.split([' ', ',']).filter(|s| !s.is_empty()).map(|part| match part.split_once('-') {
-        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-        None => part.parse().ok().map(|n| (n, n)),
-    }).collect()
+    text.split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => part.parse().ok().map(|n| (n, n)),
+        })
+        .collect()
 }
 
 const CTL_NO_EFFECT: &[&str] = &[
-    "auditengine", "auditlogparts", "forcerequestbodyvariable", "requestbodyaccess", "requestbodylimit",
-    "responsebodyaccess", "debugloglevel",
+    "auditengine",
+    "auditlogparts",
+    "forcerequestbodyvariable",
+    "requestbodyaccess",
+    "requestbodylimit",
+    "responsebodyaccess",
+    "debugloglevel",
 ];
 
 pub fn parse_ctl(text: &str) -> Result<Ctl, ActionError> {
@@ -283,7 +358,9 @@ mod tests {
 
     #[test]
     fn targets_with_selectors_counts_exclusions() {
-        let t = parse_targets(r"ARGS|!ARGS:/^json\.|x/|&TX:Foo|REQUEST_HEADERS:User-Agent|XML:/*|!REQUEST_COOKIES:'a b'").unwrap();
+        let t =
+            parse_targets(r"ARGS|!ARGS:/^json\.|x/|&TX:Foo|REQUEST_HEADERS:User-Agent|XML:/*|!REQUEST_COOKIES:'a b'")
+                .unwrap();
         assert_eq!(t.len(), 6);
         assert!(t[1].exclude);
         assert!(matches!(&t[1].selector, Some(Selector::Regex(re)) if re.is_match(b"JSON.a") && re.is_match(b"x")));
@@ -308,7 +385,15 @@ mod tests {
         assert_eq!(a.severity, Some(2));
         assert_eq!(a.skip_after.as_deref(), Some("END"));
         assert_eq!(a.log, Some(false));
-        assert_eq!(a.setvars[0], SetVar::Add { collection: "tx".into(), key: "anomaly_score_pl1".into(), value: "%{tx.critical_anomaly_score}".into(), negative: false });
+        assert_eq!(
+            a.setvars[0],
+            SetVar::Add {
+                collection: "tx".into(),
+                key: "anomaly_score_pl1".into(),
+                value: "%{tx.critical_anomaly_score}".into(),
+                negative: false
+            }
+        );
         assert_eq!(parse_actions("id:x").unwrap_err().0, LoadErrorKind::InvalidValue);
         assert_eq!(parse_actions("phase:9").unwrap_err().0, LoadErrorKind::InvalidValue);
         assert_eq!(parse_actions("exec:/bin/sh").unwrap_err().0, LoadErrorKind::UnsupportedAction);
@@ -318,19 +403,34 @@ mod tests {
 
     #[test]
     fn setvar_forms() {
-        assert_eq!(parse_setvar("tx.a=5").unwrap(), SetVar::Assign { collection: "tx".into(), key: "a".into(), value: "5".into() });
-        assert_eq!(parse_setvar("TX.a=-2").unwrap(), SetVar::Add { collection: "tx".into(), key: "a".into(), value: "2".into(), negative: true });
+        assert_eq!(
+            parse_setvar("tx.a=5").unwrap(),
+            SetVar::Assign { collection: "tx".into(), key: "a".into(), value: "5".into() }
+        );
+        assert_eq!(
+            parse_setvar("TX.a=-2").unwrap(),
+            SetVar::Add { collection: "tx".into(), key: "a".into(), value: "2".into(), negative: true }
+        );
         assert_eq!(parse_setvar("!tx.a").unwrap(), SetVar::Delete { collection: "tx".into(), key: "a".into() });
-        assert_eq!(parse_setvar("tx.flag").unwrap(), SetVar::Assign { collection: "tx".into(), key: "flag".into(), value: "1".into() });
+        assert_eq!(
+            parse_setvar("tx.flag").unwrap(),
+            SetVar::Assign { collection: "tx".into(), key: "flag".into(), value: "1".into() }
+        );
         assert!(parse_setvar("nodot=1").is_err());
     }
 
     #[test]
     fn ctl_forms() {
         assert!(matches!(parse_ctl("ruleEngine=Off").unwrap(), Ctl::RuleEngine(EngineMode::Off)));
-        assert!(matches!(parse_ctl("ruleRemoveById=920350 1-5").unwrap(), Ctl::RuleRemoveById(v) if v == [(920350, 920350), (1, 5)]));
-        assert!(matches!(parse_ctl("ruleRemoveTargetById=942100;ARGS:pwd").unwrap(), Ctl::RuleRemoveTargetById(ids, t) if ids == [(942100, 942100)] && t.collection == "ARGS"));
-        assert!(matches!(parse_ctl("ruleRemoveTargetByTag=OWASP_CRS;ARGS:json.content").unwrap(), Ctl::RuleRemoveTargetByTag(tag, _) if tag == "OWASP_CRS"));
+        assert!(
+            matches!(parse_ctl("ruleRemoveById=920350 1-5").unwrap(), Ctl::RuleRemoveById(v) if v == [(920350, 920350), (1, 5)])
+        );
+        assert!(
+            matches!(parse_ctl("ruleRemoveTargetById=942100;ARGS:pwd").unwrap(), Ctl::RuleRemoveTargetById(ids, t) if ids == [(942100, 942100)] && t.collection == "ARGS")
+        );
+        assert!(
+            matches!(parse_ctl("ruleRemoveTargetByTag=OWASP_CRS;ARGS:json.content").unwrap(), Ctl::RuleRemoveTargetByTag(tag, _) if tag == "OWASP_CRS")
+        );
         assert!(matches!(parse_ctl("auditLogParts=+E").unwrap(), Ctl::NoEffect(_)));
         assert_eq!(parse_ctl("hashEngine=On").unwrap_err().0, LoadErrorKind::UnsupportedAction);
     }

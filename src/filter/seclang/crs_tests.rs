@@ -20,9 +20,19 @@ fn crs_files() -> Vec<PathBuf> {
         .collect();
     rules.sort();
     let mut files = vec![PathBuf::from(SETUP)];
-    files.extend(["/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf"].map(PathBuf::from).into_iter().filter(|p| p.is_file()));
+    files.extend(
+        ["/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf"]
+            .map(PathBuf::from)
+            .into_iter()
+            .filter(|p| p.is_file()),
+    );
     files.extend(rules);
-    files.extend(["/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"].map(PathBuf::from).into_iter().filter(|p| p.is_file()));
+    files.extend(
+        ["/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"]
+            .map(PathBuf::from)
+            .into_iter()
+            .filter(|p| p.is_file()),
+    );
     files
 }
 
@@ -88,17 +98,15 @@ fn post(uri: &str, content_type: &str, body: &str) -> Request {
 
 /// The detection rules that matched (not the initialisation, paranoia-skip and scoring ones).
 fn detections(out: &eval::Outcome) -> Vec<u32> {
-    out.matched_ids().into_iter().filter(|&id| id >= 910000 && id % 1000 >= 100 && id < 949000 || id == 949110).collect()
+    out.matched_ids()
+        .into_iter()
+        .filter(|&id| id >= 910000 && id % 1000 >= 100 && id < 949000 || id == 949110)
+        .collect()
 }
 
 fn run(name: &str, req: &Request) -> eval::Outcome {
     let out = evaluate(crs(), req);
-    println!(
-        "{name}: anomaly_score={} block={:?} rules={:?}",
-        out.anomaly_score(),
-        out.block,
-        detections(&out)
-    );
+    println!("{name}: anomaly_score={} block={:?} rules={:?}", out.anomaly_score(), out.block, detections(&out));
     out
 }
 
@@ -109,7 +117,10 @@ fn classic_attacks_exceed_the_pl1_threshold_and_are_denied_by_949110() {
         ("xss", get("/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")),
         ("lfi", get("/download?file=../../etc/passwd")),
         ("rce", get("/ping?host=127.0.0.1%3B%20cat%20%2Fetc%2Fpasswd")),
-        ("sqli in a form body", post("/login", "application/x-www-form-urlencoded", "user=admin%27%20OR%201%3D1--&pw=x")),
+        (
+            "sqli in a form body",
+            post("/login", "application/x-www-form-urlencoded", "user=admin%27%20OR%201%3D1--&pw=x"),
+        ),
         ("xss in a JSON body", post("/api", "application/json", r#"{"comment":"<script>alert(1)</script>"}"#)),
     ];
     for (name, req) in &attacks {
@@ -125,7 +136,14 @@ fn benign_requests_score_zero() {
     let benign = [
         ("home", get("/")),
         ("search", get("/search?q=red+shoes&page=2&sort=price")),
-        ("form", post("/contact", "application/x-www-form-urlencoded", "name=Ada+Lovelace&email=ada%40example.com&msg=Hello%2C+world")),
+        (
+            "form",
+            post(
+                "/contact",
+                "application/x-www-form-urlencoded",
+                "name=Ada+Lovelace&email=ada%40example.com&msg=Hello%2C+world",
+            ),
+        ),
         ("json", post("/api/items", "application/json", r#"{"name":"lamp","qty":2,"tags":["home","light"]}"#)),
     ];
     for (name, req) in &benign {
@@ -153,7 +171,15 @@ fn protocol_rules_see_methods_and_headers() {
 }
 
 fn percent_encode(raw: &[u8]) -> String {
-    raw.iter().map(|&b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    raw.iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The payload lists of tests/data/payloads (and the benign corpus of scripts/waf-eval-corpus)
@@ -162,7 +188,11 @@ fn percent_encode(raw: &[u8]) -> String {
 #[test]
 fn crs_payload_lists_detection_and_false_positives() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(format!("{root}/tests/data/payloads")).expect("payload lists").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(format!("{root}/tests/data/payloads"))
+        .expect("payload lists")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     files.push(PathBuf::from(format!("{root}/scripts/waf-eval-corpus/benign.txt")));
     let mut families: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
@@ -191,7 +221,13 @@ fn crs_payload_lists_detection_and_false_positives() {
     // xss 99.4%, traversal 87.9%, inclusion 71.8%, command 75.7%; benign 7.6% blocked):
     // a regression guard for this engine, not a claim of parity with ModSecurity.
     let rate = |f: &str| families.get(f).map_or(0.0, |&(total, hit)| hit as f64 / total as f64);
-    for (family, floor) in [("sql_injection", 0.95), ("xss_injection", 0.99), ("directory_traversal", 0.85), ("file_inclusion", 0.70), ("command_injection", 0.74)] {
+    for (family, floor) in [
+        ("sql_injection", 0.95),
+        ("xss_injection", 0.99),
+        ("directory_traversal", 0.85),
+        ("file_inclusion", 0.70),
+        ("command_injection", 0.74),
+    ] {
         assert!(rate(family) >= floor, "{family}: {:.3} below {floor}", rate(family));
     }
     assert!(rate("benign") <= 0.08, "benign blocked: {:.3}", rate("benign"));
@@ -201,7 +237,11 @@ fn crs_payload_lists_detection_and_false_positives() {
 /// prints the time per request (informative only: no timed assertion) and checks it passes.
 #[test]
 fn crs_cost_per_benign_post_printed() {
-    let mut req = post("/api/orders?page=2&sort=date&lang=en&ref=home", "application/json", r#"{"customer":"Ada Lovelace","items":[{"sku":"A-100","qty":2},{"sku":"B-7","qty":1}],"note":"leave at the door"}"#);
+    let mut req = post(
+        "/api/orders?page=2&sort=date&lang=en&ref=home",
+        "application/json",
+        r#"{"customer":"Ada Lovelace","items":[{"sku":"A-100","qty":2},{"sku":"B-7","qty":1}],"note":"leave at the door"}"#,
+    );
     req.headers.push(("Cookie".into(), b"session=9f8e7d6c5b4a; theme=dark".to_vec()));
     let set = crs();
     let rounds: u32 = std::env::var("SECLANG_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
@@ -210,7 +250,10 @@ fn crs_cost_per_benign_post_printed() {
         let out = evaluate(set, &req);
         assert_eq!(out.anomaly_score(), 0, "{:?}", detections(&out));
     }
-    println!("CRS 3.3.4 PL1, benign POST: {:.1} us per request", start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds));
+    println!(
+        "CRS 3.3.4 PL1, benign POST: {:.1} us per request",
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+    );
     let mut profile = eval::Profile::new();
     for _ in 0..rounds {
         eval::evaluate_profiled(set, &req, Some(&mut profile));
@@ -220,7 +263,11 @@ fn crs_cost_per_benign_post_printed() {
     let total: f64 = costs.iter().map(|c| c.1.as_secs_f64()).sum();
     println!("rules evaluated: {}; costliest (us per request, share):", costs.len());
     for (id, d) in costs.iter().take(15) {
-        println!("  {id}: {:.1} us ({:.1}%)", d.as_secs_f64() * 1e6 / f64::from(rounds), 100.0 * d.as_secs_f64() / total);
+        println!(
+            "  {id}: {:.1} us ({:.1}%)",
+            d.as_secs_f64() * 1e6 / f64::from(rounds),
+            100.0 * d.as_secs_f64() / total
+        );
     }
 }
 
@@ -238,9 +285,14 @@ fn crs_long_valid_urlencoded_body_is_not_encoding_abuse() {
 /// decides. Sizes stay under the 64 KiB transformation cut.
 #[test]
 fn crs_hostile_large_values_terminate() {
-    for hostile in ["'".repeat(30_000), "<a ".repeat(10_000), "%".repeat(30_000), "((((".repeat(7_000), "\\u00".repeat(7_000)] {
+    for hostile in
+        ["'".repeat(30_000), "<a ".repeat(10_000), "%".repeat(30_000), "((((".repeat(7_000), "\\u00".repeat(7_000)]
+    {
         let started = std::time::Instant::now();
-        let out = run(&hostile[..8], &post("/", "application/x-www-form-urlencoded", &format!("a={}", percent_encode(hostile.as_bytes()))));
+        let out = run(
+            &hostile[..8],
+            &post("/", "application/x-www-form-urlencoded", &format!("a={}", percent_encode(hostile.as_bytes()))),
+        );
         println!("  {} bytes in {:?}", hostile.len(), started.elapsed());
         assert!(out.tx_number("crs_setup_version") == 334, "the transaction ran to its end");
     }

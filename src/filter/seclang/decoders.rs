@@ -150,7 +150,8 @@ pub(super) fn cmd_line(input: &[u8]) -> Vec<u8> {
 
 /// Resolves `.` and `..` segments and collapses `//`; with `windows`, `\` is a separator.
 pub(super) fn normalise_path(input: &[u8], windows: bool) -> Vec<u8> {
-    let input: Vec<u8> = if windows { input.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect() } else { input.to_vec() };
+    let input: Vec<u8> =
+        if windows { input.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect() } else { input.to_vec() };
     let absolute = input.first() == Some(&b'/');
     let trailing = input.last() == Some(&b'/') || input.ends_with(b"/.") || input.ends_with(b"/..");
     let mut parts: Vec<&[u8]> = Vec::new();
@@ -200,7 +201,8 @@ pub(super) fn remove_comment_chars(input: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < input.len() {
         let rest = &input[i..];
-        let skip = [&b"<!--"[..], b"-->", b"/*", b"*/", b"--", b"#"].iter().find(|m| rest.starts_with(m)).map(|m| m.len());
+        let skip =
+            [&b"<!--"[..], b"-->", b"/*", b"*/", b"--", b"#"].iter().find(|m| rest.starts_with(m)).map(|m| m.len());
         match skip {
             Some(n) => i += n,
             None => {

@@ -193,7 +193,8 @@ impl<'a> Transaction<'a> {
                 Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect => {
                     let enforced = self.mode == EngineMode::On;
                     if self.outcome.block.is_none() {
-                        self.outcome.block = Some(Block { rule_id: rule.id, status: starter.status.unwrap_or(403), enforced });
+                        self.outcome.block =
+                            Some(Block { rule_id: rule.id, status: starter.status.unwrap_or(403), enforced });
                     }
                     if enforced {
                         return;
@@ -277,7 +278,11 @@ impl<'a> Transaction<'a> {
                             tx.insert(i.to_string(), c);
                         }
                     }
-                    let name = if v.key.is_empty() { v.collection.to_string() } else { format!("{}:{}", v.collection, lossy(&v.key)) };
+                    let name = if v.key.is_empty() {
+                        v.collection.to_string()
+                    } else {
+                        format!("{}:{}", v.collection, lossy(&v.key))
+                    };
                     self.matched_var = (name.clone(), value.to_vec());
                     matched_vars.push((name, value.into_owned()));
                     break;
@@ -297,10 +302,13 @@ impl<'a> Transaction<'a> {
             RuleSel::Ids(ids) => in_ranges(ids, rule.id),
             RuleSel::Tag(tag) => rule.tags().contains(tag),
         });
-        let excludes: Vec<&Target> = link.targets.iter().filter(|t| t.exclude).chain(ctl_excluded.map(|(_, t)| t)).collect();
+        let excludes: Vec<&Target> =
+            link.targets.iter().filter(|t| t.exclude).chain(ctl_excluded.map(|(_, t)| t)).collect();
         let kept = |t: &Target, k: &[u8]| {
             t.selector.as_ref().is_none_or(|s| s.matches(k))
-                && !excludes.iter().any(|x| x.collection == t.collection && x.selector.as_ref().is_none_or(|s| s.matches(k)))
+                && !excludes
+                    .iter()
+                    .any(|x| x.collection == t.collection && x.selector.as_ref().is_none_or(|s| s.matches(k)))
         };
         let mut out = Vec::new();
         for t in link.targets.iter().filter(|t| !t.exclude) {
@@ -314,7 +322,9 @@ impl<'a> Transaction<'a> {
                 None => {
                     let live = match (&t.selector, self.collections.get(&t.collection.to_ascii_lowercase())) {
                         // `TX:paranoia_level`: one lookup, not a copy of the collection.
-                        (Some(Selector::Key(k)), Some(c)) => c.get(k).map(|v| vec![(k.as_bytes().to_vec(), v.clone())]).unwrap_or_default(),
+                        (Some(Selector::Key(k)), Some(c)) => {
+                            c.get(k).map(|v| vec![(k.as_bytes().to_vec(), v.clone())]).unwrap_or_default()
+                        }
                         _ => self.collection(&t.collection),
                     };
                     out.extend(live.into_iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| Value {
@@ -327,7 +337,11 @@ impl<'a> Transaction<'a> {
             if t.count {
                 let n = out.len() - start;
                 out.truncate(start);
-                out.push(Value { collection: &t.collection, key: Cow::Borrowed(&[][..]), value: Cow::Owned(n.to_string().into_bytes()) });
+                out.push(Value {
+                    collection: &t.collection,
+                    key: Cow::Borrowed(&[][..]),
+                    value: Cow::Owned(n.to_string().into_bytes()),
+                });
             }
         }
         out
@@ -350,10 +364,31 @@ impl<'a> Transaction<'a> {
     /// `ctl:requestBodyProcessor` changes it within phase 1).
     fn build_cache(&self) -> Cache {
         const CACHED: &[&str] = &[
-            "ARGS", "ARGS_NAMES", "ARGS_GET", "ARGS_GET_NAMES", "ARGS_POST", "ARGS_POST_NAMES", "ARGS_COMBINED_SIZE",
-            "REQUEST_HEADERS", "REQUEST_HEADERS_NAMES", "REQUEST_COOKIES", "REQUEST_COOKIES_NAMES", "REQUEST_URI",
-            "REQUEST_URI_RAW", "REQUEST_FILENAME", "REQUEST_BASENAME", "REQUEST_LINE", "REQUEST_METHOD", "REQUEST_PROTOCOL",
-            "QUERY_STRING", "REQUEST_BODY", "REQUEST_BODY_LENGTH", "FILES", "FILES_NAMES", "XML", "REMOTE_ADDR",
+            "ARGS",
+            "ARGS_NAMES",
+            "ARGS_GET",
+            "ARGS_GET_NAMES",
+            "ARGS_POST",
+            "ARGS_POST_NAMES",
+            "ARGS_COMBINED_SIZE",
+            "REQUEST_HEADERS",
+            "REQUEST_HEADERS_NAMES",
+            "REQUEST_COOKIES",
+            "REQUEST_COOKIES_NAMES",
+            "REQUEST_URI",
+            "REQUEST_URI_RAW",
+            "REQUEST_FILENAME",
+            "REQUEST_BASENAME",
+            "REQUEST_LINE",
+            "REQUEST_METHOD",
+            "REQUEST_PROTOCOL",
+            "QUERY_STRING",
+            "REQUEST_BODY",
+            "REQUEST_BODY_LENGTH",
+            "FILES",
+            "FILES_NAMES",
+            "XML",
+            "REMOTE_ADDR",
         ];
         CACHED.iter().map(|&name| (name, self.collection(name))).collect()
     }
@@ -377,8 +412,12 @@ impl<'a> Transaction<'a> {
                 let size: usize = p.args_get.iter().chain(post).map(|(k, v)| k.len() + v.len()).sum();
                 scalar(size.to_string().as_bytes())
             }
-            "REQUEST_HEADERS" => req.headers.iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v.clone())).collect(),
-            "REQUEST_HEADERS_NAMES" => req.headers.iter().map(|(k, _)| (k.to_ascii_lowercase().into_bytes(), k.clone().into_bytes())).collect(),
+            "REQUEST_HEADERS" => {
+                req.headers.iter().map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v.clone())).collect()
+            }
+            "REQUEST_HEADERS_NAMES" => {
+                req.headers.iter().map(|(k, _)| (k.to_ascii_lowercase().into_bytes(), k.clone().into_bytes())).collect()
+            }
             "REQUEST_COOKIES" => p.cookies.clone(),
             "REQUEST_COOKIES_NAMES" => names(&p.cookies),
             "REQUEST_URI" | "REQUEST_URI_RAW" => scalar(req.uri.as_bytes()),
@@ -398,7 +437,9 @@ impl<'a> Transaction<'a> {
             "MATCHED_VAR" => scalar(&self.matched_var.1),
             "MATCHED_VAR_NAME" => scalar(self.matched_var.0.as_bytes()),
             "MATCHED_VARS" => self.matched_vars.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone())).collect(),
-            "MATCHED_VARS_NAMES" => self.matched_vars.iter().map(|(n, _)| (n.clone().into_bytes(), n.clone().into_bytes())).collect(),
+            "MATCHED_VARS_NAMES" => {
+                self.matched_vars.iter().map(|(n, _)| (n.clone().into_bytes(), n.clone().into_bytes())).collect()
+            }
             "REMOTE_ADDR" => scalar(req.remote_addr.as_bytes()),
             "UNIQUE_ID" => scalar(b"0"),
             "DURATION" => scalar(b"0"),

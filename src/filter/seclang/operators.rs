@@ -25,7 +25,11 @@ impl Operand {
     }
 
     fn value(&self, expand: &dyn Fn(&str) -> Vec<u8>) -> std::borrow::Cow<'_, [u8]> {
-        if self.dynamic { expand(&self.text).into() } else { self.text.as_bytes().into() }
+        if self.dynamic {
+            expand(&self.text).into()
+        } else {
+            self.text.as_bytes().into()
+        }
     }
 }
 
@@ -65,7 +69,12 @@ pub type CompileError = (LoadErrorKind, String);
 
 pub fn regex(pattern: &str) -> Result<Regex, regex::Error> {
     // ModSecurity compiles with PCRE_DOTALL and without UTF mode: `.` is any byte, `\w` ASCII.
-    RegexBuilder::new(&super::pcre::translate(pattern)).unicode(false).dot_matches_new_line(true).size_limit(64 << 20).dfa_size_limit(8 << 20).build()
+    RegexBuilder::new(&super::pcre::translate(pattern))
+        .unicode(false)
+        .dot_matches_new_line(true)
+        .size_limit(64 << 20)
+        .dfa_size_limit(8 << 20)
+        .build()
 }
 
 /// Compiles `@name argument`; `rule_dir` resolves `@pmFromFile` paths.
@@ -83,7 +92,9 @@ pub fn compile(name: &str, arg: &str, rule_dir: &Path) -> Result<Operator, Compi
                 }
                 let path = rule_dir.join(file);
                 let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-                all.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+                all.extend(
+                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+                );
             }
             phrases(all)?
         }
@@ -98,9 +109,15 @@ pub fn compile(name: &str, arg: &str, rule_dir: &Path) -> Result<Operator, Compi
         "lt" => Operator::Number(Compare::Lt, Operand::new(arg)),
         "le" => Operator::Number(Compare::Le, Operand::new(arg)),
         "ipmatch" => Operator::IpMatch(
-            arg.split([',', ' ']).filter(|s| !s.is_empty()).map(|s| Cidr::parse(s.trim())).collect::<Result<_, _>>().map_err(invalid)?,
+            arg.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|s| Cidr::parse(s.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(invalid)?,
         ),
-        "validatebyterange" => Operator::ValidateByteRange(byte_ranges(arg).ok_or_else(|| invalid(format!("invalid byte range \"{arg}\"")))?),
+        "validatebyterange" => Operator::ValidateByteRange(
+            byte_ranges(arg).ok_or_else(|| invalid(format!("invalid byte range \"{arg}\"")))?,
+        ),
         "validateurlencoding" => Operator::ValidateUrlEncoding,
         "validateutf8encoding" => Operator::ValidateUtf8Encoding,
         "detectsqli" => Operator::DetectSqli,
@@ -152,8 +169,13 @@ pub fn atoi(value: &[u8]) -> i64 {
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let n = digits.iter().take_while(|b| b.is_ascii_digit()).take(18).fold(0i64, |acc, &b| acc * 10 + i64::from(b - b'0'));
-    if negative { -n } else { n }
+    let n =
+        digits.iter().take_while(|b| b.is_ascii_digit()).take(18).fold(0i64, |acc, &b| acc * 10 + i64::from(b - b'0'));
+    if negative {
+        -n
+    } else {
+        n
+    }
 }
 
 /// Up to ten captures (`TX.0`..`TX.9`) of a match, when the rule asked for `capture`.
@@ -202,7 +224,11 @@ impl Operator {
             Operator::DetectSqli => {
                 let result = libinjectionrs::detect_sqli(value);
                 if result.is_injection() {
-                    caught = Some(vec![result.fingerprint.as_ref().map(|f| f.as_str().as_bytes().to_vec()).unwrap_or_default()]);
+                    caught = Some(vec![result
+                        .fingerprint
+                        .as_ref()
+                        .map(|f| f.as_str().as_bytes().to_vec())
+                        .unwrap_or_default()]);
                 }
                 result.is_injection()
             }
@@ -227,7 +253,8 @@ fn rx(re: &Regex, value: &[u8], want: bool, caught: &mut Option<Captures>) -> bo
     }
     match re.captures(value) {
         Some(c) => {
-            *caught = Some((0..c.len().min(10)).map(|i| c.get(i).map_or(Vec::new(), |m| m.as_bytes().to_vec())).collect());
+            *caught =
+                Some((0..c.len().min(10)).map(|i| c.get(i).map_or(Vec::new(), |m| m.as_bytes().to_vec())).collect());
             true
         }
         None => false,
@@ -255,7 +282,8 @@ fn invalid_url_encoding(value: &[u8]) -> bool {
     let mut i = 0;
     while i < value.len() {
         if value[i] == b'%' {
-            let ok = value.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && value.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            let ok = value.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && value.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
                 return true;
             }

@@ -13,12 +13,33 @@ use super::operators::{self, Operator};
 /// Directives accepted that change nothing this engine decides in phases 1-2 (or whose
 /// effect belongs to the nginx side: body limits and access are nginx's).
 const NO_EFFECT: &[&str] = &[
-    "seccollectiontimeout", "secrequestbodyaccess", "secresponsebodyaccess", "secrequestbodylimit",
-    "secrequestbodynofileslimit", "secrequestbodyinmemorylimit", "secrequestbodylimitaction", "secresponsebodymimetype",
-    "secresponsebodylimit", "secresponsebodylimitaction", "secauditengine", "secauditlog", "secauditlogparts",
-    "secauditlogtype", "secauditlogrelevantstatus", "secauditlogstoragedir", "secdebuglog", "secdebugloglevel",
-    "secargumentseparator", "seccookieformat", "sectmpdir", "secdatadir", "secuploaddir", "secpcrematchlimit",
-    "secpcrematchlimitrecursion", "secunicodemapfile", "secstatusengine",
+    "seccollectiontimeout",
+    "secrequestbodyaccess",
+    "secresponsebodyaccess",
+    "secrequestbodylimit",
+    "secrequestbodynofileslimit",
+    "secrequestbodyinmemorylimit",
+    "secrequestbodylimitaction",
+    "secresponsebodymimetype",
+    "secresponsebodylimit",
+    "secresponsebodylimitaction",
+    "secauditengine",
+    "secauditlog",
+    "secauditlogparts",
+    "secauditlogtype",
+    "secauditlogrelevantstatus",
+    "secauditlogstoragedir",
+    "secdebuglog",
+    "secdebugloglevel",
+    "secargumentseparator",
+    "seccookieformat",
+    "sectmpdir",
+    "secdatadir",
+    "secuploaddir",
+    "secpcrematchlimit",
+    "secpcrematchlimitrecursion",
+    "secunicodemapfile",
+    "secstatusengine",
 ];
 
 #[derive(Default)]
@@ -47,7 +68,11 @@ impl Builder {
         }
         if let Some(rule) = self.pending.take().filter(|r| !r.links.is_empty()) {
             let origin = rule.links[0].origin.clone();
-            self.error(&origin, Some(rule.id), (LoadErrorKind::Syntax, "chain without a following rule at end of file".into()));
+            self.error(
+                &origin,
+                Some(rule.id),
+                (LoadErrorKind::Syntax, "chain without a following rule at end of file".into()),
+            );
         }
     }
 
@@ -71,7 +96,8 @@ impl Builder {
             "secdefaultaction" => match arg(0).map(parse_actions) {
                 Some(Ok(a)) => {
                     let phase = a.phase.unwrap_or(Phase::RequestBody) as usize;
-                    self.set.defaults[phase] = DefaultAction { disruptive: a.disruptive, transforms: a.transforms, log: a.log };
+                    self.set.defaults[phase] =
+                        DefaultAction { disruptive: a.disruptive, transforms: a.transforms, log: a.log };
                 }
                 Some(Err(e)) => self.error(origin, None, e),
                 None => self.error(origin, None, missing),
@@ -80,12 +106,23 @@ impl Builder {
                 Some("on") => self.set.engine = Some(EngineMode::On),
                 Some("off") => self.set.engine = Some(EngineMode::Off),
                 Some("detectiononly") => self.set.engine = Some(EngineMode::DetectionOnly),
-                _ => self.error(origin, None, (LoadErrorKind::InvalidValue, "SecRuleEngine takes On, Off or DetectionOnly".into())),
+                _ => self.error(
+                    origin,
+                    None,
+                    (LoadErrorKind::InvalidValue, "SecRuleEngine takes On, Off or DetectionOnly".into()),
+                ),
             },
             "seccomponentsignature" => self.set.component_signatures.extend(arg(0).map(str::to_string)),
             "secruleremovebyid" => match parse_id_ranges(&d.args.join(" ")) {
-                Some(ranges) => self.set.items.retain(|i| !matches!(i, Item::Rule(r) if ranges.iter().any(|&(a, b)| (a..=b).contains(&r.id)))),
-                None => self.error(origin, None, (LoadErrorKind::InvalidValue, format!("invalid ids \"{}\"", d.args.join(" ")))),
+                Some(ranges) => self
+                    .set
+                    .items
+                    .retain(|i| !matches!(i, Item::Rule(r) if ranges.iter().any(|&(a, b)| (a..=b).contains(&r.id)))),
+                None => self.error(
+                    origin,
+                    None,
+                    (LoadErrorKind::InvalidValue, format!("invalid ids \"{}\"", d.args.join(" "))),
+                ),
             },
             "secruleremovebytag" => {
                 let tag = d.args.join(" ");
@@ -108,7 +145,9 @@ impl Builder {
         let ids = if by_id {
             match parse_id_ranges(which) {
                 Some(ids) => ids,
-                None => return self.error(origin, None, (LoadErrorKind::InvalidValue, format!("invalid ids \"{which}\""))),
+                None => {
+                    return self.error(origin, None, (LoadErrorKind::InvalidValue, format!("invalid ids \"{which}\"")))
+                }
             }
         } else {
             Vec::new()
@@ -116,7 +155,11 @@ impl Builder {
         let mut found = false;
         for item in &mut self.set.items {
             if let Item::Rule(r) = item {
-                let hit = if by_id { ids.iter().any(|&(a, b)| (a..=b).contains(&r.id)) } else { r.tags().iter().any(|t| t == which) };
+                let hit = if by_id {
+                    ids.iter().any(|&(a, b)| (a..=b).contains(&r.id))
+                } else {
+                    r.tags().iter().any(|t| t == which)
+                };
                 if hit {
                     found = true;
                     r.links[0].targets.extend(targets.iter().cloned());
@@ -124,7 +167,11 @@ impl Builder {
             }
         }
         if !found && by_id {
-            self.error(origin, None, (LoadErrorKind::InvalidValue, format!("SecRuleUpdateTargetById: no rule {which} loaded before it")));
+            self.error(
+                origin,
+                None,
+                (LoadErrorKind::InvalidValue, format!("SecRuleUpdateTargetById: no rule {which} loaded before it")),
+            );
         }
     }
 
@@ -132,7 +179,9 @@ impl Builder {
         let starter_id = self.pending.as_ref().map(|r| r.id);
         let actions = match parse_actions(actions) {
             Ok(a) => a,
-            Err(e) => return self.fail_link(origin, starter_id.or_else(|| id_in(actions)), e, actions.contains("chain")),
+            Err(e) => {
+                return self.fail_link(origin, starter_id.or_else(|| id_in(actions)), e, actions.contains("chain"))
+            }
         };
         let id = starter_id.or(actions.id);
         let targets = match vars.map(parse_targets).transpose() {
@@ -174,7 +223,8 @@ impl Builder {
             actions.transforms_reset = true;
         }
         if starter && matches!(actions.disruptive, None | Some(Disruptive::Block)) {
-            actions.disruptive = Some(default.disruptive.filter(|d| *d != Disruptive::Block).unwrap_or(Disruptive::Pass));
+            actions.disruptive =
+                Some(default.disruptive.filter(|d| *d != Disruptive::Block).unwrap_or(Disruptive::Pass));
         }
         actions
     }
@@ -229,7 +279,11 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> RuleSet {
         let p = p.as_ref();
         match std::fs::read_to_string(p) {
             Ok(text) => b.add_text(p, &text),
-            Err(e) => b.error(&Origin { file: p.display().to_string(), line: 0 }, None, (LoadErrorKind::InvalidValue, e.to_string())),
+            Err(e) => b.error(
+                &Origin { file: p.display().to_string(), line: 0 },
+                None,
+                (LoadErrorKind::InvalidValue, e.to_string()),
+            ),
         }
     }
     b.set

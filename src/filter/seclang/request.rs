@@ -130,7 +130,9 @@ fn flatten_json(prefix: &[u8], v: &serde_json::Value, depth: usize, out: &mut Ve
     let child = |k: &str| [prefix, b".", k.as_bytes()].concat();
     match v {
         serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| flatten_json(&child(k), v, depth + 1, out)),
-        serde_json::Value::Array(list) => list.iter().enumerate().for_each(|(i, v)| flatten_json(&child(&i.to_string()), v, depth + 1, out)),
+        serde_json::Value::Array(list) => {
+            list.iter().enumerate().for_each(|(i, v)| flatten_json(&child(&i.to_string()), v, depth + 1, out))
+        }
         serde_json::Value::String(s) => out.push((prefix.to_vec(), s.as_bytes().to_vec())),
         serde_json::Value::Null => out.push((prefix.to_vec(), Vec::new())),
         other => out.push((prefix.to_vec(), other.to_string().into_bytes())),
@@ -141,7 +143,9 @@ fn flatten_json(prefix: &[u8], v: &serde_json::Value, depth: usize, out: &mut Ve
 /// (field name → file name). False when the body does not follow its boundary.
 fn multipart(content_type: &[u8], body: &[u8], args: &mut Vec<Entry>, files: &mut Vec<Entry>) -> bool {
     let ct = String::from_utf8_lossy(content_type);
-    let Some(boundary) = ct.split(';').find_map(|p| p.trim().strip_prefix("boundary=")).map(|b| b.trim_matches('"').to_string()) else {
+    let Some(boundary) =
+        ct.split(';').find_map(|p| p.trim().strip_prefix("boundary=")).map(|b| b.trim_matches('"').to_string())
+    else {
         return false;
     };
     let delimiter = format!("--{boundary}");
@@ -164,9 +168,12 @@ fn multipart(content_type: &[u8], body: &[u8], args: &mut Vec<Entry>, files: &mu
         let (head, content) = (&part[..split], &part[split + 4..]);
         let content = content.strip_suffix(b"\r\n").unwrap_or(content);
         let head = String::from_utf8_lossy(head).to_string();
-        let Some(head) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")) else { continue };
+        let Some(head) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")) else {
+            continue;
+        };
         let param = |key: &str| {
-            head.split(';').find_map(|p| p.trim().strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
+            head.split(';')
+                .find_map(|p| p.trim().strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
         };
         let Some(name) = param("name") else { continue };
         match param("filename") {

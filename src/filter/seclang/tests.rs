@@ -231,7 +231,8 @@ SecRule FILES "@endsWith .php" "id:103,phase:2,pass"
     r.body = b"<a><b>evil</b></a>".to_vec();
     assert_eq!(ids(&set, &r), vec![102]);
     r.headers[2].1 = b"multipart/form-data; boundary=B".to_vec();
-    r.body = b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"s.php\"\r\n\r\n<?php\r\n--B--\r\n".to_vec();
+    r.body =
+        b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"s.php\"\r\n\r\n<?php\r\n--B--\r\n".to_vec();
     assert_eq!(ids(&set, &r), vec![103]);
 }
 
@@ -241,7 +242,8 @@ fn load_errors_carry_file_line_and_id_and_never_skip_silently() {
         "bad.conf",
         "SecRule ARGS \"@rx (a)\\1\" \"id:1,phase:2,pass\"\n\nSecRule NOPE \"@rx a\" \"id:2\"\nSecRule ARGS \"@rbl x\" \"id:3\"\nSecRule ARGS \"@rx a\" \"id:4,exec:/bin/x\"\nSecRule ARGS \"@rx a\" \"phase:2\"\nSecRuleScript x.lua\nSecRule ARGS \"@rx a\" \"id:5,chain\"\n  SecRule ARGS \"@lookaround(?=x)\" \"t:md5\"\nSecRule ARGS \"@rx ok\" \"id:6\"\n",
     );
-    let got: Vec<(usize, Option<u32>, LoadErrorKind)> = set.errors.iter().map(|e| (e.origin.line, e.rule_id, e.kind)).collect();
+    let got: Vec<(usize, Option<u32>, LoadErrorKind)> =
+        set.errors.iter().map(|e| (e.origin.line, e.rule_id, e.kind)).collect();
     assert_eq!(
         got,
         vec![
@@ -255,7 +257,11 @@ fn load_errors_carry_file_line_and_id_and_never_skip_silently() {
         ]
     );
     assert!(set.errors.iter().all(|e| e.origin.file == "bad.conf"));
-    assert_eq!(set.rules().map(|r| r.id).collect::<Vec<_>>(), vec![6], "a broken link drops its chain, not the next rule");
+    assert_eq!(
+        set.rules().map(|r| r.id).collect::<Vec<_>>(),
+        vec![6],
+        "a broken link drops its chain, not the next rule"
+    );
 }
 
 #[test]

@@ -157,7 +157,10 @@ impl SecTransform {
             NormalisePath => any(|&b| b == b'.') || input.windows(2).any(|w| w == b"//"),
             NormalisePathWin => any(|&b| b == b'.' || b == b'\\') || input.windows(2).any(|w| w == b"//"),
             SqlHexDecode => input.windows(2).any(|w| w[0] == b'0' && (w[1] | 0x20) == b'x'),
-            Trim | TrimLeft | TrimRight => input.first().is_some_and(|&b| b.is_ascii_whitespace()) || input.last().is_some_and(|&b| b.is_ascii_whitespace()),
+            Trim | TrimLeft | TrimRight => {
+                input.first().is_some_and(|&b| b.is_ascii_whitespace())
+                    || input.last().is_some_and(|&b| b.is_ascii_whitespace())
+            }
             _ => true,
         }
     }
@@ -243,10 +246,35 @@ mod tests {
     #[test]
     fn total_and_bounded_on_awkward_bytes() {
         let all = [
-            Lowercase, Uppercase, UrlDecode, UrlDecodeUni, HtmlEntityDecode, JsDecode, CssDecode, CmdLine, RemoveNulls,
-            ReplaceNulls, CompressWhitespace, RemoveWhitespace, NormalisePath, NormalisePathWin, ReplaceComments,
-            RemoveComments, RemoveCommentsChar, Base64Decode, Base64DecodeExt, HexDecode, HexEncode, SqlHexDecode,
-            Utf8ToUnicode, Length, Trim, TrimLeft, TrimRight, Sha1, EscapeSeqDecode,
+            Lowercase,
+            Uppercase,
+            UrlDecode,
+            UrlDecodeUni,
+            HtmlEntityDecode,
+            JsDecode,
+            CssDecode,
+            CmdLine,
+            RemoveNulls,
+            ReplaceNulls,
+            CompressWhitespace,
+            RemoveWhitespace,
+            NormalisePath,
+            NormalisePathWin,
+            ReplaceComments,
+            RemoveComments,
+            RemoveCommentsChar,
+            Base64Decode,
+            Base64DecodeExt,
+            HexDecode,
+            HexEncode,
+            SqlHexDecode,
+            Utf8ToUnicode,
+            Length,
+            Trim,
+            TrimLeft,
+            TrimRight,
+            Sha1,
+            EscapeSeqDecode,
         ];
         let alphabet = b"\\%u0xX7/.*-#<!&;\"' \0\xc3\xa9\xff";
         let mut seed = 0x2545f4914f6cdd1du64;

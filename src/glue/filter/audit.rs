@@ -57,7 +57,13 @@ impl AuditLog {
 }
 
 /// One JSON line per request with a detection, appended to the location's audit log.
-pub(super) fn audit(r: &ngx_http_request_t, log_to: Option<AuditLog>, result: &str, verdict: &Verdict, hygiene: Option<Hygiene>) {
+pub(super) fn audit(
+    r: &ngx_http_request_t,
+    log_to: Option<AuditLog>,
+    result: &str,
+    verdict: &Verdict,
+    hygiene: Option<Hygiene>,
+) {
     let Some(file) = log_to else { return };
     let uri = String::from_utf8_lossy(&r.unparsed_uri.as_bytes()[..r.unparsed_uri.len.min(512)]).into_owned();
     // SAFETY: nginx keeps the cached ISO 8601 time string current on this thread.

@@ -11,8 +11,8 @@ use super::Mode;
 use crate::filter::ip::Cidr;
 use crate::filter::rules;
 use crate::filter::{Engine, Limits};
-use crate::glue::LocConf;
 use crate::glue::util::{directive, set_once};
+use crate::glue::LocConf;
 use crate::glue::Shield;
 use crate::parse::{self, ConfError};
 
@@ -36,7 +36,9 @@ pub extern "C" fn set_filter(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf:
 }
 
 pub extern "C" fn set_paranoia(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| set_once(&mut lc.waf.paranoia, parse::bounded("paranoia", args[0], 1, 4)? as u8))
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        set_once(&mut lc.waf.paranoia, parse::bounded("paranoia", args[0], 1, 4)? as u8)
+    })
 }
 
 pub extern "C" fn set_threshold(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -46,7 +48,9 @@ pub extern "C" fn set_threshold(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, co
 }
 
 pub extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| set_once(&mut lc.waf.status, parse::status(args[0], 400, 599)?))
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        set_once(&mut lc.waf.status, parse::status(args[0], 400, 599)?)
+    })
 }
 
 pub extern "C" fn set_exclude(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -87,14 +91,22 @@ pub extern "C" fn set_methods(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         let list = args
             .iter()
-            .map(|m| if m.bytes().all(|b| b.is_ascii_alphabetic()) { Ok(m.to_ascii_uppercase()) } else { Err(format!("invalid method \"{m}\"")) })
+            .map(|m| {
+                if m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Ok(m.to_ascii_uppercase())
+                } else {
+                    Err(format!("invalid method \"{m}\""))
+                }
+            })
             .collect::<Result<_, _>>()?;
         set_once(&mut lc.waf.methods, list)
     })
 }
 
 pub extern "C" fn set_content_types(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| set_once(&mut lc.waf.content_types, args.iter().map(|s| s.to_ascii_lowercase()).collect()))
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        set_once(&mut lc.waf.content_types, args.iter().map(|s| s.to_ascii_lowercase()).collect())
+    })
 }
 
 fn cidrs(args: &[&str]) -> Result<Vec<Cidr>, ConfError> {
@@ -122,7 +134,8 @@ pub extern "C" fn set_audit_log(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, co
 
 pub extern "C" fn set_inspect_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let list = args.iter().map(|h| parse::header_name(h).map(|h| h.to_ascii_lowercase())).collect::<Result<_, _>>()?;
+        let list =
+            args.iter().map(|h| parse::header_name(h).map(|h| h.to_ascii_lowercase())).collect::<Result<_, _>>()?;
         set_once(&mut lc.waf.inspect_headers, list)
     })
 }

@@ -95,7 +95,8 @@ pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
         }
     }
 
-    let body = if ctx.waf.body == BodyState::Ready { read_body(r, waf.limits().max_body) } else { Cow::Borrowed(&[][..]) };
+    let body =
+        if ctx.waf.body == BodyState::Ready { read_body(r, waf.limits().max_body) } else { Cow::Borrowed(&[][..]) };
     let verdict = inspect(r, waf, engine, &body);
     let ctx = RequestCtx::get(rp)?;
     ctx.waf.done = true;
@@ -128,7 +129,14 @@ pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
         return None;
     }
     let log = unsafe { (*r.connection).log };
-    ngx_log_error!(NGX_LOG_WARN, log, "shield: request blocked, score {} (threshold {}), rules {}", verdict.score, waf.threshold(), ctx.waf.rules);
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "shield: request blocked, score {} (threshold {}), rules {}",
+        verdict.score,
+        waf.threshold(),
+        ctx.waf.rules
+    );
     Some(block(r, waf.status.unwrap_or(403)))
 }
 
@@ -169,7 +177,13 @@ fn read_body(r: &ngx_http_request_t, max: usize) -> Cow<'_, [u8]> {
         let mut cl = first;
         while !cl.is_null() {
             let b = &*(*cl).buf;
-            total += if b.in_file() != 0 { (b.file_last - b.file_pos) as usize } else if b.pos.is_null() { 0 } else { b.last.offset_from(b.pos) as usize };
+            total += if b.in_file() != 0 {
+                (b.file_last - b.file_pos) as usize
+            } else if b.pos.is_null() {
+                0
+            } else {
+                b.last.offset_from(b.pos) as usize
+            };
             cl = (*cl).next;
         }
         let mut out = Vec::with_capacity(total.min(max));
@@ -212,7 +226,8 @@ pub(super) fn client_ip(r: &ngx_http_request_t) -> Option<std::net::IpAddr> {
 fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
     let limits = waf.limits();
     let method = r.method_name.to_str().unwrap_or("");
-    let allowed = waf.methods.as_ref().map_or_else(|| DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
+    let allowed =
+        waf.methods.as_ref().map_or_else(|| DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
     if !allowed {
         return Err(Hygiene::MethodNotAllowed);
     }
@@ -243,7 +258,9 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
     }
     if has_body(r) {
         if let Some(types) = &waf.content_types {
-            let ct = find_header(&r.headers_in.headers, b"content-type").map(|h| unsafe { (*h).value.to_str().unwrap_or("") }).unwrap_or("");
+            let ct = find_header(&r.headers_in.headers, b"content-type")
+                .map(|h| unsafe { (*h).value.to_str().unwrap_or("") })
+                .unwrap_or("");
             let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             if !types.contains(&mime) {
                 return Err(Hygiene::ContentTypeNotAllowed);
@@ -276,7 +293,9 @@ fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -
     }
     if !body.is_empty() {
         // SAFETY: live request header element.
-        let ct = find_header(&r.headers_in.headers, b"content-type").map(|h| unsafe { (*h).value.as_bytes() }).unwrap_or(b"");
+        let ct = find_header(&r.headers_in.headers, b"content-type")
+            .map(|h| unsafe { (*h).value.as_bytes() })
+            .unwrap_or(b"");
         extract::body(ct, body, &mut inspection);
     }
     inspection.verdict()

@@ -25,7 +25,11 @@ impl super::WafMain {
             blocked: reg.counter(REQ, REQ_HELP, &[("result", "blocked")]),
             detected: reg.counter(REQ, REQ_HELP, &[("result", "detected")]),
             allowed: reg.counter(REQ, REQ_HELP, &[("result", "allowed")]),
-            families: Family::ALL.iter().chain(&[Family::Custom]).map(|f| (*f, reg.counter(M, M_HELP, &[("family", f.tag())]))).collect(),
+            families: Family::ALL
+                .iter()
+                .chain(&[Family::Custom])
+                .map(|f| (*f, reg.counter(M, M_HELP, &[("family", f.tag())])))
+                .collect(),
         });
     }
 

@@ -64,7 +64,11 @@ impl WafLoc {
         let mut exclusions = prev.exclusions.clone();
         exclusions.extend(&self.exclusions);
         self.exclusions = exclusions;
-        for (slot, parent) in [(&mut self.methods, &prev.methods), (&mut self.content_types, &prev.content_types), (&mut self.inspect_headers, &prev.inspect_headers)] {
+        for (slot, parent) in [
+            (&mut self.methods, &prev.methods),
+            (&mut self.content_types, &prev.content_types),
+            (&mut self.inspect_headers, &prev.inspect_headers),
+        ] {
             if slot.is_none() {
                 slot.clone_from(parent);
             }

@@ -152,7 +152,10 @@ pub extern "C" fn set_cors_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t,
 
 pub extern "C" fn set_cors_expose(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let list = args.iter().map(|h| parse::header_name(h).map(str::to_string).map_err(|e| e.0)).collect::<Result<_, _>>()?;
+        let list = args
+            .iter()
+            .map(|h| parse::header_name(h).map(str::to_string).map_err(|e| e.0))
+            .collect::<Result<_, _>>()?;
         set_once(&mut lc.cors.expose, list)
     })
 }
@@ -197,4 +200,3 @@ pub extern "C" fn set_cache_override(cf: *mut ngx_conf_t, cmd: *mut ngx_command_
 pub extern "C" fn set_cache_private(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| flag(&mut lc.cache.private_no_store, args))
 }
-

@@ -21,14 +21,14 @@
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_time, ngx_http_top_header_filter,
-    ngx_int_t, ngx_str_t, ngx_time, NGX_ERROR, NGX_HTTP_NO_CONTENT,
+    ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_time, ngx_http_top_header_filter, ngx_int_t,
+    ngx_str_t, ngx_time, NGX_ERROR, NGX_HTTP_NO_CONTENT,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 
 use crate::glue::conf::LocConf;
-use crate::glue::MainConf;
 use crate::glue::util::{find_header, guard, headers, is_header, pool_str, push_header, remove_headers, static_str};
+use crate::glue::MainConf;
 use crate::glue::{RequestCtx, Shield};
 use crate::headers::{cache, cors};
 
@@ -62,7 +62,8 @@ extern "C" fn snapshot_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(log, "header filter", NGX_ERROR as ngx_int_t, || {
         // SAFETY: as above; main and conf pointers are valid for a live request.
         let req = unsafe { &mut *r };
-        let cache_policy = ptr::eq(r, req.main) && Shield::location_conf(req).is_some_and(|lc| lc.cache_policy.is_some());
+        let cache_policy =
+            ptr::eq(r, req.main) && Shield::location_conf(req).is_some_and(|lc| lc.cache_policy.is_some());
         // A header is sent once per request, so the flag (default false) is only ever set here.
         if cache_policy && find_header(&req.headers_out.headers, b"cache-control").is_some() {
             let Some(ctx) = RequestCtx::get(r) else { return NGX_ERROR as ngx_int_t };

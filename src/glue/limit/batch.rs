@@ -199,10 +199,18 @@ fn random_key() -> HashKey {
     let mut b = [0u8; 16];
     let _ = getrandom::fill(&mut b);
     let (lo, hi) = b.split_at(8);
-    HashKey([u64::from_le_bytes(lo.try_into().unwrap_or_default()), u64::from_le_bytes(hi.try_into().unwrap_or_default())])
+    HashKey([
+        u64::from_le_bytes(lo.try_into().unwrap_or_default()),
+        u64::from_le_bytes(hi.try_into().unwrap_or_default()),
+    ])
 }
 
-pub(super) fn cached_rejection<'a>(w: &mut Worker, mcf: &MainConf, limits: impl Iterator<Item = &'a Applied> + Clone, now: u64) -> Option<Vec<Decision>> {
+pub(super) fn cached_rejection<'a>(
+    w: &mut Worker,
+    mcf: &MainConf,
+    limits: impl Iterator<Item = &'a Applied> + Clone,
+    now: u64,
+) -> Option<Vec<Decision>> {
     let secret = w.cache_secret;
     let mut t = Table::new(&mut w.cache)?;
     let mut until = |a: &Applied| t.get(cache_key(&secret, mcf, a), now / 1000).map(|s| s[0]).filter(|&u| u > now);

@@ -4,7 +4,10 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 
-use ngx::ffi::{ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::ffi::{
+    ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_uint_t, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
+    NGX_LOG_WARN,
+};
 use ngx::http::HttpModuleMainConf;
 
 use super::zone::{zone_init, ZoneShm};
@@ -135,9 +138,23 @@ pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
         let reg = &mut mcf.registry;
         mcf.limits.redis_slots = Some(RedisSlots {
             // Observed in ms, exposed in seconds.
-            latency: reg.histogram("shield_redis_latency_seconds", "Redis reply latency.", &[], &[1, 2, 5, 10, 25, 50, 100, 250], 1000),
-            errors: reg.counter("shield_redis_errors_total", "Redis failures (connect, timeout, protocol) and error replies (-ERR, -NOSCRIPT).", &[]),
-            cache_hits: reg.counter("shield_limit_cache_hits_total", "Rejections answered from the per-worker cache, without Redis.", &[]),
+            latency: reg.histogram(
+                "shield_redis_latency_seconds",
+                "Redis reply latency.",
+                &[],
+                &[1, 2, 5, 10, 25, 50, 100, 250],
+                1000,
+            ),
+            errors: reg.counter(
+                "shield_redis_errors_total",
+                "Redis failures (connect, timeout, protocol) and error replies (-ERR, -NOSCRIPT).",
+                &[],
+            ),
+            cache_hits: reg.counter(
+                "shield_limit_cache_hits_total",
+                "Rejections answered from the per-worker cache, without Redis.",
+                &[],
+            ),
         });
         Ok(())
     })
@@ -216,9 +233,17 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             slots,
         });
         // nginx keeps this pointer (it does not copy the name): it must live in the cycle's pool.
-        let mut shm_name = crate::glue::util::pool_str(cf.pool, format!("shield_limit_{name}").as_bytes()).ok_or("out of memory")?;
+        let mut shm_name =
+            crate::glue::util::pool_str(cf.pool, format!("shield_limit_{name}").as_bytes()).ok_or("out of memory")?;
         // SAFETY: cf is live; the module address tags the zone.
-        let shm = unsafe { ngx_shared_memory_add(cf, &mut shm_name, size, ptr::addr_of_mut!(crate::glue::ngx_http_shield_module).cast()) };
+        let shm = unsafe {
+            ngx_shared_memory_add(
+                cf,
+                &mut shm_name,
+                size,
+                ptr::addr_of_mut!(crate::glue::ngx_http_shield_module).cast(),
+            )
+        };
         // SAFETY: NULL or a zone owned by the cycle.
         let shm = unsafe { shm.as_mut() }.ok_or("cannot add shared memory zone")?;
         if !shm.data.is_null() {
@@ -244,7 +269,6 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
         banned: c("banned"),
     }
 }
-
 
 /// `shield_limit zone=name [burst=N] [nodelay | delay=N] [cost=N];`
 pub extern "C" fn set_limit(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
@@ -274,7 +298,11 @@ pub extern "C" fn set_limit(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command
 }
 
 pub(super) fn find_zone(mcf: &MainConf, name: &str) -> Result<usize, String> {
-    mcf.limits.zones.iter().position(|z| z.name == name).ok_or_else(|| format!("unknown zone \"{name}\" (declare it with shield_limit_zone before use)"))
+    mcf.limits
+        .zones
+        .iter()
+        .position(|z| z.name == name)
+        .ok_or_else(|| format!("unknown zone \"{name}\" (declare it with shield_limit_zone before use)"))
 }
 
 /// `shield_ban zone=name status=401,403 threshold=N/window ban=duration;`
@@ -286,7 +314,8 @@ pub extern "C" fn set_ban(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t
             match parse::param(arg) {
                 Some(("zone", v)) => zone = Some(find_zone(mcf, v)?),
                 Some(("status", v)) => {
-                    statuses = v.split(',').map(|s| parse::status(s, 100, 599).map_err(|e| e.0)).collect::<Result<_, _>>()?
+                    statuses =
+                        v.split(',').map(|s| parse::status(s, 100, 599).map_err(|e| e.0)).collect::<Result<_, _>>()?
                 }
                 Some(("threshold", v)) => {
                     let (n, w) = v.split_once('/').ok_or_else(|| format!("invalid threshold \"{v}\""))?;
@@ -304,7 +333,11 @@ pub extern "C" fn set_ban(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t
         }
         let (threshold, window_us) = threshold.ok_or("must have \"threshold\" parameter")?;
         let ban_us = ban_us.ok_or(ConfError::MissingParameter("ban"))?;
-        lc.limit.bans.get_or_insert_with(Vec::new).push(BanRef { zone, statuses, ban: Ban { threshold, window_us, ban_us } });
+        lc.limit.bans.get_or_insert_with(Vec::new).push(BanRef {
+            zone,
+            statuses,
+            ban: Ban { threshold, window_us, ban_us },
+        });
         Ok(())
     })
 }
@@ -315,20 +348,33 @@ pub extern "C" fn set_status(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_comman
     })
 }
 
-pub extern "C" fn set_dry_run(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_dry_run(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx::ffi::ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         set_once(&mut lc.limit.dry_run, parse::flag(args[0]).map_err(|e| e.0)?)
     })
 }
 
-pub extern "C" fn set_log_level(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_log_level(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx::ffi::ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         let level = match args[0] {
             "info" => NGX_LOG_INFO,
             "notice" => NGX_LOG_NOTICE,
             "warn" => NGX_LOG_WARN,
             "error" => NGX_LOG_ERR,
-            other => return Err(format!("invalid value \"{other}\", it must be \"info\", \"notice\", \"warn\" or \"error\"").into()),
+            other => {
+                return Err(format!(
+                    "invalid value \"{other}\", it must be \"info\", \"notice\", \"warn\" or \"error\""
+                )
+                .into())
+            }
         };
         set_once(&mut lc.limit.log_level, level as ngx_uint_t)
     })
@@ -340,20 +386,30 @@ pub extern "C" fn set_fail(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             "open" => FailPolicy::Open,
             "closed" => FailPolicy::Closed,
             "local" => FailPolicy::Local,
-            other => return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"").into()),
+            other => {
+                return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"").into())
+            }
         };
         set_once(&mut lc.limit.fail, policy)
     })
 }
 
-pub extern "C" fn set_headers(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
+pub extern "C" fn set_headers(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx::ffi::ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         let mode = match args[0] {
             "on" => (true, true),
             "off" => (false, false),
             "draft" => (true, false),
             "legacy" => (false, true),
-            other => return Err(format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"").into()),
+            other => {
+                return Err(
+                    format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"").into()
+                )
+            }
         };
         set_once(&mut lc.limit.headers, mode)
     })

@@ -4,14 +4,16 @@
 use core::ptr;
 use std::cell::{Cell, RefCell};
 
-use ngx::ffi::{ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_request_t, ngx_http_test_reading, ngx_post_event, ngx_posted_events};
+use ngx::ffi::{
+    ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_request_t, ngx_http_test_reading, ngx_post_event,
+    ngx_posted_events,
+};
 
 use super::request::{LimitCtx, Phase};
 use crate::glue::redis::RedisError;
 use crate::glue::util::guard;
 use crate::glue::RequestCtx;
 use crate::limit::script::LimitReply;
-
 
 /// Shared by the request and the Redis callback; the request side clears `request` when
 /// its pool goes away, so a late reply never touches a freed request.
@@ -29,7 +31,11 @@ impl Waiter {
 
 /// Parks the request: its write event gets a timer (non-cancelable, so a graceful shutdown
 /// waits for it) and `handler` runs when the timer fires or the request is woken.
-pub(super) fn suspend(r: &mut ngx_http_request_t, ms: ngx::ffi::ngx_msec_t, handler: unsafe extern "C" fn(*mut ngx_http_request_t)) {
+pub(super) fn suspend(
+    r: &mut ngx_http_request_t,
+    ms: ngx::ffi::ngx_msec_t,
+    handler: unsafe extern "C" fn(*mut ngx_http_request_t),
+) {
     r.read_event_handler = Some(ngx_http_test_reading);
     r.write_event_handler = Some(handler);
     // SAFETY: the connection is live while its request is.

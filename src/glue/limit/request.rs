@@ -6,7 +6,10 @@ use core::mem::size_of;
 use core::ptr;
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
+};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 
@@ -114,7 +117,11 @@ fn local_parts(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBan]) -> Optio
 
 /// Collects at most `max` items into the request pool: freed with the request, no malloc on
 /// the hot path.
-fn pool_collect<T: Copy>(pool: *mut ngx::ffi::ngx_pool_t, max: usize, items: impl Iterator<Item = T>) -> Option<&'static [T]> {
+fn pool_collect<T: Copy>(
+    pool: *mut ngx::ffi::ngx_pool_t,
+    max: usize,
+    items: impl Iterator<Item = T>,
+) -> Option<&'static [T]> {
     if max == 0 {
         return Some(&[]);
     }
@@ -169,9 +176,11 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
     ) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    let Some(bans) =
-        pool_collect(pool, ban_refs.len(), ban_refs.iter().filter_map(|b| Some(AppliedBan { zone: b.zone, key: eval_key(&zones[b.zone], rp)? })))
-    else {
+    let Some(bans) = pool_collect(
+        pool,
+        ban_refs.len(),
+        ban_refs.iter().filter_map(|b| Some(AppliedBan { zone: b.zone, key: eval_key(&zones[b.zone], rp)? })),
+    ) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     if limits.is_empty() && bans.is_empty() {
@@ -247,13 +256,23 @@ fn finish(
                 },
                 FailPolicy::Open => {
                     if let Some(unlogged) = failure_to_log(false) {
-                        ngx_log_error!(NGX_LOG_WARN, log, "shield: rate limit skipped, redis {err} (shield_limit_fail open){}", unlogged_note(unlogged));
+                        ngx_log_error!(
+                            NGX_LOG_WARN,
+                            log,
+                            "shield: rate limit skipped, redis {err} (shield_limit_fail open){}",
+                            unlogged_note(unlogged)
+                        );
                     }
                     return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t);
                 }
                 FailPolicy::Closed => {
                     if let Some(unlogged) = failure_to_log(true) {
-                        ngx_log_error!(NGX_LOG_WARN, log, "shield: request refused, redis {err} (shield_limit_fail closed){}", unlogged_note(unlogged));
+                        ngx_log_error!(
+                            NGX_LOG_WARN,
+                            log,
+                            "shield: request refused, redis {err} (shield_limit_fail closed){}",
+                            unlogged_note(unlogged)
+                        );
                     }
                     return record_status(rp, "ERROR", NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
                 }
@@ -264,13 +283,23 @@ fn finish(
         Verdict::Banned(zone, us) => {
             mcf.add(zones[zone].slots.banned, 1);
             let level = lc.log_level.unwrap_or(NGX_LOG_ERR as ngx_uint_t);
-            ngx_log_error!(level, log, "shield: banned by zone \"{}\" for {} more s", zones[zone].name, rate::secs_ceil(us));
+            ngx_log_error!(
+                level,
+                log,
+                "shield: banned by zone \"{}\" for {} more s",
+                zones[zone].name,
+                rate::secs_ceil(us)
+            );
             let d = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: us, wait_us: us };
             let limit = Limit { algorithm: Algorithm::Gcra, rate: zones[zone].rate, burst: 0, delay: 0, cost: 1 };
             if let Some(ctx) = RequestCtx::get(rp) {
                 ctx.limit.headers = Some((zone, limit, d));
             }
-            return if dry_run { record_status(rp, "REJECTED_DRY_RUN", NGX_DECLINED as ngx_int_t) } else { record_status(rp, "REJECTED", lc.status()) };
+            return if dry_run {
+                record_status(rp, "REJECTED_DRY_RUN", NGX_DECLINED as ngx_int_t)
+            } else {
+                record_status(rp, "REJECTED", lc.status())
+            };
         }
         Verdict::Decisions(d) => d,
     };
@@ -319,7 +348,13 @@ fn finish(
         Outcome::Delayed if dry_run => record_status(rp, "DELAYED_DRY_RUN", NGX_DECLINED as ngx_int_t),
         Outcome::Delayed => {
             let level = (level + 1).min(NGX_LOG_INFO as ngx_uint_t);
-            ngx_log_error!(level, log, "shield: delaying request, {} ms by zone \"{}\"", d.wait_us / 1000, zones[a.zone].name);
+            ngx_log_error!(
+                level,
+                log,
+                "shield: delaying request, {} ms by zone \"{}\"",
+                d.wait_us / 1000,
+                zones[a.zone].name
+            );
             record_status(rp, "DELAYED", NGX_DECLINED as ngx_int_t);
             if let Some(ctx) = RequestCtx::get(rp) {
                 ctx.limit.phase = Phase::Delaying;
@@ -380,11 +415,18 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
         if is_redis(mcf, b.zone) {
             if let Some(w) = worker() {
                 let keys = [script::redis_key(&zone.name, key, ":fails"), script::redis_key(&zone.name, key, ":ban")];
-                let args = [b.ban.threshold.to_string(), (b.ban.window_us / 1000).max(1).to_string(), (b.ban.ban_us / 1000).max(1).to_string()];
+                let args = [
+                    b.ban.threshold.to_string(),
+                    (b.ban.window_us / 1000).max(1).to_string(),
+                    (b.ban.ban_us / 1000).max(1).to_string(),
+                ];
                 let evalsha = w.ban_script.evalsha(&keys, &args);
                 // Fire and forget: the response is already on its way; the callback holds
                 // nothing of the request.
-                let sent = w.client.as_mut().map(|c| c.send(&evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
+                let sent = w
+                    .client
+                    .as_mut()
+                    .map(|c| c.send(&evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
                 if sent == Some(true) {
                     continue;
                 }

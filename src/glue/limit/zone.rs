@@ -55,7 +55,12 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
             }
             let mut secret = [0u8; 16];
             if let Err(e) = getrandom::fill(&mut secret) {
-                ngx_log_error!(NGX_LOG_EMERG, shm_zone.shm.log, "shield_limit_zone \"{}\": no random secret for its table: {e}", z.name);
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    shm_zone.shm.log,
+                    "shield_limit_zone \"{}\": no random secret for its table: {e}",
+                    z.name
+                );
                 return NGX_ERROR as ngx_int_t;
             }
             let pool = shm_zone.shm.addr.cast();
@@ -71,13 +76,21 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
                 }
             }
             if mem.is_null() {
-                ngx_log_error!(NGX_LOG_EMERG, shm_zone.shm.log, "shield_limit_zone \"{}\" is too small for its table", z.name);
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    shm_zone.shm.log,
+                    "shield_limit_zone \"{}\" is too small for its table",
+                    z.name
+                );
                 return NGX_ERROR as ngx_int_t;
             }
             (*mem).key_hash = h.0;
             (*mem).slots = slots;
             let (a, b) = secret.split_at(8);
-            (*mem).secret = HashKey([u64::from_le_bytes(a.try_into().unwrap_or_default()), u64::from_le_bytes(b.try_into().unwrap_or_default())]);
+            (*mem).secret = HashKey([
+                u64::from_le_bytes(a.try_into().unwrap_or_default()),
+                u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            ]);
             z.shm = mem;
             shm_zone.data = mem.cast();
             NGX_OK as ngx_int_t
@@ -170,7 +183,16 @@ pub(super) fn decide_local(mcf: &MainConf, limits: &[Applied], bans: &[AppliedBa
     }
     let decisions = match limits {
         // One limit, the common case: no intermediate collections.
-        [a] => decide_limits(&locked, mcf, limits, &[a.limit], &[key_hash(&zones[a.zone], &[a.key])], &mut [[0; 3]], now, commit),
+        [a] => decide_limits(
+            &locked,
+            mcf,
+            limits,
+            &[a.limit],
+            &[key_hash(&zones[a.zone], &[a.key])],
+            &mut [[0; 3]],
+            now,
+            commit,
+        ),
         _ => {
             let list: Vec<Limit> = limits.iter().map(|a| a.limit).collect();
             let hashes: Vec<KeyHash> = limits.iter().map(|a| key_hash(&zones[a.zone], &[a.key])).collect();
@@ -200,7 +222,13 @@ fn decide_limits(
     if commit && admitted {
         for ((s, a), h) in states.iter().zip(applied).zip(hashes) {
             let expires = now + rate::ttl_us(&a.limit, *s, now);
-            locked.table(&zones[a.zone]).put(*h, *s, now / 1000, expires / 1000, rate::protected_until_us(&a.limit, *s) / 1000);
+            locked.table(&zones[a.zone]).put(
+                *h,
+                *s,
+                now / 1000,
+                expires / 1000,
+                rate::protected_until_us(&a.limit, *s) / 1000,
+            );
         }
     }
     decisions

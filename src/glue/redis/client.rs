@@ -181,7 +181,13 @@ impl Client {
     /// Queues one command (already RESP-encoded) whose reply can be at most `bound`. An error
     /// means Redis is known to be unavailable right now; the callback comes back uncalled.
     /// `script` names the script of an EVALSHA, for the NOSCRIPT fallback.
-    pub fn send(&mut self, command: &[u8], bound: Bound, script: Option<&'static Script>, callback: Callback) -> Result<(), (RedisError, Callback)> {
+    pub fn send(
+        &mut self,
+        command: &[u8],
+        bound: Bound,
+        script: Option<&'static Script>,
+        callback: Callback,
+    ) -> Result<(), (RedisError, Callback)> {
         if self.probing {
             return Err((RedisError::Down, callback));
         }
@@ -214,7 +220,14 @@ impl Client {
     /// once (the failure is handled: probing starts).
     fn connect(&mut self) -> bool {
         let this: *mut Client = self;
-        let opened = Connection::open(&self.target.address, &mut self.name, &mut self.quiet_log, this.cast(), Some(read_handler), Some(write_handler));
+        let opened = Connection::open(
+            &self.target.address,
+            &mut self.name,
+            &mut self.quiet_log,
+            this.cast(),
+            Some(read_handler),
+            Some(write_handler),
+        );
         let Some((conn, connected)) = opened else {
             self.fail(RedisError::Down, "connect failed");
             return false;
@@ -331,7 +344,9 @@ impl Client {
             (Kind::Command, reply) => {
                 let Some(mut waiter) = p.waiter.take() else { return true }; // timed out already
                 let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
-                if let Some(retry) = waiter.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd)) {
+                if let Some(retry) =
+                    waiter.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd))
+                {
                     // Same caller, same deadline: only the command changes.
                     self.out.extend_from_slice(&retry);
                     p.waiter = Some(waiter);

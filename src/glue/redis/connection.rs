@@ -6,8 +6,8 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_close_connection, ngx_create_pool, ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer,
-    ngx_event_handler_pt, ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t,
-    ngx_pool_t, ngx_str_t, NGX_AGAIN, NGX_BUSY, NGX_DECLINED, NGX_ERROR, NGX_OK,
+    ngx_event_handler_pt, ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t, ngx_pool_t,
+    ngx_str_t, NGX_AGAIN, NGX_BUSY, NGX_DECLINED, NGX_ERROR, NGX_OK,
 };
 
 use super::SocketAddress;
@@ -82,7 +82,11 @@ impl Connection {
         };
         if n == NGX_AGAIN as isize {
             // SAFETY: c is live; re-arm the write event for the rest.
-            return if unsafe { ngx_handle_write_event((*c).write, 0) } == NGX_OK as isize { Io::Again } else { Io::Closed };
+            return if unsafe { ngx_handle_write_event((*c).write, 0) } == NGX_OK as isize {
+                Io::Again
+            } else {
+                Io::Closed
+            };
         }
         if n <= 0 {
             return Io::Closed;
@@ -108,7 +112,11 @@ impl Connection {
         };
         if n == NGX_AGAIN as isize {
             // SAFETY: c is live.
-            return if unsafe { ngx_handle_read_event((*c).read, 0) } == NGX_OK as isize { Io::Again } else { Io::Closed };
+            return if unsafe { ngx_handle_read_event((*c).read, 0) } == NGX_OK as isize {
+                Io::Again
+            } else {
+                Io::Closed
+            };
         }
         if n <= 0 {
             // 0: Redis closed the connection; <0: error. Either way nothing more comes.
@@ -125,7 +133,8 @@ impl Connection {
         let mut err: libc::c_int = 0;
         let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt on our own socket with a correctly sized buffer.
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, ptr::from_mut(&mut err).cast(), &mut len) };
+        let rc =
+            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, ptr::from_mut(&mut err).cast(), &mut len) };
         if rc == -1 {
             return Some(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
         }

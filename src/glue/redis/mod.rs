@@ -42,7 +42,9 @@ impl Target {
                 Some(("timeout", v)) => {
                     let ms = parse::time(v)?.as_millis();
                     if !(TIMEOUT_MS.0 as u128..=TIMEOUT_MS.1 as u128).contains(&ms) {
-                        return Err(ConfError::Other(format!("invalid timeout \"{v}\", it must be between 1ms and 60s")));
+                        return Err(ConfError::Other(format!(
+                            "invalid timeout \"{v}\", it must be between 1ms and 60s"
+                        )));
                     }
                     timeout_ms = ms as u64;
                 }
@@ -59,7 +61,14 @@ impl Target {
                 (SocketAddress::inet(&addr), addr.to_string())
             }
         };
-        Ok(Target { address, name, username: url.username, password: url.password, db: url.db, timeout_ms: timeout_ms as _ })
+        Ok(Target {
+            address,
+            name,
+            username: url.username,
+            password: url.password,
+            db: url.db,
+            timeout_ms: timeout_ms as _,
+        })
     }
 }
 
@@ -100,7 +109,8 @@ impl SocketAddress {
         // SAFETY: all-zero is a valid sockaddr_un: the path is NUL-terminated by the zeroes.
         let mut sun: libc::sockaddr_un = unsafe { core::mem::zeroed() };
         sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (dst, &src) in sun.sun_path.iter_mut().zip(path.as_bytes().iter().take(crate::redis::url::MAX_SOCKET_PATH)) {
+        for (dst, &src) in sun.sun_path.iter_mut().zip(path.as_bytes().iter().take(crate::redis::url::MAX_SOCKET_PATH))
+        {
             *dst = src as libc::c_char;
         }
         SocketAddress::Unix(sun)

@@ -6,19 +6,16 @@ use core::ffi::c_void;
 use core::mem::size_of;
 use core::ptr;
 
-
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_discard_request_body,
-    ngx_http_request_t, ngx_int_t, ngx_shared_memory_add,
-    ngx_shm_zone_t, ngx_slab_calloc, ngx_slab_free, ngx_slab_pool_t, NGX_ERROR,
-    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
+    ngx_conf_t, ngx_http_discard_request_body, ngx_http_request_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t,
+    ngx_slab_calloc, ngx_slab_free, ngx_slab_pool_t, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
 use super::conf::StatusFormat;
 use super::util::{guard, send_body, static_str};
-use super::{MainConf, ShmMetrics, Shield};
-
+use super::{MainConf, Shield, ShmMetrics};
 
 /// Adds the metrics zone, sized for everything registered during configuration.
 pub fn init_zone(cf: &mut ngx_conf_t) -> Result<(), ()> {
@@ -34,7 +31,8 @@ pub fn init_zone(cf: &mut ngx_conf_t) -> Result<(), ()> {
     let size = (bytes + 8 * page).next_multiple_of(page);
     let mut name = static_str("shield_metrics");
     // SAFETY: cf is live; the module's address is a stable tag for the zone.
-    let zone = unsafe { ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(super::ngx_http_shield_module).cast()) };
+    let zone =
+        unsafe { ngx_shared_memory_add(cf, &mut name, size, ptr::addr_of_mut!(super::ngx_http_shield_module).cast()) };
     // SAFETY: ngx_shared_memory_add returns NULL or a zone owned by the cycle.
     let zone = unsafe { zone.as_mut() }.ok_or(())?;
     zone.init = Some(zone_init);
@@ -126,4 +124,3 @@ fn health_json(mcf: &MainConf, values: &[u64]) -> String {
     });
     doc.to_string()
 }
-
