@@ -80,18 +80,8 @@ impl Connection {
             let send = (*c).send.expect("connections always have send");
             send(c, bytes.as_ptr().cast_mut(), bytes.len())
         };
-        if n == NGX_AGAIN as isize {
-            // SAFETY: c is live; re-arm the write event for the rest.
-            return if unsafe { ngx_handle_write_event((*c).write, 0) } == NGX_OK as isize {
-                Io::Again
-            } else {
-                Io::Closed
-            };
-        }
-        if n <= 0 {
-            return Io::Closed;
-        }
-        Io::Done(n as usize)
+        // SAFETY: c is live; re-arm the write event for the rest.
+        io_outcome(n, || unsafe { ngx_handle_write_event((*c).write, 0) })
     }
 
     /// Receives at most `max` bytes at the end of `buf`.
@@ -110,19 +100,8 @@ impl Connection {
             }
             n
         };
-        if n == NGX_AGAIN as isize {
-            // SAFETY: c is live.
-            return if unsafe { ngx_handle_read_event((*c).read, 0) } == NGX_OK as isize {
-                Io::Again
-            } else {
-                Io::Closed
-            };
-        }
-        if n <= 0 {
-            // 0: Redis closed the connection; <0: error. Either way nothing more comes.
-            return Io::Closed;
-        }
-        Io::Done(n as usize)
+        // SAFETY: c is live.
+        io_outcome(n, || unsafe { ngx_handle_read_event((*c).read, 0) })
     }
 
     /// The outcome of a non-blocking connect once the write event fired: the errno it failed
@@ -150,4 +129,16 @@ impl Connection {
         // SAFETY: the pool was created in open() and nothing references it any more.
         unsafe { ngx_destroy_pool(self.pool) };
     }
+}
+
+/// What a `send`/`recv` result means: NGX_AGAIN re-arms the event (`rearm`), 0 (Redis closed
+/// the connection) or an error means nothing more comes, else `n` bytes moved.
+fn io_outcome(n: isize, rearm: impl FnOnce() -> isize) -> Io {
+    if n == NGX_AGAIN as isize {
+        return if rearm() == NGX_OK as isize { Io::Again } else { Io::Closed };
+    }
+    if n <= 0 {
+        return Io::Closed;
+    }
+    Io::Done(n as usize)
 }
