@@ -211,7 +211,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
-use super::{filter, headers, limit};
+use super::{filter, headers, limit, redis};
 
 pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
@@ -231,7 +231,7 @@ pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_cache_control"), NGX_CONF_1MORE, headers::directives::set_cache_control),
     command(ngx_string!("shield_cache_override"), NGX_CONF_FLAG, headers::directives::set_cache_override),
     command(ngx_string!("shield_cache_private_no_store"), NGX_CONF_FLAG, headers::directives::set_cache_private),
-    main_command(ngx_string!("shield_redis"), NGX_CONF_1MORE, limit::set_redis),
+    main_command(ngx_string!("shield_redis"), NGX_CONF_1MORE, redis::set_redis),
     main_command(ngx_string!("shield_limit_zone"), NGX_CONF_2MORE, limit::set_zone),
     command(ngx_string!("shield_limit"), NGX_CONF_1MORE, limit::set_limit),
     command(ngx_string!("shield_limit_status"), NGX_CONF_TAKE1, limit::set_status),

@@ -24,6 +24,7 @@ impl ShmMetrics {
 pub struct MainConf {
     pub registry: Registry,
     pub slots: super::headers::Slots,
+    pub redis: super::redis::RedisMain,
     pub limits: super::limit::LimitMain,
     pub waf: super::filter::WafMain,
     /// `$request_id`, for block responses and the audit log.
@@ -39,6 +40,7 @@ impl Default for MainConf {
         MainConf {
             registry,
             slots,
+            redis: Default::default(),
             limits: Default::default(),
             waf: Default::default(),
             request_id_index: None,

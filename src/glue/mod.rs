@@ -101,14 +101,15 @@ extern "C" fn init_process(cycle: *mut ngx::ffi::ngx_cycle_t) -> ngx_int_t {
     util::guard(unsafe { (*cycle).log }, "init_process", Status::NGX_ERROR.0, || {
         // SAFETY: the cycle is live for the worker's lifetime, and so is its configuration.
         if let Some(mcf) = Shield::main_conf(unsafe { &*cycle }) {
-            limit::init_process(mcf);
+            redis::init_process(mcf);
+            limit::init_process();
         }
         Status::NGX_OK.0
     })
 }
 
 extern "C" fn exit_process(cycle: *mut ngx::ffi::ngx_cycle_t) {
-    util::guard(unsafe { (*cycle).log }, "exit_process", (), limit::exit_process)
+    util::guard(unsafe { (*cycle).log }, "exit_process", (), redis::exit_process)
 }
 
 static NGX_HTTP_SHIELD_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {

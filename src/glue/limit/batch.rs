@@ -12,7 +12,7 @@ use ngx::ngx_log_error;
 use super::directives::is_redis;
 use super::park::Waiter;
 use super::zone::{now_us, Applied};
-use crate::glue::redis::{Client, RedisError};
+use crate::glue::redis::{self, RedisError};
 use crate::glue::util::guard;
 use crate::glue::MainConf;
 use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, RedisClock, Script};
@@ -24,7 +24,6 @@ use crate::redis::throttle::Throttle;
 // --- per worker ---------------------------------------------------------------------------
 
 pub(super) struct Worker {
-    pub(super) client: Option<Box<Client>>,
     /// Leaked once per worker: the client keeps references for the NOSCRIPT fallback.
     pub(super) script: &'static Script,
     pub(super) ban_script: &'static Script,
@@ -59,21 +58,7 @@ pub(super) fn worker() -> Option<&'static mut Worker> {
     unsafe { (*ptr::addr_of_mut!(WORKER)).as_mut() }
 }
 
-pub fn init_process(mcf: &'static MainConf) {
-    let client = mcf.limits.redis.clone().map(|target| {
-        let mut client = Client::new(target);
-        if let Some(slots) = &mcf.limits.redis_slots {
-            let (latency, errors) = (slots.latency.clone(), slots.errors);
-            client.on_latency = Some(Box::new(move |ms| {
-                let (bucket, sum, count) = latency.slots_for(ms);
-                mcf.add(bucket, 1);
-                mcf.add(sum, ms);
-                mcf.add(count, 1);
-            }));
-            client.on_error = Some(Box::new(move |_| mcf.add(errors, 1)));
-        }
-        client
-    });
+pub fn init_process() {
     // SAFETY: an all-zero event is nginx's initial state; the handler and log are set here,
     // the cycle's log outlives the worker's requests.
     let mut batch_ev: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
@@ -82,7 +67,6 @@ pub fn init_process(mcf: &'static MainConf) {
     // SAFETY: called once per worker before any request.
     unsafe {
         *ptr::addr_of_mut!(WORKER) = Some(Worker {
-            client,
             script: Box::leak(Box::new(Script::new(script::LIMIT_SCRIPT))),
             ban_script: Box::leak(Box::new(Script::new(script::BAN_SCRIPT))),
             cache: vec![Slot::default(); 4096],
@@ -135,7 +119,7 @@ fn send_batch(w: &mut Worker) {
     }
     let batch = core::mem::take(&mut w.batch);
     let waiters = core::mem::take(&mut w.waiters);
-    let Some(client) = w.client.as_mut() else { return };
+    let Some(client) = redis::client() else { return };
     // The client answers Timeout at this deadline; the script drops the batch after it.
     let deadline_ms = client_now_ms() + client.timeout_ms();
     let evalsha = batch.command(w.script, 0, w.clock.get().deadline_us(deadline_ms));
@@ -174,23 +158,11 @@ fn client_now_ms() -> u64 {
     unsafe { ngx::ffi::ngx_current_msec as u64 }
 }
 
-pub fn exit_process() {
-    if let Some(w) = worker() {
-        if let Some(c) = w.client.as_mut() {
-            c.shutdown();
-        }
-    }
-}
-
 /// A request is answered by the fail policy (`closed` or open): `Some(n)` if it is to be
 /// logged now, `n` having gone unlogged since the last such line (per worker; an outage under
 /// load would otherwise log every request).
 pub(super) fn failure_to_log(closed: bool) -> Option<u64> {
     worker().map_or(Some(0), |w| w.fail_logs[closed as usize].event(client_now_ms()))
-}
-
-pub fn redis_health() -> Option<bool> {
-    worker().and_then(|w| w.client.as_ref().map(|c| c.is_up()))
 }
 
 /// A hash key from the OS; should it fail, a fixed key only costs the cache its resistance to

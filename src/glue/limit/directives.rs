@@ -11,12 +11,11 @@ use ngx::ffi::{
 use ngx::http::HttpModuleMainConf;
 
 use super::zone::{zone_init, ZoneShm};
-use crate::glue::redis::Target;
 use crate::glue::util::{set_once, ComplexValue};
 use crate::glue::{LocConf, MainConf, Shield};
 use crate::limit::{bounds, Algorithm, Ban, Limit};
 use crate::parse::{self, ConfError, Rate};
-use crate::status::metrics::{Histogram, Registry};
+use crate::status::metrics::Registry;
 
 // --- configuration ------------------------------------------------------------------------
 
@@ -65,14 +64,8 @@ pub struct LimitMain {
     // runs, so a Zone must not move when the Vec grows.
     #[allow(clippy::vec_box)]
     pub zones: Vec<Box<Zone>>,
-    pub redis: Option<Target>,
-    pub(super) redis_slots: Option<RedisSlots>,
-}
-
-pub(super) struct RedisSlots {
-    pub(super) latency: Histogram,
-    pub(super) errors: usize,
-    pub(super) cache_hits: usize,
+    /// `shield_limit_cache_hits_total`, registered with the first Redis zone.
+    pub(super) cache_hits: Option<usize>,
 }
 
 #[derive(Clone, Copy)]
@@ -128,38 +121,6 @@ pub(super) fn main_conf(cf: &mut ngx_conf_t) -> Result<&'static mut MainConf, St
     Shield::main_conf_mut(cf).ok_or_else(|| "no main configuration".to_string())
 }
 
-/// `shield_redis redis://[user:pass@]host[:port][/db] | unix://[user:pass@]/path[?db=n] [timeout=50ms];`
-pub extern "C" fn set_redis(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::glue::util::directive(cf, cmd, conf, |_, mcf: &mut MainConf, args| {
-        if mcf.limits.redis.is_some() {
-            return Err(ConfError::Duplicate);
-        }
-        mcf.limits.redis = Some(Target::from_directive(args)?);
-        let reg = &mut mcf.registry;
-        mcf.limits.redis_slots = Some(RedisSlots {
-            // Observed in ms, exposed in seconds.
-            latency: reg.histogram(
-                "shield_redis_latency_seconds",
-                "Redis reply latency.",
-                &[],
-                &[1, 2, 5, 10, 25, 50, 100, 250],
-                1000,
-            ),
-            errors: reg.counter(
-                "shield_redis_errors_total",
-                "Redis failures (connect, timeout, protocol) and error replies (-ERR, -NOSCRIPT).",
-                &[],
-            ),
-            cache_hits: reg.counter(
-                "shield_limit_cache_hits_total",
-                "Rejections answered from the per-worker cache, without Redis.",
-                &[],
-            ),
-        });
-        Ok(())
-    })
-}
-
 /// `shield_limit_zone $key zone=name:size rate=Nr/s [algorithm=gcra|sliding_window] [backend=redis|local];`
 pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |cf, mcf: &mut MainConf, args| {
@@ -195,13 +156,20 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             return Err(format!("zone \"{name}\" is duplicate").into());
         }
         let backend = match backend {
-            Some(Backend::Redis) if mcf.limits.redis.is_none() => {
+            Some(Backend::Redis) if mcf.redis.target.is_none() => {
                 return Err("\"backend=redis\" requires \"shield_redis\" before it".into())
             }
             Some(b) => b,
-            None if mcf.limits.redis.is_some() => Backend::Redis,
+            None if mcf.redis.target.is_some() => Backend::Redis,
             None => Backend::Local,
         };
+        if backend == Backend::Redis && mcf.limits.cache_hits.is_none() {
+            mcf.limits.cache_hits = Some(mcf.registry.counter(
+                "shield_limit_cache_hits_total",
+                "Rejections answered from the per-worker cache, without Redis.",
+                &[],
+            ));
+        }
         let key = ComplexValue::compile(cf, &key_source)?;
         let key_var = single_variable(&key_source).map(|var| {
             let mut name = crate::glue::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
@@ -416,7 +384,7 @@ pub extern "C" fn set_headers(
 }
 
 pub(super) fn is_redis(mcf: &MainConf, zone: usize) -> bool {
-    mcf.limits.zones[zone].backend == Backend::Redis && mcf.limits.redis.is_some()
+    mcf.limits.zones[zone].backend == Backend::Redis && mcf.redis.target.is_some()
 }
 
 /// `$name` alone (no other text, no braces) → `name`.

@@ -21,9 +21,7 @@ mod park;
 mod request;
 mod zone;
 
-pub use batch::{exit_process, init_process, redis_health};
-pub use directives::{
-    set_ban, set_dry_run, set_fail, set_headers, set_limit, set_log_level, set_redis, set_status, set_zone,
-};
+pub use batch::init_process;
+pub use directives::{set_ban, set_dry_run, set_fail, set_headers, set_limit, set_log_level, set_status, set_zone};
 pub use directives::{LimitLoc, LimitMain};
 pub use request::{has_headers, log_phase, preaccess, recycle, response_headers, status_variable, LimitCtx};

@@ -17,6 +17,7 @@ use super::batch::{cached_rejection, enqueue, failure_to_log, remember_rejection
 use super::directives::{is_redis, FailPolicy, LimitLoc, Zone};
 use super::park::{resume_after_delay, resume_after_redis, suspend, Waiter};
 use super::zone::{decide_local, now_us, record_ban_local, Applied, AppliedBan, Verdict};
+use crate::glue::redis;
 use crate::glue::redis::RedisError;
 use crate::glue::{LocConf, MainConf, RequestCtx, Shield};
 use crate::limit::script::{self, BanKey, LimitKey, LimitReply};
@@ -207,14 +208,14 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
     let Some(w) = worker() else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     let now = now_us();
     if let Some(cached) = cached_rejection(w, mcf, redis_limits(), now) {
-        if let Some(s) = &mcf.limits.redis_slots {
-            mcf.add(s.cache_hits, 1);
+        if let Some(slot) = mcf.limits.cache_hits {
+            mcf.add(slot, 1);
         }
         // Decisions for the Redis limits only; the local ones were not committed.
         let decided: Vec<Applied> = redis_limits().cloned().collect();
         return finish(r, lc, mcf, &decided, &[], Ok(Verdict::Decisions(Decisions::Many(cached))));
     }
-    if !w.client.as_ref().is_some_and(|c| c.available()) {
+    if !redis::client().is_some_and(|c| c.available()) {
         return finish(r, lc, mcf, limits, bans, Err(RedisError::Down));
     }
     let waiter = enqueue(
@@ -223,7 +224,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
         redis_limits().map(|a| LimitKey { zone: &zones[a.zone].name, key: a.key, limit: a.limit }),
         redis_bans().map(|b| BanKey { zone: &zones[b.zone].name, key: b.key }),
     );
-    let timeout = mcf.limits.redis.as_ref().map_or(50, |t| t.timeout_ms);
+    let timeout = mcf.redis.timeout_ms().unwrap_or(50);
     let Some(ctx) = RequestCtx::get(rp) else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     ctx.limit.phase = Phase::Waiting(waiter, limits, bans);
     suspend(r, timeout + 10, resume_after_redis);
@@ -423,9 +424,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
                 let evalsha = w.ban_script.evalsha(&keys, &args);
                 // Fire and forget: the response is already on its way; the callback holds
                 // nothing of the request.
-                let sent = w
-                    .client
-                    .as_mut()
+                let sent = redis::client()
                     .map(|c| c.send(&evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
                 if sent == Some(true) {
                     continue;

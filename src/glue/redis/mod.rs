@@ -7,13 +7,17 @@
 //! - `client.rs`: the pipelined client on top of it: replies matched to callers in order, each
 //!   within its own absolute deadline and its own size bound, failures logged once and then
 //!   summarised, and background probing after a failure.
+//! - `worker.rs`: the `shield_redis` directive and the worker's one client, shared by every
+//!   feature.
 
 mod client;
 mod connection;
+mod worker;
 
 use crate::parse::{self, ConfError};
 
 pub use client::Client;
+pub use worker::{client, exit_process, health, init_process, set_redis, RedisMain};
 
 /// Where and how to reach Redis; resolved at configuration time.
 #[derive(Clone)]

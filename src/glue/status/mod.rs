@@ -114,7 +114,7 @@ fn health_json(mcf: &MainConf, values: &[u64]) -> String {
         "nginx": ngx::ffi::NGINX_VERSION.to_str().unwrap_or(""),
         "checks": {
             "metrics_zone": if mcf.shm.is_null() { "missing" } else { "ok" },
-            "redis": match super::limit::redis_health() {
+            "redis": match super::redis::health() {
                 None => "not configured",
                 Some(true) => "connected",
                 Some(false) => "disconnected",

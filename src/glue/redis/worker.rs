@@ -1,0 +1,99 @@
+//! The worker's one Redis client and the `shield_redis` directive that configures it. Every
+//! feature that talks to Redis (the limiter and penalty box today, the response cache next)
+//! sends through [`client`], so all of them share one connection and one pipeline.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use super::{Client, Target};
+use crate::glue::MainConf;
+use crate::parse::ConfError;
+use crate::status::metrics::Histogram;
+
+/// `shield_redis`'s part of the main configuration.
+#[derive(Default)]
+pub struct RedisMain {
+    pub target: Option<Target>,
+    slots: Option<RedisSlots>,
+}
+
+struct RedisSlots {
+    latency: Histogram,
+    errors: usize,
+}
+
+impl RedisMain {
+    /// The per-reply deadline, or `None` without `shield_redis`.
+    pub fn timeout_ms(&self) -> Option<ngx::ffi::ngx_msec_t> {
+        self.target.as_ref().map(|t| t.timeout_ms)
+    }
+}
+
+/// `shield_redis redis://[user:pass@]host[:port][/db] | unix://[user:pass@]/path[?db=n] [timeout=50ms];`
+pub extern "C" fn set_redis(
+    cf: *mut ngx::ffi::ngx_conf_t,
+    cmd: *mut ngx::ffi::ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    crate::glue::util::directive(cf, cmd, conf, |_, mcf: &mut MainConf, args| {
+        if mcf.redis.target.is_some() {
+            return Err(ConfError::Duplicate);
+        }
+        mcf.redis.target = Some(Target::from_directive(args)?);
+        let reg = &mut mcf.registry;
+        mcf.redis.slots = Some(RedisSlots {
+            // Observed in ms, exposed in seconds.
+            latency: reg.histogram(
+                "shield_redis_latency_seconds",
+                "Redis reply latency.",
+                &[],
+                &[1, 2, 5, 10, 25, 50, 100, 250],
+                1000,
+            ),
+            errors: reg.counter(
+                "shield_redis_errors_total",
+                "Redis failures (connect, timeout, protocol) and error replies (-ERR, -NOSCRIPT).",
+                &[],
+            ),
+        });
+        Ok(())
+    })
+}
+
+static mut CLIENT: Option<Box<Client>> = None;
+
+/// The worker's client, or `None` without `shield_redis` (or before `init_process`).
+pub fn client() -> Option<&'static mut Client> {
+    // SAFETY: nginx workers are single-threaded; CLIENT is only touched from the event loop.
+    unsafe { (*ptr::addr_of_mut!(CLIENT)).as_deref_mut() }
+}
+
+/// Whether the worker's connection is up: `None` without `shield_redis`.
+pub fn health() -> Option<bool> {
+    client().map(|c| c.is_up())
+}
+
+pub fn init_process(mcf: &'static MainConf) {
+    let client = mcf.redis.target.clone().map(|target| {
+        let mut client = Client::new(target);
+        if let Some(slots) = &mcf.redis.slots {
+            let (latency, errors) = (slots.latency.clone(), slots.errors);
+            client.on_latency = Some(Box::new(move |ms| {
+                let (bucket, sum, count) = latency.slots_for(ms);
+                mcf.add(bucket, 1);
+                mcf.add(sum, ms);
+                mcf.add(count, 1);
+            }));
+            client.on_error = Some(Box::new(move |_| mcf.add(errors, 1)));
+        }
+        client
+    });
+    // SAFETY: called once per worker, before any request.
+    unsafe { *ptr::addr_of_mut!(CLIENT) = client };
+}
+
+pub fn exit_process() {
+    if let Some(c) = client() {
+        c.shutdown();
+    }
+}
