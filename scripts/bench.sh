@@ -50,20 +50,20 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --d
 trap 'kill "$(cat "$WORK/redis.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ "$(redis-cli -s "$WORK/redis.sock" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { echo "redis-server did not start on port $REDIS_PORT" >&2; exit 1; }
-scenario limit_req no /index.html "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; limit_req zone=b burst=1000 nodelay;"
-scenario shield_local yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
-scenario shield_local_noheaders yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
-scenario shield_redis yes /index.html "" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
+scenario limit_req no /index.html "" "limit_req_zone \$binary_remote_addr zone=b:10m rate=1000000r/s; limit_req zone=b burst=1000 nodelay;"
+scenario shield_local yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=1000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;"
+scenario shield_local_noheaders yes /index.html "" "shield_limit_zone \$binary_remote_addr zone=b:10m rate=1000000r/s backend=local; shield_limit zone=b burst=1000 nodelay; shield_limit_headers off;"
+scenario shield_redis yes /index.html "" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;"
 # The same Redis over its Unix socket (a Redis on the nginx host).
-scenario shield_redis_unix yes /index.html "" "shield_redis unix://$WORK/redis.sock timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;"
+scenario shield_redis_unix yes /index.html "" "shield_redis unix://$WORK/redis.sock timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;"
 
 # Many clients: each request carries one of 10,000 API keys (X-Api-Key), the limit is per key.
 # Every key of a batch is then its own read and write in Redis. Ratios are to bare_many (the
 # same wrk script, whose request generation costs wrk some CPU).
 MANY="$ROOT/scripts/wrk/many-clients.lua"
 scenario bare_many no /index.html "$MANY" "" bare_many
-scenario shield_local_many yes /index.html "$MANY" "shield_limit_zone \$http_x_api_key zone=b:10m rate=10000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;" bare_many
-scenario shield_redis_many yes /index.html "$MANY" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$http_x_api_key zone=b:10m rate=10000000r/s; shield_limit zone=b burst=1000 nodelay;" bare_many
+scenario shield_local_many yes /index.html "$MANY" "shield_limit_zone \$http_x_api_key zone=b:10m rate=1000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;" bare_many
+scenario shield_redis_many yes /index.html "$MANY" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$http_x_api_key zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;" bare_many
 
 # What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
 # request over a cosocket (Debian's lua module; a minimal RESP client inline, since
@@ -116,16 +116,28 @@ start_nginx() { # name -> pid
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return; sleep 0.1; done
     echo "nginx for $name did not start" >&2; cat "$dir/error.log" >&2; exit 1
 }
+# CPU time a process has spent so far, in ns (/proc/PID/schedstat: exact, unlike the 10 ms
+# ticks of /proc/PID/stat); 0 when it is gone.
+cpu_ns() { awk '{print $1}' "/proc/$1/schedstat" 2>/dev/null || echo 0; }
+worker_pid() { pgrep -P "$(cat "$WORK/$1/pid")" | head -1; }
 stop_nginx() { kill "$(cat "$WORK/$1/pid")" 2>/dev/null || true; wait "$(cat "$WORK/$1/pid")" 2>/dev/null || true; }
 
-declare -A RESULTS RATIOS ROUND
+declare -A RESULTS RATIOS ROUND WCPU RCPU
 for round in $(seq "$ROUNDS"); do
     for name in "${SCENARIOS[@]}"; do
         start_nginx "$name"
         eval "path=\$S_PATH_$name; lua=\$S_LUA_$name"
         args=(-t1 -c"$CONNS" -d"${SECS}s" --latency)
         [ -n "$lua" ] && args+=(-s "$lua")
+        wpid="$(worker_pid "$name")"; rpid="$(cat "$WORK/redis.pid")"
+        w0="$(cpu_ns "$wpid")"; r0="$(cpu_ns "$rpid")"
         out="$(wrk "${args[@]}" "http://127.0.0.1:$port$path")"
+        w1="$(cpu_ns "$wpid")"; r1="$(cpu_ns "$rpid")"
+        total="$(awk '/requests in/ {print $1}' <<<"$out")"
+        # CPU microseconds per request of the nginx worker and of redis-server during the run
+        # (redis-server's idle cron costs it ~0.1 ms/s whatever the scenario).
+        WCPU[$name]+="$(awk -v a="$w0" -v b="$w1" -v n="$total" 'BEGIN{printf "%.2f", (b-a)/1000/n}') "
+        RCPU[$name]+="$(awk -v a="$r0" -v b="$r1" -v n="$total" 'BEGIN{printf "%.2f", (b-a)/1000/n}') "
         rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
         p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
         non2xx="$(awk '/Non-2xx/ {print $4}' <<<"$out")"
@@ -146,13 +158,16 @@ echo "nginx $(/usr/sbin/nginx -v 2>&1 | sed 's|.*/||'), $(nproc) cores, wrk -t1 
 # "x ref" divides the medians by the reference's (bare, or bare_many for the many-client
 # scenarios); "per round" divides each run by the reference's run of its own round
 # (interleaved, so slow drifts of a noisy machine cancel) and gives the median and the range.
-printf '| %-22s | %10s | %9s | %7s | %-25s | %9s | %8s | %10s |\n' scenario "req/s" ref "x ref" "per round: median (range)" "p99 (last)" "non-2xx" "log errors"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "-----------" "---------" "---------------------------" "-----------" "----------" "------------"
+# "worker us/req" and "redis us/req": CPU microseconds per request (medians over the rounds),
+# which do not depend on how busy the rest of the machine is.
+printf '| %-22s | %10s | %9s | %7s | %-25s | %13s | %12s | %9s | %8s | %10s |\n' scenario "req/s" ref "x ref" "per round: median (range)" "worker us/req" "redis us/req" "p99 (last)" "non-2xx" "log errors"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------" "------------" "-----------" "---------" "---------------------------" "---------------" "--------------" "-----------" "----------" "------------"
 for name in "${SCENARIOS[@]}"; do
     m="$(median <<<"${RESULTS[$name]}")"
     eval "p99=\$P99_$name; n2=\$NON2XX_$name; errs=\${ERRS_$name:-0}"
     sorted="$(tr ' ' '\n' <<<"${RATIOS[$name]}" | grep -v '^$' | sort -n)"
     per_round="$(median <<<"${RATIOS[$name]}") ($(head -1 <<<"$sorted")-$(tail -1 <<<"$sorted"))"
     eval "ref=\$S_REF_$name"; r="$(median <<<"${RESULTS[$ref]}")"
-    printf '| %-22s | %10.0f | %9s | %7.3f | %-25s | %9s | %8s | %10s |\n' "$name" "$m" "$ref" "$(awk -v a="$m" -v b="$r" 'BEGIN{print a/b}')" "$per_round" "$p99" "$n2" "$errs"
+    wcpu="$(median <<<"${WCPU[$name]}")"; rcpu="$(median <<<"${RCPU[$name]}")"
+    printf '| %-22s | %10.0f | %9s | %7.3f | %-25s | %13s | %12s | %9s | %8s | %10s |\n' "$name" "$m" "$ref" "$(awk -v a="$m" -v b="$r" 'BEGIN{print a/b}')" "$per_round" "$wcpu" "$rcpu" "$p99" "$n2" "$errs"
 done
