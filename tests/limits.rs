@@ -420,7 +420,7 @@ fn bad_limit_directives_fail_nginx_t() {
         ("shield_limit_zone $uri zone=a:1m rate=1r/s; shield_limit zone=a burst=x;", "invalid burst \"x\""),
         ("shield_limit_fail maybe;", "invalid value \"maybe\""),
         ("shield_limit_status 200;", "must be between 400 and 599"),
-        ("shield_redis rediss://127.0.0.1;", "TLS"),
+        ("shield_redis redis://127.0.0.1; shield_redis_ssl_verify off;", "need a rediss:// URL"),
         ("shield_redis unix://relative.sock;", "expected unix:///path"),
         ("shield_redis redis://127.0.0.1 timeout=0;", "invalid timeout"),
         ("shield_limit_zone $uri zone=a:1m rate=1r/s; shield_ban zone=a status=401 ban=1m;", "must have \"threshold\""),

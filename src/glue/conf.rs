@@ -213,7 +213,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
 
 use super::{filter, headers, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 43] = [
+pub static mut COMMANDS: [ngx_command_t; 48] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -232,6 +232,11 @@ pub static mut COMMANDS: [ngx_command_t; 43] = [
     command(ngx_string!("shield_cache_override"), NGX_CONF_FLAG, headers::directives::set_cache_override),
     command(ngx_string!("shield_cache_private_no_store"), NGX_CONF_FLAG, headers::directives::set_cache_private),
     main_command(ngx_string!("shield_redis"), NGX_CONF_1MORE, redis::set_redis),
+    main_command(ngx_string!("shield_redis_ssl_trusted_certificate"), NGX_CONF_TAKE1, redis::set_ssl_string),
+    main_command(ngx_string!("shield_redis_ssl_certificate"), NGX_CONF_TAKE1, redis::set_ssl_string),
+    main_command(ngx_string!("shield_redis_ssl_certificate_key"), NGX_CONF_TAKE1, redis::set_ssl_string),
+    main_command(ngx_string!("shield_redis_ssl_name"), NGX_CONF_TAKE1, redis::set_ssl_string),
+    main_command(ngx_string!("shield_redis_ssl_verify"), NGX_CONF_TAKE1, redis::set_ssl_verify),
     main_command(ngx_string!("shield_limit_zone"), NGX_CONF_2MORE, limit::set_zone),
     command(ngx_string!("shield_limit"), NGX_CONF_1MORE, limit::set_limit),
     command(ngx_string!("shield_limit_status"), NGX_CONF_TAKE1, limit::set_status),

@@ -61,6 +61,12 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         {
             return Status::NGX_ERROR.0;
         }
+        if let Some(mcf) = Shield::main_conf_mut(cf) {
+            if let Err(e) = redis::postconfiguration(cf, mcf) {
+                ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{e}");
+                return Status::NGX_ERROR.0;
+            }
+        }
         Status::NGX_OK.0
     })
 }

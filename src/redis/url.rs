@@ -13,15 +13,17 @@ pub struct RedisUrl {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: TLS over TCP.
+    pub tls: bool,
 }
 
 pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
     let invalid = |why: &str| ParseError(format!("invalid redis URL \"{url}\": {why}"));
-    let rest = match url.split_once("://") {
-        Some(("redis", rest)) => rest,
+    let (rest, tls) = match url.split_once("://") {
+        Some(("redis", rest)) => (rest, false),
+        Some(("rediss", rest)) => (rest, true),
         Some(("unix", rest)) => return parse_unix(url, rest),
-        Some(("rediss", _)) => return Err(invalid("TLS (rediss://) is not supported yet")),
-        _ => return Err(invalid("expected redis://host[:port][/db] or unix:///path")),
+        _ => return Err(invalid("expected redis://host[:port][/db], rediss://... or unix:///path")),
     };
     let (authority, db) = match rest.split_once('/') {
         Some((a, "")) => (a, 0),
@@ -54,7 +56,7 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
             .filter(|&n| n > 0)
             .ok_or_else(|| invalid("bad port"))?,
     };
-    Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db })
+    Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db, tls })
 }
 
 /// Longest path a `sockaddr_un` holds (108 bytes with the terminating NUL, on Linux).
@@ -89,7 +91,7 @@ fn parse_unix(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
         },
     };
     let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
-    Ok(RedisUrl { host: String::new(), port: 0, socket: Some(path.to_string()), username, password, db })
+    Ok(RedisUrl { host: String::new(), port: 0, socket: Some(path.to_string()), username, password, db, tls: false })
 }
 
 type Credentials = (Option<String>, Option<String>);
@@ -137,7 +139,8 @@ mod tests {
                 socket: None,
                 username: Some("app".into()),
                 password: Some("p@ss".into()),
-                db: 2
+                db: 2,
+                tls: false
             }
         );
         let m = parse("redis://localhost").unwrap();
@@ -159,7 +162,8 @@ mod tests {
                 socket: Some("/tmp/r.sock".into()),
                 username: Some("app".into()),
                 password: Some("p@ss".into()),
-                db: 3
+                db: 3,
+                tls: false
             }
         );
         assert_eq!(parse("unix://:secret@/r.sock").unwrap().password.as_deref(), Some("secret"));
@@ -171,8 +175,17 @@ mod tests {
     }
 
     #[test]
+    fn rediss_is_tls_over_tcp() {
+        let u = parse("rediss://app:pw@cache.example:6380/2").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.host.as_str(), u.port, u.db), ("cache.example", 6380, 2));
+        assert!(!parse("redis://h").unwrap().tls);
+        assert!(!parse("unix:///r.sock").unwrap().tls);
+    }
+
+    #[test]
     fn errors_say_why() {
-        assert!(parse("rediss://h").unwrap_err().0.contains("TLS"));
+        assert!(parse("rediss://").is_err());
         assert!(parse("http://h").is_err());
         assert!(parse("redis://h:0").unwrap_err().0.contains("port"));
         assert!(parse("redis://h:99999").is_err());

@@ -21,11 +21,12 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_connection_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_log_t,
-    ngx_msec_t, ngx_post_event, ngx_posted_events, ngx_str_t, NGX_LOG_CRIT, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_msec_t, ngx_post_event, ngx_posted_events, ngx_str_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
 
-use super::connection::{Connection, Io};
+use super::connection::{Connection, Io, NginxLog};
+use super::tls::{self, Handshake};
 use super::{RedisError, Target};
 use crate::glue::util::guard;
 use crate::limit::script::Script;
@@ -57,9 +58,9 @@ struct Outage {
 pub struct Client {
     target: Target,
     name: ngx_str_t,
-    /// The cycle's log with a threshold of `crit`: nginx's own per-attempt socket errors
-    /// ("connect() failed") would repeat every probe; this client logs them, throttled.
-    quiet_log: ngx_log_t,
+    /// The connection's log: nginx's own messages about it ("connect() failed", an SSL
+    /// error) would repeat every probe; this client logs them in its own throttled lines.
+    nginx_log: Box<NginxLog>,
     conn: Option<Connection>,
     /// The TCP (or Unix) connection is established.
     connected: bool,
@@ -122,14 +123,12 @@ fn clear_timer(ev: &mut ngx_event_t) {
 impl Client {
     /// Creates the client; it connects on the first command.
     pub fn new(target: Target) -> Box<Client> {
-        // SAFETY: the cycle log is valid here; a copy with its own threshold shares its files.
-        let mut quiet_log = unsafe { ptr::read(cycle_log()) };
-        quiet_log.log_level = NGX_LOG_CRIT as _;
+        let nginx_log = NginxLog::new(cycle_log());
         let timeout_ms = target.timeout_ms as u64;
         let mut c = Box::new(Client {
             name: ngx_str_t::default(),
             target,
-            quiet_log,
+            nginx_log,
             conn: None,
             connected: false,
             probing: false,
@@ -223,7 +222,7 @@ impl Client {
         let opened = Connection::open(
             &self.target.address,
             &mut self.name,
-            &mut self.quiet_log,
+            &mut self.nginx_log.log,
             this.cast(),
             Some(read_handler),
             Some(write_handler),
@@ -257,9 +256,29 @@ impl Client {
         true
     }
 
+    /// The socket is connected: start TLS if configured, else the session is ready.
     fn on_connected(&mut self) {
+        if let (Some(tls), Some(conn)) = (&self.target.tls, &self.conn) {
+            match tls::start(conn.raw(), tls, Some(tls_handler)) {
+                Handshake::Again => return, // tls_handler continues
+                Handshake::Done => return self.on_handshake(),
+                Handshake::Failed(why) => return self.fail(RedisError::Down, &why),
+            }
+        }
         self.connected = true;
         self.flush();
+    }
+
+    fn on_handshake(&mut self) {
+        let (Some(tls), Some(conn)) = (&self.target.tls, &mut self.conn) else { return };
+        conn.restore_handlers();
+        match tls::check(conn.raw(), tls) {
+            Ok(()) => {
+                self.connected = true;
+                self.flush();
+            }
+            Err(why) => self.fail(RedisError::Down, &why),
+        }
     }
 
     /// Writes as much of the queue as the socket takes.
@@ -410,6 +429,12 @@ impl Client {
         if let Some(report) = &self.on_error {
             report(&err);
         }
+        // What nginx said about the connection, if anything (say, the TLS alert behind a
+        // "connection closed").
+        let why = match self.nginx_log.take() {
+            Some(said) => format!("{why}: {said}"),
+            None => why.to_string(),
+        };
         let at = now();
         match &mut self.outage {
             None => {
@@ -492,6 +517,7 @@ extern "C" fn write_handler(ev: *mut ngx_event_t) {
             let error = client.conn.as_ref().and_then(Connection::connect_error);
             if let Some(errno) = error {
                 let why = std::io::Error::from_raw_os_error(errno).to_string();
+                client.nginx_log.take(); // nginx's own "connect() failed" says the same
                 client.fail(RedisError::Down, &format!("connect() failed ({why})"));
                 return;
             }
@@ -499,6 +525,14 @@ extern "C" fn write_handler(ev: *mut ngx_event_t) {
             return;
         }
         client.flush();
+    })
+}
+
+extern "C" fn tls_handler(c: *mut ngx_connection_t) {
+    guard(cycle_log(), "redis TLS handshake", (), || {
+        // SAFETY: the connection's data is the client (see connect()).
+        let client = unsafe { &mut *(*c).data.cast::<Client>() };
+        client.on_handshake();
     })
 }
 

@@ -5,9 +5,10 @@ use core::ffi::c_void;
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_close_connection, ngx_create_pool, ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer,
-    ngx_event_handler_pt, ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t, ngx_pool_t,
-    ngx_str_t, NGX_AGAIN, NGX_BUSY, NGX_DECLINED, NGX_ERROR, NGX_OK,
+    ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_destroy_pool, ngx_event_connect_peer,
+    ngx_event_get_peer, ngx_event_handler_pt, ngx_handle_read_event, ngx_handle_write_event, ngx_log_t,
+    ngx_peer_connection_t, ngx_pool_t, ngx_str_t, ngx_uint_t, NGX_AGAIN, NGX_BUSY, NGX_DECLINED, NGX_ERROR,
+    NGX_LOG_ALERT, NGX_LOG_ERR, NGX_OK,
 };
 
 use super::SocketAddress;
@@ -25,6 +26,9 @@ pub enum Io {
 pub struct Connection {
     pc: ngx_peer_connection_t,
     pool: *mut ngx_pool_t,
+    /// The owner's event handlers, put back after nginx's TLS handshake borrowed the events.
+    read: ngx_event_handler_pt,
+    write: ngx_event_handler_pt,
 }
 
 impl Connection {
@@ -47,7 +51,7 @@ impl Connection {
             return None;
         }
         // SAFETY: an all-zero peer connection is nginx's documented initial state.
-        let mut conn = Connection { pc: unsafe { core::mem::zeroed() }, pool };
+        let mut conn = Connection { pc: unsafe { core::mem::zeroed() }, pool, read, write };
         conn.pc.sockaddr = address.as_ptr().cast_mut().cast();
         conn.pc.socklen = address.len() as _;
         conn.pc.name = name;
@@ -120,8 +124,32 @@ impl Connection {
         (err != 0).then_some(err)
     }
 
+    /// nginx's connection, for the TLS layer.
+    pub fn raw(&self) -> *mut ngx_connection_t {
+        self.pc.connection
+    }
+
+    /// Gives the events back to the owner's handlers (after a TLS handshake).
+    pub fn restore_handlers(&mut self) {
+        // SAFETY: the connection is live.
+        unsafe {
+            (*(*self.pc.connection).read).handler = self.read;
+            (*(*self.pc.connection).write).handler = self.write;
+        }
+    }
+
     pub fn close(mut self) {
         if !self.pc.connection.is_null() {
+            // SAFETY: a TLS connection is freed without waiting for the peer's close_notify
+            // (as nginx's upstream does for a connection it drops).
+            unsafe {
+                let ssl = (*self.pc.connection).ssl;
+                if !ssl.is_null() {
+                    (*ssl).set_no_wait_shutdown(1);
+                    (*ssl).set_no_send_shutdown(1);
+                    ngx::ffi::ngx_ssl_shutdown(self.pc.connection);
+                }
+            }
             // SAFETY: our live connection; close removes its timers and events.
             unsafe { ngx_close_connection(self.pc.connection) };
             self.pc.connection = ptr::null_mut();
@@ -141,4 +169,51 @@ fn io_outcome(n: isize, rearm: impl FnOnce() -> isize) -> Io {
         return Io::Closed;
     }
     Io::Done(n as usize)
+}
+
+/// The log nginx writes its own messages about the connection to (a failed `connect()`, an
+/// SSL error): they are kept for the client's throttled log line instead of being written on
+/// every reconnect attempt (nginx writes a failed TLS read as `[crit]`, which would repeat
+/// five times a second); `[alert]` and worse still go to the error log at once.
+pub struct NginxLog {
+    pub log: ngx_log_t,
+    last: String,
+}
+
+/// What is kept of one message.
+const KEPT_MESSAGE: usize = 300;
+
+impl NginxLog {
+    /// A copy of `base` (its file and threshold raised to `error`) that keeps messages.
+    pub fn new(base: *const ngx_log_t) -> Box<NginxLog> {
+        // SAFETY: base is the cycle's log; the copy shares its open file, which outlives it.
+        let mut log = unsafe { ptr::read(base) };
+        log.log_level = NGX_LOG_ERR as _;
+        log.next = ptr::null_mut();
+        log.handler = None;
+        let mut me = Box::new(NginxLog { log, last: String::new() });
+        me.log.writer = Some(keep_message);
+        me.log.wdata = ptr::from_mut(&mut *me).cast();
+        me
+    }
+
+    /// The last message since the previous call, without nginx's time/level/pid prefix.
+    pub fn take(&mut self) -> Option<String> {
+        (!self.last.is_empty()).then(|| core::mem::take(&mut self.last))
+    }
+}
+
+unsafe extern "C" fn keep_message(log: *mut ngx_log_t, level: ngx_uint_t, buf: *mut u8, len: usize) {
+    // SAFETY: nginx calls the writer with the log we built (wdata is its boxed owner) and a
+    // formatted line of `len` bytes.
+    let (me, line) = unsafe { (&mut *(*log).wdata.cast::<NginxLog>(), core::slice::from_raw_parts(buf, len)) };
+    if level <= NGX_LOG_ALERT as ngx_uint_t && !me.log.file.is_null() {
+        // SAFETY: the cycle log's open file; one write of a whole line, as nginx does.
+        unsafe { libc::write((*me.log.file).fd, buf.cast(), len) };
+    }
+    let text = String::from_utf8_lossy(line);
+    // "2026/01/01 00:00:00 [error] 12#12: *5 message\n" -> "message"
+    let text = text.split_once("#").and_then(|(_, rest)| rest.split_once(": ")).map_or(&*text, |(_, m)| m);
+    let text = text.strip_prefix('*').and_then(|t| t.split_once(' ')).map_or(text, |(_, m)| m);
+    me.last = text.trim_end().chars().take(KEPT_MESSAGE).collect();
 }

@@ -7,17 +7,20 @@
 //! - `client.rs`: the pipelined client on top of it: replies matched to callers in order, each
 //!   within its own absolute deadline and its own size bound, failures logged once and then
 //!   summarised, and background probing after a failure.
+//! - `tls.rs`: `rediss://` through nginx's OpenSSL layer (context, handshake, verification).
 //! - `worker.rs`: the `shield_redis` directive and the worker's one client, shared by every
 //!   feature.
 
 mod client;
 mod connection;
+mod tls;
 mod worker;
 
 use crate::parse::{self, ConfError};
 
 pub use client::Client;
-pub use worker::{client, exit_process, health, init_process, set_redis, RedisMain};
+pub use tls::{set_string as set_ssl_string, set_verify as set_ssl_verify};
+pub use worker::{client, exit_process, health, init_process, postconfiguration, set_redis, RedisMain};
 
 /// Where and how to reach Redis; resolved at configuration time.
 #[derive(Clone)]
@@ -29,6 +32,11 @@ pub struct Target {
     pub db: u32,
     /// Every reply must be whole this long after its command was queued (see `client.rs`).
     pub timeout_ms: ngx::ffi::ngx_msec_t,
+    /// The URL's host, the name a TLS certificate must match by default.
+    pub host: String,
+    /// `rediss://` was given; `tls` is built at the end of the configuration.
+    pub tls_requested: bool,
+    pub tls: Option<tls::Tls>,
 }
 
 /// Bounds of `timeout=`: a reply is waited for at least 1 ms and at most a minute.
@@ -72,6 +80,9 @@ impl Target {
             password: url.password,
             db: url.db,
             timeout_ms: timeout_ms as _,
+            host: url.host,
+            tls_requested: url.tls,
+            tls: None,
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::status::metrics::Histogram;
 #[derive(Default)]
 pub struct RedisMain {
     pub target: Option<Target>,
+    pub(super) tls: super::tls::TlsDirectives,
     slots: Option<RedisSlots>,
 }
 
@@ -58,6 +59,11 @@ pub extern "C" fn set_redis(
         });
         Ok(())
     })
+}
+
+/// The end of the configuration: the TLS context, once every `shield_redis_ssl_*` is known.
+pub fn postconfiguration(cf: &mut ngx::ffi::ngx_conf_t, mcf: &mut MainConf) -> Result<(), String> {
+    super::tls::configure(cf, &mut mcf.redis)
 }
 
 static mut CLIENT: Option<Box<Client>> = None;
