@@ -9,7 +9,7 @@ BUILD="$ROOT/target"                    # all build products live under target/
 DEBIAN_NGINX_SRC="$BUILD/nginx-debian"  # configured copy of Debian's nginx-dev source
 APT_PACKAGES=(nginx nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config
               make gcc redis-server wrk curl openssl ca-certificates
-              chromium modsecurity-crs)
+              chromium modsecurity-crs redis-sentinel)
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 
@@ -33,6 +33,7 @@ install_deps() {
         # Debian starts nginx and redis on install; the project runs its own.
         $sudo service nginx stop >/dev/null 2>&1 || true
         $sudo service redis-server stop >/dev/null 2>&1 || true
+        $sudo service redis-sentinel stop >/dev/null 2>&1 || true
     fi
     if ! command -v cargo >/dev/null; then
         [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -23,6 +23,8 @@ pub enum Kind {
     Setup,
     /// The PING that proves a new connection works.
     Probe,
+    /// The question to a sentinel: where is the primary?
+    Discover,
     /// A caller's command.
     Command,
 }

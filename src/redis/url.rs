@@ -3,7 +3,7 @@
 
 use crate::parse::{self, ParseError};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RedisUrl {
     /// TCP: host and port. For a Unix socket, host is empty and port 0.
     pub host: String,
@@ -15,6 +15,10 @@ pub struct RedisUrl {
     pub db: u32,
     /// `rediss://`: TLS over TCP.
     pub tls: bool,
+    /// `redis+sentinel://`: the sentinels to ask (host, port) for the primary named `master`;
+    /// `host`/`port` are then the first sentinel's.
+    pub sentinels: Vec<(String, u16)>,
+    pub master: Option<String>,
 }
 
 pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
@@ -23,7 +27,10 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
         Some(("redis", rest)) => (rest, false),
         Some(("rediss", rest)) => (rest, true),
         Some(("unix", rest)) => return parse_unix(url, rest),
-        _ => return Err(invalid("expected redis://host[:port][/db], rediss://... or unix:///path")),
+        Some(("redis+sentinel", rest)) => return parse_sentinel(url, rest),
+        _ => return Err(invalid(
+            "expected redis://host[:port][/db], rediss://..., redis+sentinel://host[:port],.../name or unix:///path",
+        )),
     };
     let (authority, db) = match rest.split_once('/') {
         Some((a, "")) => (a, 0),
@@ -56,7 +63,7 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
             .filter(|&n| n > 0)
             .ok_or_else(|| invalid("bad port"))?,
     };
-    Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db, tls })
+    Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db, tls, ..Default::default() })
 }
 
 /// Longest path a `sockaddr_un` holds (108 bytes with the terminating NUL, on Linux).
@@ -91,8 +98,62 @@ fn parse_unix(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
         },
     };
     let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
-    Ok(RedisUrl { host: String::new(), port: 0, socket: Some(path.to_string()), username, password, db, tls: false })
+    Ok(RedisUrl { socket: Some(path.to_string()), username, password, db, ..Default::default() })
 }
+
+/// `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/name[/db]`: the
+/// credentials and database are the primary's; sentinels default to port 26379.
+fn parse_sentinel(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
+    let invalid = |why: &str| ParseError(format!("invalid redis URL \"{url}\": {why}"));
+    let (authority, path) =
+        rest.split_once('/').ok_or_else(|| invalid("no primary name (/name after the sentinels)"))?;
+    let (name, db) = match path.split_once('/') {
+        Some((n, "")) => (n, 0),
+        Some((n, d)) => {
+            (n, parse::number(d).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid("bad database number"))?)
+        }
+        None => (path, 0),
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("bad primary name"));
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
+    let mut sentinels = Vec::new();
+    for hostport in hosts.split(',') {
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed [ in host"))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid("no sentinel host"));
+        }
+        let port = match port {
+            None => 26379,
+            Some(p) => parse::number(p)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| invalid("bad port"))?,
+        };
+        sentinels.push((host.to_string(), port));
+    }
+    if sentinels.len() > MAX_SENTINELS {
+        return Err(invalid("more than 16 sentinels"));
+    }
+    let (host, port) = sentinels[0].clone();
+    Ok(RedisUrl { host, port, username, password, db, sentinels, master: Some(name.to_string()), ..Default::default() })
+}
+
+/// More sentinels than this is a configuration mistake, not a deployment.
+pub const MAX_SENTINELS: usize = 16;
 
 type Credentials = (Option<String>, Option<String>);
 
@@ -140,7 +201,7 @@ mod tests {
                 username: Some("app".into()),
                 password: Some("p@ss".into()),
                 db: 2,
-                tls: false
+                ..Default::default()
             }
         );
         let m = parse("redis://localhost").unwrap();
@@ -163,7 +224,7 @@ mod tests {
                 username: Some("app".into()),
                 password: Some("p@ss".into()),
                 db: 3,
-                tls: false
+                ..Default::default()
             }
         );
         assert_eq!(parse("unix://:secret@/r.sock").unwrap().password.as_deref(), Some("secret"));
@@ -181,6 +242,22 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.db), ("cache.example", 6380, 2));
         assert!(!parse("redis://h").unwrap().tls);
         assert!(!parse("unix:///r.sock").unwrap().tls);
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let u = parse("redis+sentinel://app:pw@10.0.0.1,10.0.0.2:26380,[::1]/mymaster/2").unwrap();
+        assert_eq!(u.sentinels, vec![("10.0.0.1".into(), 26379), ("10.0.0.2".into(), 26380), ("::1".into(), 26379)]);
+        assert_eq!(u.master.as_deref(), Some("mymaster"));
+        assert_eq!((u.username.as_deref(), u.password.as_deref(), u.db), (Some("app"), Some("pw"), 2));
+        assert_eq!((u.host.as_str(), u.port), ("10.0.0.1", 26379));
+        assert!(parse("redis+sentinel://10.0.0.1").unwrap_err().0.contains("primary name"));
+        assert!(parse("redis+sentinel://10.0.0.1/").unwrap_err().0.contains("primary name"));
+        assert!(parse("redis+sentinel://10.0.0.1,/m").unwrap_err().0.contains("sentinel host"));
+        assert!(parse("redis+sentinel://10.0.0.1:0/m").unwrap_err().0.contains("port"));
+        assert!(parse("redis+sentinel://10.0.0.1/m/x").unwrap_err().0.contains("database"));
+        let many = vec!["h"; 17].join(",");
+        assert!(parse(&format!("redis+sentinel://{many}/m")).unwrap_err().0.contains("16"));
     }
 
     #[test]

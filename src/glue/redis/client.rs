@@ -32,6 +32,7 @@ use crate::glue::util::guard;
 use crate::limit::script::Script;
 use crate::redis::pipeline::{Entry, Kind, Pipeline};
 use crate::redis::resp::{self, Bound, Decoder, Reply};
+use crate::redis::sentinel;
 use crate::redis::throttle::Throttle;
 
 pub type Callback = Box<dyn FnOnce(Result<Reply, RedisError>)>;
@@ -66,6 +67,11 @@ pub struct Client {
     connected: bool,
     /// A failure happened and no PING has been answered since: commands fail fast.
     probing: bool,
+    /// Sentinel mode: the primary's address was learnt since the last failure.
+    primary_known: bool,
+    /// Sentinel mode: the connection is to sentinel number `sentinel`, asking for the primary.
+    discovering: bool,
+    sentinel: usize,
     out: Vec<u8>,
     written: usize,
     input: Vec<u8>,
@@ -132,6 +138,9 @@ impl Client {
             conn: None,
             connected: false,
             probing: false,
+            primary_known: false,
+            discovering: false,
+            sentinel: 0,
             out: Vec::with_capacity(4096),
             written: 0,
             input: Vec::with_capacity(READ_CHUNK),
@@ -164,7 +173,14 @@ impl Client {
 
     /// Connected, and the connection answered.
     pub fn is_up(&self) -> bool {
-        self.connected && !self.probing
+        self.connected && !self.probing && !self.discovering
+    }
+
+    /// Sentinel mode: ask for the primary now, before the first request needs it.
+    pub fn start(&mut self) {
+        if self.target.master.is_some() && self.conn.is_none() {
+            self.connect();
+        }
     }
 
     pub fn timeout_ms(&self) -> u64 {
@@ -193,6 +209,10 @@ impl Client {
         if self.conn.is_none() && !self.connect() {
             return Err((RedisError::Down, callback));
         }
+        if self.discovering {
+            // The connection is to a sentinel: nothing but its question goes there.
+            return Err((RedisError::Down, callback));
+        }
         let on_noscript = script.map(|s| (s, command.to_vec()));
         self.queue(Kind::Command, command, bound, Some(Waiter { callback, on_noscript }));
         self.schedule_flush();
@@ -219,6 +239,9 @@ impl Client {
     /// once (the failure is handled: probing starts).
     fn connect(&mut self) -> bool {
         let this: *mut Client = self;
+        if self.target.master.is_some() && !self.primary_known {
+            return self.discover();
+        }
         let opened = Connection::open(
             &self.target.address,
             &mut self.name,
@@ -256,9 +279,54 @@ impl Client {
         true
     }
 
+    /// Sentinel mode: connects to the next sentinel and asks it where the primary is; the
+    /// answer (`on_discovered`) connects to the primary.
+    fn discover(&mut self) -> bool {
+        let this: *mut Client = self;
+        let Some(master) = self.target.master.as_deref() else { return false };
+        let query = sentinel::master_query(master);
+        self.sentinel %= self.target.sentinels.len();
+        let opened = Connection::open(
+            &self.target.sentinels[self.sentinel],
+            &mut self.name,
+            &mut self.nginx_log.log,
+            this.cast(),
+            Some(read_handler),
+            Some(write_handler),
+        );
+        self.discovering = true;
+        let Some((conn, connected)) = opened else {
+            self.fail(RedisError::Down, "connect failed");
+            return false;
+        };
+        self.conn = Some(conn);
+        self.connected = false;
+        self.queue(Kind::Discover, &query, sentinel::MASTER_REPLY, None);
+        if connected {
+            self.on_connected();
+        }
+        true
+    }
+
+    fn on_discovered(&mut self, reply: &Reply) {
+        match sentinel::master_address(reply) {
+            Err(why) => self.fail(RedisError::Down, &why),
+            Ok(addr) => {
+                self.close();
+                self.discovering = false;
+                self.primary_known = true;
+                self.target.address = super::SocketAddress::inet(&addr);
+                let master = self.target.master.as_deref().unwrap_or_default();
+                self.target.name = format!("\"{master}\" at {addr}");
+                self.name = ngx_str_t { len: self.target.name.len(), data: self.target.name.as_ptr().cast_mut() };
+                self.connect();
+            }
+        }
+    }
+
     /// The socket is connected: start TLS if configured, else the session is ready.
     fn on_connected(&mut self) {
-        if let (Some(tls), Some(conn)) = (&self.target.tls, &self.conn) {
+        if let (Some(tls), Some(conn), false) = (&self.target.tls, &self.conn, self.discovering) {
             match tls::start(conn.raw(), tls, Some(tls_handler)) {
                 Handshake::Again => return, // tls_handler continues
                 Handshake::Done => return self.on_handshake(),
@@ -350,7 +418,21 @@ impl Client {
                 report(&RedisError::Server(e.clone()));
             }
         }
+        if let Reply::Error(e) = &reply {
+            if p.kind == Kind::Command && sentinel::is_not_primary(e) {
+                // A failover made this server a replica: never write there; find the primary.
+                if let Some(waiter) = p.waiter.take() {
+                    (waiter.callback)(Err(RedisError::Server(e.clone())));
+                }
+                self.fail(RedisError::Server(e.clone()), "the server is no longer the primary");
+                return false;
+            }
+        }
         match (p.kind, reply) {
+            (Kind::Discover, reply) => {
+                self.on_discovered(&reply);
+                false
+            }
             (Kind::Setup | Kind::Probe, Reply::Error(e)) => {
                 self.fail(RedisError::Server(e), "setup refused");
                 false
@@ -429,12 +511,21 @@ impl Client {
         if let Some(report) = &self.on_error {
             report(&err);
         }
+        let mut why = why.to_string();
+        if self.target.master.is_some() {
+            // Rediscover on every reconnection; a sentinel that failed is not asked next.
+            if self.discovering {
+                why = format!("asking sentinel #{}: {why}", self.sentinel + 1);
+                self.sentinel += 1;
+            }
+            self.discovering = false;
+            self.primary_known = false;
+        }
         // What nginx said about the connection, if anything (say, the TLS alert behind a
         // "connection closed").
-        let why = match self.nginx_log.take() {
-            Some(said) => format!("{why}: {said}"),
-            None => why.to_string(),
-        };
+        if let Some(said) = self.nginx_log.take() {
+            why = format!("{why}: {said}");
+        }
         let at = now();
         match &mut self.outage {
             None => {

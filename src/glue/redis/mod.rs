@@ -37,6 +37,10 @@ pub struct Target {
     /// `rediss://` was given; `tls` is built at the end of the configuration.
     pub tls_requested: bool,
     pub tls: Option<tls::Tls>,
+    /// `redis+sentinel://`: the sentinels to ask for the primary named `master` (then
+    /// `address` is the primary's, once known).
+    pub sentinels: Vec<SocketAddress>,
+    pub master: Option<String>,
 }
 
 /// Bounds of `timeout=`: a reply is waited for at least 1 ms and at most a minute.
@@ -63,15 +67,27 @@ impl Target {
                 _ => return Err(ConfError::InvalidParameter(arg.to_string())),
             }
         }
+        // Resolved now: a lookup in a worker would block it.
+        let resolve = |host: &str, port: u16| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
+                .next()
+                .ok_or_else(|| format!("host not found in \"{}\"", args[0]))
+        };
         let (address, name) = match &url.socket {
             Some(path) => (SocketAddress::unix(path), format!("unix:{path}")),
             None => {
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(url.host.as_str(), url.port))
-                    .map_err(|e| format!("host not found in \"{}\": {e}", args[0]))?
-                    .next()
-                    .ok_or_else(|| format!("host not found in \"{}\"", args[0]))?;
+                let addr = resolve(&url.host, url.port)?;
                 (SocketAddress::inet(&addr), addr.to_string())
             }
+        };
+        let mut sentinels = Vec::new();
+        for (host, port) in &url.sentinels {
+            sentinels.push(SocketAddress::inet(&resolve(host, *port)?));
+        }
+        let name = match &url.master {
+            Some(master) => format!("\"{master}\" (via sentinel)"),
+            None => name,
         };
         Ok(Target {
             address,
@@ -83,6 +99,8 @@ impl Target {
             host: url.host,
             tls_requested: url.tls,
             tls: None,
+            sentinels,
+            master: url.master,
         })
     }
 }
@@ -96,7 +114,7 @@ pub enum SocketAddress {
 }
 
 impl SocketAddress {
-    fn inet(addr: &std::net::SocketAddr) -> SocketAddress {
+    pub fn inet(addr: &std::net::SocketAddr) -> SocketAddress {
         match addr {
             std::net::SocketAddr::V4(a) => {
                 // SAFETY: all-zero is a valid sockaddr_in (and the padding nginx expects).

@@ -96,6 +96,9 @@ pub fn init_process(mcf: &'static MainConf) {
     });
     // SAFETY: called once per worker, before any request.
     unsafe { *ptr::addr_of_mut!(CLIENT) = client };
+    if let Some(c) = self::client() {
+        c.start();
+    }
 }
 
 pub fn exit_process() {
