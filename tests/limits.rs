@@ -339,6 +339,13 @@ fn a_changed_key_on_reload_is_refused() {
     nginx.allow_log("previously it used another key");
     let conf = std::fs::read_to_string(nginx.conf_path()).unwrap().replace("$http_x_client zone=k", "$uri zone=k");
     std::fs::write(nginx.conf_path(), conf).unwrap();
+    // Both workers' start lines are written before the reload (the master may still be
+    // writing the second when the port first answers).
+    let start = Instant::now();
+    while nginx.error_log().matches("start worker process").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "workers did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = nginx.error_log().matches("start worker process").count();
     let _ = std::process::Command::new(support::nginx_bin())
         .args(["-p", nginx.dir.path().to_str().unwrap(), "-c", nginx.conf_path().to_str().unwrap(), "-s", "reload"])

@@ -20,14 +20,20 @@ use super::{admit, Algorithm, Decisions, Limit, State};
 use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Bound, Reply};
 use crate::status::metrics::Fnv;
 
-/// ARGV: now_us (0 = Redis TIME), deadline_us (0 = none), number of groups, then per group: count (requests in the
-/// group), n_limits, n_bans and 6 per limit: algorithm (0 GCRA, 1 sliding), interval_us,
-/// period_us, burst, cost, quota (a delay does not change admission: the caller derives it).
-/// KEYS: per group, its limit keys then its ban keys.
+/// ARGV: now_us (0 = Redis TIME), deadline_us (0 = none), the number of distinct limits in the
+/// batch and 6 per limit: algorithm (0 GCRA, 1 sliding), interval_us, period_us, burst, cost,
+/// quota (a delay does not change admission: the caller derives it); then the number of
+/// groups and per group: count (requests in the group), n_limits, n_bans and each limit's
+/// index in the table above. KEYS: per group, its limit keys then its ban keys.
 /// A group is a set of identical requests (same keys, same limits) of the batch, taken at one
 /// instant: limit i admits the first `fits_i` of them (a closed form of its arithmetic), so
 /// the group, two-phase, admits the first `min(count, fits_i)` and the rest are rejected
 /// without consuming anything. Each key touched is written once at the end.
+///
+/// Redis work per key is what bounds a Redis shared by many clients, so the script reads
+/// every key of the batch with one `MGET` (a `GET` per key costs a command dispatch each), a
+/// ban key's `PTTL` only when it exists, and the limits' parameters once per batch, not once
+/// per group (with 10,000 clients every request is its own group).
 ///
 /// A batch that reaches Redis after its deadline (in Redis's clock, see [`RedisClock`]) writes
 /// nothing and answers `{now, -1}`: its requests were already answered by the fail policy when
@@ -41,7 +47,8 @@ use crate::status::metrics::Fnv;
 /// (tests/lua_scripts.rs compares them on a real Redis). A flood of one client costs Redis a
 /// short loop and a few integers of reply, not five integers per request.
 pub const LIMIT_SCRIPT: &str = r#"
-local now, deadline, ngroups = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tonumber, floor = tonumber, math.floor
+local now, deadline, nlim = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if now == 0 then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
@@ -49,75 +56,91 @@ end
 if deadline > 0 and now > deadline then
   return {now, -1}
 end
-local st, ttl, out = {}, {}, {now}
-local a, k = 4, 0
-for g = 1, ngroups do
+local L = {}
+for i = 1, nlim do
+  local b = 3 + (i - 1) * 6
+  L[i] = {ARGV[b + 1] == '0', tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
+          tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])}
+end
+local v = {}
+for i = 1, #KEYS, 1000 do
+  local part = redis.call('MGET', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+  for j = 1, #part do v[i + j - 1] = part[j] end
+end
+local st, ttl, out, o, base = {}, {}, {now}, 1, {}
+local a, k = 5 + nlim * 6, 0
+for g = 1, tonumber(ARGV[4 + nlim * 6]) do
   local count, n, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local banned = 0
   for j = 1, nb do
-    local left = redis.call('PTTL', KEYS[k + n + j])
-    if left > 0 and banned == 0 then banned = left end
+    if v[k + n + j] and banned == 0 then
+      local left = redis.call('PTTL', KEYS[k + n + j])
+      if left > 0 then banned = left end
+    end
   end
-  out[#out + 1] = banned
+  o = o + 1
+  out[o] = banned
   if banned == 0 then
     -- The group's requests are identical and share one instant: limit i admits the first
     -- fits_i of them, so the group (two-phase) admits the first min(count, fits_i).
     -- base[i]: where limit i's state starts from (GCRA: max(tat, now); sliding window: the
-    -- state rolled to the current window), shared by the admission and the commit.
-    local admit, base = count, {}
+    -- state rolled to the current window), shared by the admission and the commit (reused
+    -- from group to group: only base[1..n] is read).
+    local admit = count
     for i = 1, n do
-      local key, b = KEYS[k + i], a + 3 + (i - 1) * 6
-      local s, cost = st[key], tonumber(ARGV[b + 4])
+      local key, l = KEYS[k + i], L[tonumber(ARGV[a + 2 + i])]
+      local s, cost = st[key], l[5]
       local fits
-      if ARGV[b] == '0' then
+      if l[1] then
         if s == nil then
-          s = tonumber(redis.call('GET', key)) or 0
+          s = tonumber(v[k + i]) or 0
           st[key] = s
         end
-        out[#out + 1] = s
+        o = o + 1
+        out[o] = s
         if s < now then s = now end
         base[i] = s
-        local t = tonumber(ARGV[b + 1])
-        fits = math.floor(((tonumber(ARGV[b + 3]) + 1) * t - (s - now)) / (cost * t))
+        fits = floor(((l[4] + 1) * l[2] - (s - now)) / (cost * l[2]))
       else
         if s == nil then
-          local x, y, z = string.match(redis.call('GET', key) or '', '^(%d+) (%d+) (%d+)$')
+          local x, y, z = string.match(v[k + i] or '', '^(%d+) (%d+) (%d+)$')
           s = {tonumber(x) or 0, tonumber(y) or 0, tonumber(z) or 0}
           st[key] = s
         end
-        out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3]
-        local w, prev, cur = tonumber(ARGV[b + 2]), s[2], s[3]
+        out[o + 1], out[o + 2], out[o + 3] = s[1], s[2], s[3]
+        o = o + 3
+        local w, prev, cur = l[3], s[2], s[3]
         local window = now - now % w
         if s[1] ~= window then
           if s[1] + w == window then prev = cur else prev = 0 end
           cur = 0
         end
         base[i] = {window, prev, cur}
-        fits = math.floor((tonumber(ARGV[b + 5]) * w - prev * (w - (now - window)) - cur * w) / (cost * w))
+        fits = floor((l[6] * w - prev * (w - (now - window)) - cur * w) / (cost * w))
       end
       if fits < admit then admit = fits end
     end
     for i = 1, admit > 0 and n or 0 do
-      local key, b = KEYS[k + i], a + 3 + (i - 1) * 6
-      local s, cost = base[i], tonumber(ARGV[b + 4])
-      if ARGV[b] == '0' then
-        s = s + admit * cost * tonumber(ARGV[b + 1])
-        st[key], ttl[key] = s, math.floor((s - now) / 1000) + 1000
+      local key, l = KEYS[k + i], L[tonumber(ARGV[a + 2 + i])]
+      local s, cost = base[i], l[5]
+      if l[1] then
+        s = s + admit * cost * l[2]
+        st[key], ttl[key] = s, floor((s - now) / 1000) + 1000
       else
-        st[key], ttl[key] = {s[1], s[2], s[3] + admit * cost}, math.floor(2 * tonumber(ARGV[b + 2]) / 1000)
+        st[key], ttl[key] = {s[1], s[2], s[3] + admit * cost}, floor(2 * l[3] / 1000)
       end
     end
   end
-  a = a + 3 + n * 6
+  a = a + 3 + n
   k = k + n + nb
 end
 for key, life in pairs(ttl) do
-  local v = st[key]
-  if type(v) == 'table' then
+  local val = st[key]
+  if type(val) == 'table' then
     -- string.format keeps every digit (tostring would round to 14)
-    v = string.format('%.0f %.0f %.0f', v[1], v[2], v[3])
+    val = string.format('%.0f %.0f %.0f', val[1], val[2], val[3])
   end
-  redis.call('SET', key, v, 'PX', life)
+  redis.call('SET', key, val, 'PX', life)
 end
 return out
 "#;
@@ -233,7 +256,7 @@ struct Group {
     id: Vec<u8>,
     hash: u64,
     /// RESP bulk strings: the group's keys, then (from `split`) n_limits, n_bans and the
-    /// limits' arguments.
+    /// limits' indices in the batch's table.
     desc: Vec<u8>,
     split: usize,
     nkeys: usize,
@@ -248,6 +271,9 @@ struct Group {
 #[derive(Default)]
 pub struct Batch {
     groups: Vec<Group>,
+    /// The batch's distinct limits, as the script takes them: algorithm, interval_us,
+    /// period_us, burst, cost, quota.
+    table: Vec<[u64; 6]>,
     /// Per request, in push order: its group.
     members: Vec<usize>,
     scratch: Vec<u8>,
@@ -322,9 +348,15 @@ impl Batch {
                         Algorithm::Gcra => 0,
                         Algorithm::SlidingWindow => 1,
                     };
-                    for v in [algo, l.interval_us(), l.period_us(), l.burst, l.cost, l.quota()] {
-                        bulk_u64(&mut desc, v);
-                    }
+                    let params = [algo, l.interval_us(), l.period_us(), l.burst, l.cost, l.quota()];
+                    let index = match self.table.iter().position(|t| *t == params) {
+                        Some(i) => i,
+                        None => {
+                            self.table.push(params);
+                            self.table.len() - 1
+                        }
+                    };
+                    bulk_u64(&mut desc, index as u64 + 1);
                 }
                 self.groups.push(Group {
                     hash: h.0,
@@ -347,9 +379,9 @@ impl Batch {
     /// `deadline_us` (Redis's clock, 0 for none) is when the batch stops being worth applying.
     pub fn command(&self, script: &Script, now_us: u64, deadline_us: u64) -> Vec<u8> {
         let nkeys: usize = self.groups.iter().map(|g| g.nkeys).sum();
-        // now, the deadline, the group count, then per group: count, n_limits, n_bans and 6
-        // per limit.
-        let nargs: usize = 3 + self.groups.iter().map(|g| 3 + 6 * g.limits.len()).sum::<usize>();
+        // now, the deadline, the limits' table, the group count, then per group: count,
+        // n_limits, n_bans and an index per limit.
+        let nargs: usize = 4 + 6 * self.table.len() + self.groups.iter().map(|g| 3 + g.limits.len()).sum::<usize>();
         let size: usize = self.groups.iter().map(|g| g.desc.len() + 24).sum();
         let mut out = Vec::with_capacity(96 + size);
         push_array_header(&mut out, 3 + nkeys + nargs);
@@ -362,6 +394,10 @@ impl Batch {
             }
             bulk_u64(&mut out, now_us);
             bulk_u64(&mut out, deadline_us);
+            bulk_u64(&mut out, self.table.len() as u64);
+            for v in self.table.iter().flatten() {
+                bulk_u64(&mut out, *v);
+            }
             bulk_u64(&mut out, self.groups.len() as u64);
             for g in &self.groups {
                 bulk_u64(&mut out, g.count as u64);
@@ -546,12 +582,11 @@ mod tests {
         assert_eq!(text[0], "EVALSHA");
         assert_eq!(text[1], s.sha);
         assert_eq!(text[2..6], ["3", "shield:{k}:z", "shield:{x0102}:z", "shield:{k}:b:ban"]);
+        // now, deadline, one distinct limit (6 parameters), two groups: (count 1, 1 limit, 0
+        // bans, limit #1) and (1, 1, 1, #1).
         assert_eq!(
             text[6..],
-            [
-                "7", "9", "2", "1", "1", "0", "0", "100000", "1000000", "5", "1", "6", "1", "1", "1", "0", "100000",
-                "1000000", "5", "1", "6"
-            ]
+            ["7", "9", "1", "0", "100000", "1000000", "5", "1", "6", "2", "1", "1", "0", "1", "1", "1", "1", "1"]
         );
         let Some((Reply::Array(Some(eparts)), used)) = decode(&eval).unwrap() else { panic!() };
         assert_eq!(used, eval.len());
@@ -583,8 +618,9 @@ mod tests {
         }
         let Some((Reply::Array(Some(parts)), _)) = decode(&b.command(&s, 0, 0)).unwrap() else { panic!() };
         assert_eq!(parts[2], Reply::Bulk(Some(b"2".to_vec())), "two distinct keys");
-        assert_eq!(parts[7], Reply::Bulk(Some(b"2".to_vec())), "two groups");
-        assert_eq!(parts[8], Reply::Bulk(Some(b"3".to_vec())), "x three times");
+        assert_eq!(parts[7], Reply::Bulk(Some(b"1".to_vec())), "one distinct limit");
+        assert_eq!(parts[14], Reply::Bulk(Some(b"2".to_vec())), "two groups");
+        assert_eq!(parts[15], Reply::Bulk(Some(b"3".to_vec())), "x three times");
         // Redis reports now and the state each group found (x first: it arrived first); each
         // group's requests are replayed in turn and answered in push order.
         let now = 1_000_000_000;
