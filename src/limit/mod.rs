@@ -14,6 +14,7 @@
 //! delays the rest; `nodelay` delays none. A request beyond the burst is rejected.
 
 pub mod bounds;
+pub mod rewrite_scan;
 pub mod script;
 pub mod shm_table;
 

@@ -13,7 +13,7 @@ use ngx::http::HttpModuleMainConf;
 use super::zone::{zone_init, ZoneShm};
 use crate::glue::util::{set_once, ComplexValue};
 use crate::glue::{LocConf, MainConf, Shield};
-use crate::limit::{bounds, Algorithm, Ban, Limit};
+use crate::limit::{bounds, rewrite_scan, Algorithm, Ban, Limit};
 use crate::parse::{self, ConfError, Rate};
 use crate::status::metrics::Registry;
 
@@ -41,6 +41,9 @@ pub struct Zone {
     /// read directly, without running the complex-value script or copying.
     pub(super) key_var: Option<ngx_uint_t>,
     pub(super) key_source: String,
+    /// Every variable the key reads, by name and index (a key `set` assigns before a
+    /// `return` is refused: see `rewrite`).
+    pub(super) key_vars: Vec<(String, ngx_uint_t)>,
     pub(super) rate: Rate,
     pub(super) algorithm: Algorithm,
     pub(super) backend: Backend,
@@ -91,10 +94,13 @@ pub struct LimitLoc {
     pub(super) log_level: Option<ngx_uint_t>,
     pub(super) fail: Option<FailPolicy>,
     pub(super) headers: Option<(bool, bool)>,
+    /// Resolved at merge: the limiter runs in the rewrite phase, before this location's
+    /// `return` (see `rewrite`).
+    pub(super) in_rewrite: bool,
 }
 
 impl LimitLoc {
-    pub fn merge(&mut self, prev: &LimitLoc) {
+    pub fn merge(&mut self, cf: &mut ngx_conf_t, prev: &LimitLoc) -> Result<(), String> {
         if self.limits.is_none() {
             self.limits.clone_from(&prev.limits);
         }
@@ -106,6 +112,7 @@ impl LimitLoc {
         self.log_level = self.log_level.or(prev.log_level);
         self.fail = self.fail.or(prev.fail);
         self.headers = self.headers.or(prev.headers);
+        super::rewrite::resolve(cf, self)
     }
 
     pub(super) fn active(&self) -> bool {
@@ -171,16 +178,11 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             ));
         }
         let key = ComplexValue::compile(cf, &key_source)?;
-        let key_var = single_variable(&key_source).map(|var| {
-            let mut name = crate::glue::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
-            // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
-            let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
-            if index == NGX_ERROR as ngx_int_t {
-                return Err(ConfError::Other(format!("unknown variable \"${var}\"")));
-            }
-            Ok(index as ngx_uint_t)
-        });
-        let key_var = key_var.transpose()?;
+        let key_vars = rewrite_scan::key_variables(&key_source)
+            .into_iter()
+            .map(|var| Ok((var.to_string(), variable_index(cf, var)?)))
+            .collect::<Result<Vec<_>, ConfError>>()?;
+        let key_var = single_variable(&key_source).and_then(|var| key_vars.iter().find(|(n, _)| n == var)).map(|v| v.1);
         let mut h = crate::status::metrics::Fnv::default();
         h.write(name.as_bytes());
         h.write(&[algorithm as u8]);
@@ -192,6 +194,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             key,
             key_var,
             key_source,
+            key_vars,
             rate,
             algorithm,
             backend,
@@ -222,6 +225,16 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
         mcf.limits.zones.push(zone);
         Ok(())
     })
+}
+
+fn variable_index(cf: &mut ngx_conf_t, var: &str) -> Result<ngx_uint_t, ConfError> {
+    let mut name = crate::glue::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
+    // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
+    let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
+    if index == NGX_ERROR as ngx_int_t {
+        return Err(ConfError::Other(format!("unknown variable \"${var}\"")));
+    }
+    Ok(index as ngx_uint_t)
 }
 
 fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {

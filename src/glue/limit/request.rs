@@ -7,7 +7,7 @@ use core::ptr;
 use std::rc::Rc;
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DECLINED, NGX_DONE, NGX_HTTP_INTERNAL_SERVER_ERROR,
     NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
@@ -50,7 +50,10 @@ impl Drop for LimitCtx {
     }
 }
 
-/// The preaccess handler.
+/// The limiter's phase handler: in preaccess, or in the rewrite phase of a location that
+/// answers with `return` (see `rewrite`). A parked request answers NGX_DONE, which both
+/// phase checkers take as "stop running phases, the request lives on" (the rewrite
+/// checker finalizes on NGX_AGAIN); its wake-up runs the phases again from this handler.
 pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
     let Some(lc) = Shield::location_conf(r).map(|lc| &lc.limit).filter(|l| l.active()) else {
         return NGX_DECLINED as ngx_int_t;
@@ -70,7 +73,7 @@ pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
         Phase::Waiting(waiter, limits, bans) => {
             let Some(reply) = waiter.reply.borrow_mut().take() else {
                 ctx.limit.phase = Phase::Waiting(waiter, limits, bans);
-                return NGX_AGAIN as ngx_int_t;
+                return NGX_DONE as ngx_int_t;
             };
             // Answered, or timed out: a late answer must not wake this request again.
             waiter.request.set(ptr::null_mut());
@@ -228,7 +231,7 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
     let Some(ctx) = RequestCtx::get(rp) else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     ctx.limit.phase = Phase::Waiting(waiter, limits, bans);
     suspend(r, timeout + 10, resume_after_redis);
-    NGX_AGAIN as ngx_int_t
+    NGX_DONE as ngx_int_t
 }
 
 /// Applies a verdict (or a Redis failure under the fail policy) to the request.
@@ -361,7 +364,7 @@ fn finish(
                 ctx.limit.phase = Phase::Delaying;
             }
             suspend(r, (d.wait_us / 1000).max(1) as _, resume_after_delay);
-            NGX_AGAIN as ngx_int_t
+            NGX_DONE as ngx_int_t
         }
     }
 }
