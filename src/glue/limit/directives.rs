@@ -13,7 +13,8 @@ use ngx::http::HttpModuleMainConf;
 use super::zone::{zone_init, ZoneShm};
 use crate::glue::util::{set_once, ComplexValue};
 use crate::glue::{LocConf, MainConf, Shield};
-use crate::limit::{bounds, rewrite_scan, Algorithm, Ban, Limit};
+use crate::limit::outcome::{FailPolicy, Policy};
+use crate::limit::{bounds, rewrite_scan, Algorithm, Ban, HeaderMode, Limit};
 use crate::parse::{self, ConfError, Rate};
 use crate::status::metrics::Registry;
 
@@ -54,13 +55,6 @@ pub struct Zone {
     pub(super) slots: ZoneSlots,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum FailPolicy {
-    Open,
-    Closed,
-    Local,
-}
-
 #[derive(Default)]
 pub struct LimitMain {
     // Boxed: the shared-memory zone keeps each Zone's address (shm_zone.data) until its init
@@ -93,7 +87,7 @@ pub struct LimitLoc {
     pub(super) dry_run: Option<bool>,
     pub(super) log_level: Option<ngx_uint_t>,
     pub(super) fail: Option<FailPolicy>,
-    pub(super) headers: Option<(bool, bool)>,
+    pub(super) headers: Option<HeaderMode>,
     /// Resolved at merge: the limiter runs in the rewrite phase, before this location's
     /// `return` (see `rewrite`).
     pub(super) in_rewrite: bool,
@@ -119,8 +113,13 @@ impl LimitLoc {
         self.limits.as_ref().is_some_and(|l| !l.is_empty()) || self.bans.as_ref().is_some_and(|b| !b.is_empty())
     }
 
-    pub(super) fn status(&self) -> ngx_int_t {
-        self.status.unwrap_or(429) as ngx_int_t
+    /// The controls the core's `outcome::plan` reads, defaults applied.
+    pub(super) fn policy(&self) -> Policy {
+        Policy {
+            dry_run: self.dry_run.unwrap_or(false),
+            status: self.status.unwrap_or(429),
+            headers: self.headers.unwrap_or_default(),
+        }
     }
 }
 
@@ -363,14 +362,7 @@ pub extern "C" fn set_log_level(
 
 pub extern "C" fn set_fail(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let policy = match args[0] {
-            "open" => FailPolicy::Open,
-            "closed" => FailPolicy::Closed,
-            "local" => FailPolicy::Local,
-            other => {
-                return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"").into())
-            }
-        };
+        let policy = FailPolicy::parse(args[0])?;
         set_once(&mut lc.limit.fail, policy)
     })
 }
@@ -381,17 +373,7 @@ pub extern "C" fn set_headers(
     conf: *mut c_void,
 ) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let mode = match args[0] {
-            "on" => (true, true),
-            "off" => (false, false),
-            "draft" => (true, false),
-            "legacy" => (false, true),
-            other => {
-                return Err(
-                    format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"").into()
-                )
-            }
-        };
+        let mode = HeaderMode::parse(args[0])?;
         set_once(&mut lc.limit.headers, mode)
     })
 }

@@ -12,6 +12,7 @@ use ngx::ngx_log_error;
 use super::directives::Zone;
 use crate::glue::util::guard;
 use crate::glue::MainConf;
+use crate::limit::outcome::Verdict;
 use crate::limit::shm_table::{HashKey, KeyHash, Slot, Table, WAYS};
 use crate::limit::{self as rate, Ban, Decisions, Limit, State};
 
@@ -243,9 +244,4 @@ pub(super) fn record_ban_local(mcf: &MainConf, zone: usize, ban: &Ban, key: &[u8
     let state = t.get(h, now / 1000).unwrap_or([0; 3]);
     let new = ban.record(state, now);
     t.put(h, new, now / 1000, (now + ban.ttl_us(new, now)) / 1000, ban.protected_until_us(new) / 1000);
-}
-
-pub(super) enum Verdict {
-    Banned(usize, u64),
-    Decisions(Decisions),
 }
