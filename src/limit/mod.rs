@@ -27,7 +27,7 @@ mod ban;
 pub mod bounds;
 mod clock;
 mod gcra;
-mod headers;
+pub mod headers;
 pub mod outcome;
 pub mod rewrite_scan;
 pub mod script;
@@ -35,8 +35,8 @@ pub mod shm_table;
 mod window;
 
 pub use ban::Ban;
-pub use clock::{Clock, FakeClock, MAX_CLOCK_SKEW_US};
-pub use headers::{secs_ceil, HeaderMode, HeaderSet, Rendered};
+pub use clock::{Clock, FakeClock};
+pub use headers::{secs_ceil, HeaderMode, HeaderSet};
 
 use crate::parse::Rate;
 use gcra::gcra;

@@ -38,9 +38,8 @@ pub fn scan(words: &[usize], addrs: &CodeAddrs) -> Scan {
     let mut out = Scan::default();
     for (i, &w) in words.iter().enumerate() {
         let operand = words.get(i + 1).copied();
-        if w == addrs.return_code {
-            out.answers = true;
-        } else if w == addrs.regex_end_code && operand.is_some_and(|f| f & REGEX_END_REDIRECT != 0) {
+        let redirect = w == addrs.regex_end_code && operand.is_some_and(|f| f & REGEX_END_REDIRECT != 0);
+        if w == addrs.return_code || redirect {
             out.answers = true;
         } else if w == addrs.set_var_code {
             if let Some(index) = operand {

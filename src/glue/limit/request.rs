@@ -21,9 +21,10 @@ use super::zone::{decide_local, now_us, record_ban_local, Applied, AppliedBan};
 use crate::glue::redis;
 use crate::glue::redis::RedisError;
 use crate::glue::{LocConf, MainConf, RequestCtx, Shield};
+use crate::limit::headers::Rendered;
 use crate::limit::outcome::{self, Action, Counter, HeadersFrom, LimitStatus, Log, OnFailure, Plan, Verdict};
 use crate::limit::script::{self, BanKey, LimitKey, LimitReply};
-use crate::limit::{Decision, Decisions, Limit, Outcome, Rendered};
+use crate::limit::{Decision, Decisions, Limit, Outcome};
 use crate::redis::resp::Bound;
 
 #[derive(Default)]

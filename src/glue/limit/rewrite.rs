@@ -107,7 +107,7 @@ pub(super) fn resolve(cf: &mut ngx_conf_t, lc: &mut LimitLoc) -> Result<(), Stri
 fn key_assigned_by_set<'a>(mcf: &'a MainConf, lc: &LimitLoc, assigned: &[usize]) -> Option<(&'a str, &'a str)> {
     let zones = lc.limits.iter().flatten().map(|l| l.zone).chain(lc.bans.iter().flatten().map(|b| b.zone));
     zones.map(|z| &*mcf.limits.zones[z]).find_map(|z| {
-        let (name, _) = z.key_vars.iter().find(|(_, index)| assigned.contains(&(*index as usize)))?;
+        let (name, _) = z.key_vars.iter().find(|(_, index)| assigned.contains(index))?;
         Some((z.name.as_str(), name.as_str()))
     })
 }
