@@ -169,7 +169,8 @@ fn a_set_built_key_is_refused_before_return_and_works_without_it() {
     assert_config_error(
         r#"shield_limit_zone $k zone=s:1m rate=1r/s;
         server { listen 127.0.0.1:%%PORT%%; location / { set $k $arg_k; shield_limit zone=s; return 200; } }"#,
-        "the key of zone \"s\" uses \"$k\", which \"set\" assigns in a location that answers with \"return\"",
+        "the key of zone \"s\" uses \"$k\", which \"set\" assigns in a location that answers with \"return\" \
+         (location \"/\")",
     );
     assert_config_error(
         r#"shield_limit_zone "$host:$k" zone=s:1m rate=1r/s;
@@ -177,6 +178,13 @@ fn a_set_built_key_is_refused_before_return_and_works_without_it() {
                  location / { if ($arg_x) { set $k 1; return 401; } } }"#,
         "build the key with \"map\" instead",
     );
+    // An internal `rewrite ... last` does not answer: the limiter stays in preaccess there.
+    let (ok, out) = nginx_test_config(
+        r#"shield_limit_zone $k zone=s:1m rate=1r/s;
+        server { listen 127.0.0.1:%%PORT%%;
+                 location / { set $k $arg_k; shield_limit zone=s; rewrite ^/old$ /index.html last; } }"#,
+    );
+    assert!(ok, "a set key beside an internal rewrite loads:\n{out}");
     let nginx = Nginx::start(
         r#"
         shield_limit_zone $k zone=setkey:1m rate=1r/h;

@@ -93,9 +93,12 @@ pub(super) fn resolve(cf: &mut ngx_conf_t, lc: &mut LimitLoc) -> Result<(), Stri
     }
     let mcf = Shield::main_conf(cf).ok_or("no main configuration")?;
     if let Some((zone, var)) = key_assigned_by_set(mcf, lc, &codes.assigned) {
+        // merge runs at the end of http{}: the location's name says where.
+        let location = NgxHttpCoreModule::location_conf(cf).map(|c| c.name.to_string()).unwrap_or_default();
         return Err(format!(
             "the key of zone \"{zone}\" uses \"${var}\", which \"set\" assigns in a location that answers with \
-             \"return\": there the limiter runs before \"set\"; build the key with \"map\" instead"
+             \"return\" (location \"{location}\"): there the limiter runs before \"set\"; build the key with \"map\" \
+             instead"
         ));
     }
     lc.in_rewrite = true;
