@@ -116,7 +116,7 @@ impl LocConf {
             }
         }
 
-        self.limit.merge(&prev.limit);
+        self.limit.merge(cf, &prev.limit)?;
         let mcf = Shield::main_conf_mut(cf).ok_or("no main configuration")?;
         self.waf.merge(&prev.waf, mcf)?;
         self.merge_cors(&prev.cors)?;

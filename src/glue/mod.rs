@@ -55,7 +55,10 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     util::guard(unsafe { (*cf).log }, "postconfiguration", Status::NGX_ERROR.0, || {
         // SAFETY: nginx calls this with a valid cf, once per configuration cycle.
         let cf = unsafe { &mut *cf };
+        // The limiter's rewrite handler first: a phase runs its handlers in reverse order of
+        // registration, so the filter and CORS preflight (rewrite phase) still come before it.
         if headers::filter::install_snapshot(cf).is_err()
+            || limit::install(cf).is_err()
             || headers::preflight::install(cf).is_err()
             || status::init_zone(cf).is_err()
         {

@@ -1,5 +1,7 @@
-//! The Redis side of rate limiting: Lua scripts (the same arithmetic as `ratelimit.rs`),
-//! key layout, batched command building and typed reply decoding.
+//! The Redis side of rate limiting: Lua scripts (the same arithmetic as `gcra.rs` and
+//! `window.rs`), key layout, batched command building and typed reply decoding. (Longer than
+//! most files: the scripts, the Rust that builds their arguments and decodes their replies,
+//! and the tests that hold them to one contract belong together.)
 //!
 //! **One script call per event-loop turn, not per request**: the requests of one worker that
 //! reach the limiter in the same turn of nginx's event loop go to Redis as one `EVALSHA` of

@@ -20,6 +20,23 @@
 
 pub const WAYS: usize = 8;
 
+/// The first word of a zone's header, whatever its layout: says the zone is this module's.
+/// A zone from before the word existed has its key hash there, which matches with
+/// probability 2^-64.
+pub const ZONE_MAGIC: u64 = 0x5d1e_1d5a_f3c9_a7b1;
+
+/// The table's layout version: a zone written by a build with another layout must not be
+/// read by this one, should a reload ever hand it over (nginx's zone tag prevents it today:
+/// see the glue's `zone_init`).
+/// Bump it whenever [`Slot`], [`WAYS`], the hashing or the zone header changes.
+pub const LAYOUT_VERSION: u64 = 1;
+
+/// The second word of a zone's header: the layout version with the sizes that define the
+/// layout folded in (so a changed size is caught even if the version was not bumped).
+pub const fn zone_layout(header_size: usize) -> u64 {
+    (LAYOUT_VERSION << 32) | ((core::mem::size_of::<Slot>() as u64) << 16) | ((WAYS as u64) << 8) | header_size as u64
+}
+
 /// One slot. `repr(C)` and plain integers only: it lives in shared memory.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -227,6 +244,14 @@ impl<'a> Table<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_zone_layout_word_changes_with_every_size() {
+        assert_ne!(zone_layout(40), zone_layout(48), "the header size is part of it");
+        assert_eq!(zone_layout(40) >> 32, LAYOUT_VERSION);
+        assert_eq!((zone_layout(40) >> 16) & 0xffff, core::mem::size_of::<Slot>() as u64);
+        assert_eq!((zone_layout(40) >> 8) & 0xff, WAYS as u64);
+    }
 
     const SECRET: HashKey = HashKey([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
 

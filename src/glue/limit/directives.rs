@@ -13,7 +13,8 @@ use ngx::http::HttpModuleMainConf;
 use super::zone::{zone_init, ZoneShm};
 use crate::glue::util::{set_once, ComplexValue};
 use crate::glue::{LocConf, MainConf, Shield};
-use crate::limit::{bounds, Algorithm, Ban, Limit};
+use crate::limit::outcome::{FailPolicy, Policy};
+use crate::limit::{bounds, rewrite_scan, Algorithm, Ban, HeaderMode, Limit};
 use crate::parse::{self, ConfError, Rate};
 use crate::status::metrics::Registry;
 
@@ -41,6 +42,9 @@ pub struct Zone {
     /// read directly, without running the complex-value script or copying.
     pub(super) key_var: Option<ngx_uint_t>,
     pub(super) key_source: String,
+    /// Every variable the key reads, by name and index (a key `set` assigns before a
+    /// `return` is refused: see `rewrite`).
+    pub(super) key_vars: Vec<(String, ngx_uint_t)>,
     pub(super) rate: Rate,
     pub(super) algorithm: Algorithm,
     pub(super) backend: Backend,
@@ -49,13 +53,6 @@ pub struct Zone {
     /// Set by zone_init: the zone's slab pool, whose mutex guards the table.
     pub(super) pool: Option<ngx::core::SlabPool>,
     pub(super) slots: ZoneSlots,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum FailPolicy {
-    Open,
-    Closed,
-    Local,
 }
 
 #[derive(Default)]
@@ -90,11 +87,14 @@ pub struct LimitLoc {
     pub(super) dry_run: Option<bool>,
     pub(super) log_level: Option<ngx_uint_t>,
     pub(super) fail: Option<FailPolicy>,
-    pub(super) headers: Option<(bool, bool)>,
+    pub(super) headers: Option<HeaderMode>,
+    /// Resolved at merge: the limiter runs in the rewrite phase, before this location's
+    /// `return` (see `rewrite`).
+    pub(super) in_rewrite: bool,
 }
 
 impl LimitLoc {
-    pub fn merge(&mut self, prev: &LimitLoc) {
+    pub fn merge(&mut self, cf: &mut ngx_conf_t, prev: &LimitLoc) -> Result<(), String> {
         if self.limits.is_none() {
             self.limits.clone_from(&prev.limits);
         }
@@ -106,14 +106,20 @@ impl LimitLoc {
         self.log_level = self.log_level.or(prev.log_level);
         self.fail = self.fail.or(prev.fail);
         self.headers = self.headers.or(prev.headers);
+        super::rewrite::resolve(cf, self)
     }
 
     pub(super) fn active(&self) -> bool {
         self.limits.as_ref().is_some_and(|l| !l.is_empty()) || self.bans.as_ref().is_some_and(|b| !b.is_empty())
     }
 
-    pub(super) fn status(&self) -> ngx_int_t {
-        self.status.unwrap_or(429) as ngx_int_t
+    /// The controls the core's `outcome::plan` reads, defaults applied.
+    pub(super) fn policy(&self) -> Policy {
+        Policy {
+            dry_run: self.dry_run.unwrap_or(false),
+            status: self.status.unwrap_or(429),
+            headers: self.headers.unwrap_or_default(),
+        }
     }
 }
 
@@ -171,16 +177,11 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             ));
         }
         let key = ComplexValue::compile(cf, &key_source)?;
-        let key_var = single_variable(&key_source).map(|var| {
-            let mut name = crate::glue::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
-            // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
-            let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
-            if index == NGX_ERROR as ngx_int_t {
-                return Err(ConfError::Other(format!("unknown variable \"${var}\"")));
-            }
-            Ok(index as ngx_uint_t)
-        });
-        let key_var = key_var.transpose()?;
+        let key_vars = rewrite_scan::key_variables(&key_source)
+            .into_iter()
+            .map(|var| Ok((var.to_string(), variable_index(cf, var)?)))
+            .collect::<Result<Vec<_>, ConfError>>()?;
+        let key_var = single_variable(&key_source).and_then(|var| key_vars.iter().find(|(n, _)| n == var)).map(|v| v.1);
         let mut h = crate::status::metrics::Fnv::default();
         h.write(name.as_bytes());
         h.write(&[algorithm as u8]);
@@ -192,6 +193,7 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
             key,
             key_var,
             key_source,
+            key_vars,
             rate,
             algorithm,
             backend,
@@ -222,6 +224,16 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_
         mcf.limits.zones.push(zone);
         Ok(())
     })
+}
+
+fn variable_index(cf: &mut ngx_conf_t, var: &str) -> Result<ngx_uint_t, ConfError> {
+    let mut name = crate::glue::util::pool_str(cf.pool, var.as_bytes()).ok_or("out of memory")?;
+    // SAFETY: cf is live during configuration; the name lives in the cycle's pool.
+    let index = unsafe { ngx::ffi::ngx_http_get_variable_index(cf, &mut name) };
+    if index == NGX_ERROR as ngx_int_t {
+        return Err(ConfError::Other(format!("unknown variable \"${var}\"")));
+    }
+    Ok(index as ngx_uint_t)
 }
 
 fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
@@ -350,14 +362,7 @@ pub extern "C" fn set_log_level(
 
 pub extern "C" fn set_fail(cf: *mut ngx_conf_t, cmd: *mut ngx::ffi::ngx_command_t, conf: *mut c_void) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let policy = match args[0] {
-            "open" => FailPolicy::Open,
-            "closed" => FailPolicy::Closed,
-            "local" => FailPolicy::Local,
-            other => {
-                return Err(format!("invalid value \"{other}\", it must be \"open\", \"closed\" or \"local\"").into())
-            }
-        };
+        let policy = FailPolicy::parse(args[0])?;
         set_once(&mut lc.limit.fail, policy)
     })
 }
@@ -368,17 +373,7 @@ pub extern "C" fn set_headers(
     conf: *mut c_void,
 ) -> *mut c_char {
     crate::glue::util::directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let mode = match args[0] {
-            "on" => (true, true),
-            "off" => (false, false),
-            "draft" => (true, false),
-            "legacy" => (false, true),
-            other => {
-                return Err(
-                    format!("invalid value \"{other}\", it must be \"on\", \"off\", \"draft\" or \"legacy\"").into()
-                )
-            }
-        };
+        let mode = HeaderMode::parse(args[0])?;
         set_once(&mut lc.limit.headers, mode)
     })
 }

@@ -1,27 +1,30 @@
-//! One request through the limiter: the preaccess handler's state machine (start, wait for
-//! Redis, delay, done), `finish` applying a verdict, the response's rate-limit headers, and
-//! the log phase that counts responses for `shield_ban`.
+//! One request through the limiter: the phase handler's state machine (start, wait for
+//! Redis, delay, done; in preaccess, or in the rewrite phase before a `return`), `finish`
+//! executing the core's plan for a verdict, the response's rate-limit headers, and the log
+//! phase that counts responses for `shield_ban`.
 
 use core::mem::size_of;
 use core::ptr;
 use std::rc::Rc;
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
+    ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DECLINED, NGX_DONE, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 
 use super::batch::{cached_rejection, enqueue, failure_to_log, remember_rejections, worker};
-use super::directives::{is_redis, FailPolicy, LimitLoc, Zone};
+use super::directives::{is_redis, LimitLoc, Zone};
 use super::park::{resume_after_delay, resume_after_redis, suspend, Waiter};
-use super::zone::{decide_local, now_us, record_ban_local, Applied, AppliedBan, Verdict};
+use super::zone::{decide_local, now_us, record_ban_local, Applied, AppliedBan};
 use crate::glue::redis;
 use crate::glue::redis::RedisError;
 use crate::glue::{LocConf, MainConf, RequestCtx, Shield};
+use crate::limit::headers::Rendered;
+use crate::limit::outcome::{self, Action, Counter, HeadersFrom, LimitStatus, Log, OnFailure, Plan, Verdict};
 use crate::limit::script::{self, BanKey, LimitKey, LimitReply};
-use crate::limit::{self as rate, Algorithm, Decision, Decisions, HeaderSet, Limit, Outcome, Rendered};
+use crate::limit::{Decision, Decisions, Limit, Outcome};
 use crate::redis::resp::Bound;
 
 #[derive(Default)]
@@ -37,7 +40,7 @@ pub(super) enum Phase {
 #[derive(Default)]
 pub struct LimitCtx {
     pub(super) phase: Phase,
-    pub status: Option<&'static str>,
+    pub status: Option<LimitStatus>,
     /// Strictest decision, for the response headers.
     pub(super) headers: Option<(usize, Limit, Decision)>,
 }
@@ -50,7 +53,10 @@ impl Drop for LimitCtx {
     }
 }
 
-/// The preaccess handler.
+/// The limiter's phase handler: in preaccess, or in the rewrite phase of a location that
+/// answers with `return` (see `rewrite`). A parked request answers NGX_DONE, which both
+/// phase checkers take as "stop running phases, the request lives on" (the rewrite
+/// checker finalizes on NGX_AGAIN); its wake-up runs the phases again from this handler.
 pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
     let Some(lc) = Shield::location_conf(r).map(|lc| &lc.limit).filter(|l| l.active()) else {
         return NGX_DECLINED as ngx_int_t;
@@ -70,7 +76,7 @@ pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
         Phase::Waiting(waiter, limits, bans) => {
             let Some(reply) = waiter.reply.borrow_mut().take() else {
                 ctx.limit.phase = Phase::Waiting(waiter, limits, bans);
-                return NGX_AGAIN as ngx_int_t;
+                return NGX_DONE as ngx_int_t;
             };
             // Answered, or timed out: a late answer must not wake this request again.
             waiter.request.set(ptr::null_mut());
@@ -228,10 +234,11 @@ fn start(r: &mut ngx_http_request_t, lc: &LimitLoc, mcf: &'static MainConf) -> n
     let Some(ctx) = RequestCtx::get(rp) else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
     ctx.limit.phase = Phase::Waiting(waiter, limits, bans);
     suspend(r, timeout + 10, resume_after_redis);
-    NGX_AGAIN as ngx_int_t
+    NGX_DONE as ngx_int_t
 }
 
-/// Applies a verdict (or a Redis failure under the fail policy) to the request.
+/// Applies a verdict (or a Redis failure under the fail policy) to the request: the core
+/// plans (`outcome::plan`), this executes: counters, the log line, headers, the answer.
 fn finish(
     r: &mut ngx_http_request_t,
     lc: &LimitLoc,
@@ -241,127 +248,138 @@ fn finish(
     verdict: Result<Verdict, RedisError>,
 ) -> ngx_int_t {
     let rp: *mut ngx_http_request_t = r;
-    let dry_run = lc.dry_run.unwrap_or(false);
-    let log = unsafe { (*r.connection).log };
+    let policy = lc.policy();
     let zones = &mcf.limits.zones;
-    let verdict = match verdict {
-        Ok(v) => v,
+    let (verdict, plan) = match verdict {
+        Ok(v) => {
+            let plan = outcome::plan(&v, &policy);
+            (v, plan)
+        }
         Err(err) => {
             for a in limits {
                 mcf.add(zones[a.zone].slots.error, 1);
             }
-            match lc.fail.unwrap_or(FailPolicy::Local) {
-                FailPolicy::Local => match decide_local(mcf, limits, bans, true) {
-                    Some(v) => v,
-                    None => return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t),
+            match outcome::on_failure(lc.fail.unwrap_or_default()) {
+                OnFailure::DecideLocally => match decide_local(mcf, limits, bans, true) {
+                    Some(v) => {
+                        let plan = outcome::plan(&v, &policy);
+                        (v, plan)
+                    }
+                    None => return record_status(rp, outcome::UNDECIDED.status, NGX_DECLINED as ngx_int_t),
                 },
-                FailPolicy::Open => {
-                    if let Some(unlogged) = failure_to_log(false) {
-                        ngx_log_error!(
-                            NGX_LOG_WARN,
-                            log,
-                            "shield: rate limit skipped, redis {err} (shield_limit_fail open){}",
-                            unlogged_note(unlogged)
-                        );
-                    }
-                    return record_status(rp, "ERROR", NGX_DECLINED as ngx_int_t);
-                }
-                FailPolicy::Closed => {
-                    if let Some(unlogged) = failure_to_log(true) {
-                        ngx_log_error!(
-                            NGX_LOG_WARN,
-                            log,
-                            "shield: request refused, redis {err} (shield_limit_fail closed){}",
-                            unlogged_note(unlogged)
-                        );
-                    }
-                    return record_status(rp, "ERROR", NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+                OnFailure::Answer(plan) => {
+                    log_line(r, lc, mcf, limits, &plan, Some(&err));
+                    return execute(r, &plan, rp);
                 }
             }
         }
     };
-    let decisions = match verdict {
-        Verdict::Banned(zone, us) => {
-            mcf.add(zones[zone].slots.banned, 1);
-            let level = lc.log_level.unwrap_or(NGX_LOG_ERR as ngx_uint_t);
-            ngx_log_error!(
-                level,
-                log,
-                "shield: banned by zone \"{}\" for {} more s",
-                zones[zone].name,
-                rate::secs_ceil(us)
-            );
-            let d = Decision { outcome: Outcome::Rejected, remaining: 0, reset_us: us, wait_us: us };
-            let limit = Limit { algorithm: Algorithm::Gcra, rate: zones[zone].rate, burst: 0, delay: 0, cost: 1 };
-            if let Some(ctx) = RequestCtx::get(rp) {
-                ctx.limit.headers = Some((zone, limit, d));
-            }
-            return if dry_run {
-                record_status(rp, "REJECTED_DRY_RUN", NGX_DECLINED as ngx_int_t)
-            } else {
-                record_status(rp, "REJECTED", lc.status())
-            };
-        }
-        Verdict::Decisions(d) => d,
-    };
-    let decisions: &[Decision] = &decisions;
-    if decisions.iter().any(|d| d.outcome == Outcome::Rejected) {
-        remember_rejections(mcf, limits, decisions);
-    }
-    let strictest = (0..decisions.len()).reduce(|a, b| if decisions[b].stricter_than(&decisions[a]) { b } else { a });
-    for (a, d) in limits.iter().zip(decisions) {
-        let s = &zones[a.zone].slots;
-        mcf.add(
-            match (d.outcome, dry_run) {
-                (Outcome::Passed, _) => s.passed,
-                (Outcome::Delayed, _) => s.delayed,
-                (Outcome::Rejected, false) => s.rejected,
-                (Outcome::Rejected, true) => s.dry_run,
-            },
-            1,
-        );
-    }
-    let Some(i) = strictest else { return record_status(rp, "PASSED", NGX_DECLINED as ngx_int_t) };
-    let (a, d) = (&limits[i], decisions[i]);
-    if lc.headers != Some((false, false)) {
-        if let Some(ctx) = RequestCtx::get(rp) {
-            ctx.limit.headers = Some((a.zone, a.limit, d));
-        }
-    }
-    let level = lc.log_level.unwrap_or(NGX_LOG_ERR as ngx_uint_t);
-    match d.outcome {
-        Outcome::Passed => record_status(rp, "PASSED", NGX_DECLINED as ngx_int_t),
-        Outcome::Rejected => {
-            ngx_log_error!(
-                level,
-                log,
-                "shield: limiting requests{}, excess: retry in {} ms by zone \"{}\"",
-                if dry_run { ", dry run" } else { "" },
-                d.wait_us / 1000,
-                zones[a.zone].name
-            );
-            if dry_run {
-                record_status(rp, "REJECTED_DRY_RUN", NGX_DECLINED as ngx_int_t)
-            } else {
-                record_status(rp, "REJECTED", lc.status())
+    match &verdict {
+        Verdict::Banned(zone, left_us) => {
+            mcf.add(zones[*zone].slots.banned, 1);
+            if plan.headers.is_some() {
+                let (limit, d) = outcome::ban_headers(zones[*zone].rate, *left_us);
+                if let Some(ctx) = RequestCtx::get(rp) {
+                    ctx.limit.headers = Some((*zone, limit, d));
+                }
             }
         }
-        Outcome::Delayed if dry_run => record_status(rp, "DELAYED_DRY_RUN", NGX_DECLINED as ngx_int_t),
-        Outcome::Delayed => {
-            let level = (level + 1).min(NGX_LOG_INFO as ngx_uint_t);
-            ngx_log_error!(
-                level,
-                log,
-                "shield: delaying request, {} ms by zone \"{}\"",
-                d.wait_us / 1000,
-                zones[a.zone].name
-            );
-            record_status(rp, "DELAYED", NGX_DECLINED as ngx_int_t);
+        Verdict::Decisions(decisions) => {
+            if decisions.iter().any(|d| d.outcome == Outcome::Rejected) {
+                remember_rejections(mcf, limits, decisions);
+            }
+            for (a, d) in limits.iter().zip(decisions.iter()) {
+                let s = &zones[a.zone].slots;
+                let slot = match Counter::of(d.outcome, policy.dry_run) {
+                    Counter::Passed => s.passed,
+                    Counter::Delayed => s.delayed,
+                    Counter::Rejected => s.rejected,
+                    Counter::DryRunRejected => s.dry_run,
+                };
+                mcf.add(slot, 1);
+            }
+            if let Some(HeadersFrom::Decision(i)) = plan.headers {
+                if let Some(ctx) = RequestCtx::get(rp) {
+                    ctx.limit.headers = Some((limits[i].zone, limits[i].limit, decisions[i]));
+                }
+            }
+        }
+    }
+    log_line(r, lc, mcf, limits, &plan, None);
+    execute(r, &plan, rp)
+}
+
+/// The plan's answer: on to the next handler, an answer, or parked for the delay.
+fn execute(r: &mut ngx_http_request_t, plan: &Plan, rp: *mut ngx_http_request_t) -> ngx_int_t {
+    match plan.action {
+        Action::Continue => record_status(rp, plan.status, NGX_DECLINED as ngx_int_t),
+        Action::Respond(status) => record_status(rp, plan.status, status as ngx_int_t),
+        Action::Delay { ms } => {
+            record_status(rp, plan.status, NGX_DECLINED as ngx_int_t);
             if let Some(ctx) = RequestCtx::get(rp) {
                 ctx.limit.phase = Phase::Delaying;
             }
-            suspend(r, (d.wait_us / 1000).max(1) as _, resume_after_delay);
-            NGX_AGAIN as ngx_int_t
+            suspend(r, ms as _, resume_after_delay);
+            NGX_DONE as ngx_int_t
+        }
+    }
+}
+
+/// The plan's error-log line, if any (failures throttled per worker).
+fn log_line(
+    r: &ngx_http_request_t,
+    lc: &LimitLoc,
+    mcf: &MainConf,
+    limits: &[Applied],
+    plan: &Plan,
+    err: Option<&RedisError>,
+) {
+    // SAFETY: the connection is live while its request is.
+    let log = unsafe { (*r.connection).log };
+    let zones = &mcf.limits.zones;
+    let level = lc.log_level.unwrap_or(NGX_LOG_ERR as ngx_uint_t);
+    let err = err.map(ToString::to_string).unwrap_or_default();
+    match plan.log {
+        None => {}
+        Some(Log::Banned { zone, secs }) => {
+            ngx_log_error!(level, log, "shield: banned by zone \"{}\" for {secs} more s", zones[zone].name);
+        }
+        Some(Log::Rejected { decision, dry_run, wait_ms }) => {
+            ngx_log_error!(
+                level,
+                log,
+                "shield: limiting requests{}, excess: retry in {wait_ms} ms by zone \"{}\"",
+                if dry_run { ", dry run" } else { "" },
+                zones[limits[decision].zone].name
+            );
+        }
+        Some(Log::Delayed { decision, wait_ms }) => {
+            ngx_log_error!(
+                (level + 1).min(NGX_LOG_INFO as ngx_uint_t),
+                log,
+                "shield: delaying request, {wait_ms} ms by zone \"{}\"",
+                zones[limits[decision].zone].name
+            );
+        }
+        Some(Log::FailedOpen) => {
+            if let Some(unlogged) = failure_to_log(false) {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "shield: rate limit skipped, redis {err} (shield_limit_fail open){}",
+                    unlogged_note(unlogged)
+                );
+            }
+        }
+        Some(Log::FailedClosed) => {
+            if let Some(unlogged) = failure_to_log(true) {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "shield: request refused, redis {err} (shield_limit_fail closed){}",
+                    unlogged_note(unlogged)
+                );
+            }
         }
     }
 }
@@ -375,7 +393,7 @@ fn unlogged_note(unlogged: u64) -> String {
     }
 }
 
-fn record_status(r: *mut ngx_http_request_t, status: &'static str, rc: ngx_int_t) -> ngx_int_t {
+fn record_status(r: *mut ngx_http_request_t, status: LimitStatus, rc: ngx_int_t) -> ngx_int_t {
     if let Some(ctx) = RequestCtx::get(r) {
         ctx.limit.status = Some(status);
         if !matches!(ctx.limit.phase, Phase::Delaying) {
@@ -389,9 +407,9 @@ fn record_status(r: *mut ngx_http_request_t, status: &'static str, rc: ngx_int_t
 /// [`recycle`] so the next request reuses its buffer.
 pub fn response_headers(r: *mut ngx_http_request_t, lc: &LocConf, mcf: &MainConf) -> Option<Rendered> {
     let (zone, limit, d) = RequestCtx::peek(r).and_then(|c| c.limit.headers)?;
-    let (draft, legacy) = lc.limit.headers.unwrap_or((true, true));
+    let set = lc.limit.headers.unwrap_or_default().header_set();
     let buf = worker().map(|w| core::mem::take(&mut w.header_buf)).unwrap_or_default();
-    Some(HeaderSet { draft, legacy }.render_into(&mcf.limits.zones[zone].name, &limit, &d, buf))
+    Some(set.render_into(&mcf.limits.zones[zone].name, &limit, &d, buf))
 }
 
 pub fn recycle(rendered: Rendered) {
@@ -436,5 +454,5 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
 }
 
 pub fn status_variable(r: *mut ngx_http_request_t) -> Option<&'static str> {
-    RequestCtx::peek(r).and_then(|c| c.limit.status)
+    RequestCtx::peek(r).and_then(|c| c.limit.status).map(LimitStatus::as_str)
 }

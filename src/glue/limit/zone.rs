@@ -12,21 +12,31 @@ use ngx::ngx_log_error;
 use super::directives::Zone;
 use crate::glue::util::guard;
 use crate::glue::MainConf;
-use crate::limit::shm_table::{HashKey, KeyHash, Slot, Table, WAYS};
+use crate::limit::outcome::Verdict;
+use crate::limit::shm_table::{zone_layout, HashKey, KeyHash, Slot, Table, WAYS, ZONE_MAGIC};
 use crate::limit::{self as rate, Ban, Decisions, Limit, State};
 
 /// Header of a zone's shared memory; the table's slots follow it.
 #[repr(C)]
 pub(super) struct ZoneShm {
+    /// `ZONE_MAGIC` then [`LAYOUT`]: always the first two words, whatever follows.
+    magic: u64,
+    layout: u64,
     key_hash: u64,
     slots: usize,
     /// The table's hash key: random, drawn when the zone is created, kept across reloads.
     secret: HashKey,
 }
 
+/// This build's layout, checked before a reload reuses a zone.
+const LAYOUT: u64 = zone_layout(size_of::<ZoneShm>());
+
 /// Allocates the zone's table, or reuses the previous cycle's on reload when the key is the
 /// same (so limits, bans and the table's secret survive `nginx -s reload`); a changed key is
-/// refused, as limit_req does.
+/// refused, as limit_req does. So is a zone laid out by another build of the module: it could
+/// not be read, nor replaced under the old workers still using it. (nginx already gives
+/// another build fresh zones: a zone's tag is the module's address, which differs between two
+/// loaded builds; the header's magic and layout words keep the guard should that change.)
 pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     guard(ptr::null_mut(), "limit zone init", NGX_ERROR as ngx_int_t, || {
         // SAFETY: data was set to our Zone in set_zone; old is the previous cycle's ZoneShm or
@@ -39,6 +49,17 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
             let old = old.cast::<ZoneShm>();
             z.pool = SlabPool::from_shm_zone(shm_zone);
             if !old.is_null() {
+                // The layout word is read only once the magic says the zone has one.
+                if (*old).magic != ZONE_MAGIC || (*old).layout != LAYOUT {
+                    ngx_log_error!(
+                        NGX_LOG_EMERG,
+                        shm_zone.shm.log,
+                        "shield_limit_zone \"{}\" was laid out by an incompatible version of the module; restart \
+                         nginx, or rename or resize the zone, to use this version",
+                        z.name
+                    );
+                    return NGX_ERROR as ngx_int_t;
+                }
                 if (*old).key_hash != h.0 {
                     ngx_log_error!(
                         NGX_LOG_EMERG,
@@ -84,6 +105,8 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
                 );
                 return NGX_ERROR as ngx_int_t;
             }
+            (*mem).magic = ZONE_MAGIC;
+            (*mem).layout = LAYOUT;
             (*mem).key_hash = h.0;
             (*mem).slots = slots;
             let (a, b) = secret.split_at(8);
@@ -243,9 +266,4 @@ pub(super) fn record_ban_local(mcf: &MainConf, zone: usize, ban: &Ban, key: &[u8
     let state = t.get(h, now / 1000).unwrap_or([0; 3]);
     let new = ban.record(state, now);
     t.put(h, new, now / 1000, (now + ban.ttl_us(new, now)) / 1000, ban.protected_until_us(new) / 1000);
-}
-
-pub(super) enum Verdict {
-    Banned(usize, u64),
-    Decisions(Decisions),
 }

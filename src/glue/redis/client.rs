@@ -15,15 +15,17 @@
 //!   (connect, AUTH/SELECT, PING). Only once PING is answered are commands sent again, so no
 //!   request ever waits on a connection not known to work.
 //! - **Logging**: a failure is logged once; while Redis stays down, one line a second at most
-//!   says how many attempts failed; recovery is logged with the outage's length.
+//!   says how many attempts failed; recovery is logged with the outage's length
+//!   (`client/outage.rs`).
 
 use core::ptr;
 
 use ngx::ffi::{
     ngx_connection_t, ngx_current_msec, ngx_cycle, ngx_del_timer, ngx_delete_posted_event, ngx_event_t, ngx_log_t,
-    ngx_msec_t, ngx_post_event, ngx_posted_events, ngx_str_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_msec_t, ngx_post_event, ngx_posted_events, ngx_str_t,
 };
-use ngx::ngx_log_error;
+
+use outage::OutageLog;
 
 use super::connection::{Connection, Io, NginxLog};
 use super::tls::{self, Handshake};
@@ -33,7 +35,8 @@ use crate::limit::script::Script;
 use crate::redis::pipeline::{Entry, Kind, Pipeline};
 use crate::redis::resp::{self, Bound, Decoder, Reply};
 use crate::redis::sentinel;
-use crate::redis::throttle::Throttle;
+
+mod outage;
 
 pub type Callback = Box<dyn FnOnce(Result<Reply, RedisError>)>;
 
@@ -48,12 +51,6 @@ struct Waiter {
     /// For an EVALSHA: its script and a copy of the command, to send as EVAL when Redis
     /// answers NOSCRIPT (after a restart or SCRIPT FLUSH).
     on_noscript: Option<(&'static Script, Vec<u8>)>,
-}
-
-/// Since when Redis is unavailable, for the recovery line.
-struct Outage {
-    since: u64,
-    attempts: u64,
 }
 
 pub struct Client {
@@ -80,9 +77,7 @@ pub struct Client {
     flush_ev: ngx_event_t,
     deadline_ev: ngx_event_t,
     probe_ev: ngx_event_t,
-    outage: Option<Outage>,
-    /// Lines about Redis being down.
-    down_log: Throttle,
+    outage: OutageLog,
     /// Called with each reply's latency in ms, for the metrics histogram.
     pub on_latency: Option<Box<dyn Fn(u64)>>,
     /// Called once per failure: the connection failing, or an error reply.
@@ -150,8 +145,7 @@ impl Client {
             flush_ev: unsafe { core::mem::zeroed() },
             deadline_ev: unsafe { core::mem::zeroed() },
             probe_ev: unsafe { core::mem::zeroed() },
-            outage: None,
-            down_log: Throttle::default(),
+            outage: OutageLog::default(),
             on_latency: None,
             on_error: None,
         });
@@ -470,17 +464,7 @@ impl Client {
 
     /// A PING was answered: commands may go again.
     fn recovered(&mut self) {
-        if let Some(outage) = self.outage.take() {
-            self.down_log.finish();
-            ngx_log_error!(
-                NGX_LOG_NOTICE,
-                cycle_log(),
-                "shield: redis {} answers again after {} ms ({} failed attempts)",
-                self.target.name,
-                now().saturating_sub(outage.since),
-                outage.attempts
-            );
-        }
+        self.outage.recovered(&self.target.name, now());
         self.probing = false;
     }
 
@@ -526,34 +510,7 @@ impl Client {
         if let Some(said) = self.nginx_log.take() {
             why = format!("{why}: {said}");
         }
-        let at = now();
-        match &mut self.outage {
-            None => {
-                self.outage = Some(Outage { since: at, attempts: 1 });
-                self.down_log.finish();
-                self.down_log.event(at);
-                ngx_log_error!(
-                    NGX_LOG_WARN,
-                    cycle_log(),
-                    "shield: redis {} unavailable: {why} ({err}); requests follow shield_limit_fail, reconnecting every {} ms",
-                    self.target.name,
-                    PROBE_INTERVAL_MS
-                );
-            }
-            Some(outage) => {
-                outage.attempts += 1;
-                if let Some(unlogged) = self.down_log.event(at) {
-                    ngx_log_error!(
-                        NGX_LOG_WARN,
-                        cycle_log(),
-                        "shield: redis {} still unavailable after {} ms: {why} ({err}); {} attempts failed since the last line",
-                        self.target.name,
-                        at.saturating_sub(outage.since),
-                        unlogged + 1
-                    );
-                }
-            }
-        }
+        self.outage.failed(&self.target.name, &err, &why, now());
         self.close();
         self.probing = true;
         if !exiting() {
