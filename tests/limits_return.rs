@@ -199,8 +199,9 @@ fn a_set_built_key_is_refused_before_return_and_works_without_it() {
     assert_eq!(get("b"), 200);
 }
 
-/// A server{}-level `return` runs before any location is chosen: with limits or bans at that
-/// level (set there or inherited from http) it fails `nginx -t`; without them it loads.
+/// A server{}-level `return` runs before any location is chosen: with limits or bans set in
+/// that server{} it fails `nginx -t`; with limits only inherited from http{} (the usual port-80
+/// redirect server) it loads with a warning that its answers are not limited.
 #[test]
 fn a_server_level_return_with_server_level_limits_fails_nginx_t() {
     let zone = "shield_limit_zone $binary_remote_addr zone=z:1m rate=1r/s;";
@@ -210,11 +211,16 @@ fn a_server_level_return_with_server_level_limits_fails_nginx_t() {
     );
     assert_config_error(
         &format!(
-            "{zone} shield_ban zone=z status=401 threshold=3/1m ban=1m;
-            server {{ listen 127.0.0.1:%%PORT%%; if ($arg_x) {{ return 444; }} }}"
+            "{zone} server {{ listen 127.0.0.1:%%PORT%%; shield_ban zone=z status=401 threshold=3/1m ban=1m;
+            if ($arg_x) {{ return 444; }} }}"
         ),
         "move the \"return\" into a location",
     );
+    let (ok, out) = nginx_test_config(&format!(
+        "{zone} shield_limit zone=z; server {{ listen 127.0.0.1:%%PORT%%; return 301 https://example.com$request_uri; }}"
+    ));
+    assert!(ok, "an inherited limit does not refuse the redirect server:\n{out}");
+    assert!(out.contains("[warn]") && out.contains("inherited from http{} do not apply"), "{out}");
     let (ok, out) = nginx_test_config(&format!(
         "{zone} server {{ listen 127.0.0.1:%%PORT%%; if ($arg_x) {{ return 444; }} location / {{ shield_limit zone=z; return 200; }} }}"
     ));

@@ -95,6 +95,7 @@ pub struct LimitLoc {
 
 impl LimitLoc {
     pub fn merge(&mut self, cf: &mut ngx_conf_t, prev: &LimitLoc) -> Result<(), String> {
+        let own = self.limits.is_some() || self.bans.is_some();
         if self.limits.is_none() {
             self.limits.clone_from(&prev.limits);
         }
@@ -106,7 +107,7 @@ impl LimitLoc {
         self.log_level = self.log_level.or(prev.log_level);
         self.fail = self.fail.or(prev.fail);
         self.headers = self.headers.or(prev.headers);
-        super::rewrite::resolve(cf, self)
+        super::rewrite::resolve(cf, self, own)
     }
 
     pub(super) fn active(&self) -> bool {

@@ -18,7 +18,7 @@ use core::mem::size_of;
 use ngx::ffi::{
     ngx_array_t, ngx_conf_t, ngx_http_conf_ctx_t, ngx_http_phases_NGX_HTTP_REWRITE_PHASE, ngx_http_request_t,
     ngx_http_script_regex_end_code, ngx_http_script_return_code, ngx_http_script_set_var_code, ngx_int_t, ngx_uint_t,
-    NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, NgxHttpCoreModule};
 
@@ -68,7 +68,8 @@ fn scan_block(cf: &ngx_conf_t) -> Scan {
 }
 
 /// At merge: where this block's limiter runs, and the refusals above.
-pub(super) fn resolve(cf: &mut ngx_conf_t, lc: &mut LimitLoc) -> Result<(), String> {
+/// `own`: the block has its own `shield_limit`/`shield_ban` (not only inherited ones).
+pub(super) fn resolve(cf: &mut ngx_conf_t, lc: &mut LimitLoc, own: bool) -> Result<(), String> {
     lc.in_rewrite = false;
     if !lc.active() {
         return Ok(());
@@ -84,6 +85,19 @@ pub(super) fn resolve(cf: &mut ngx_conf_t, lc: &mut LimitLoc) -> Result<(), Stri
     if core::ptr::eq(block, unsafe { (*cscf.ctx).loc_conf }) {
         // SAFETY: file_name is the NUL-terminated name nginx keeps for the server's block.
         let file = unsafe { CStr::from_ptr(cscf.file_name.cast()) }.to_string_lossy();
+        if !own {
+            // Limits inherited from http{} by a server that answers with `return` (the usual
+            // port-80 redirect server): refusing would break that common layout, so it loads,
+            // and the warning says its answers are not limited.
+            ngx::ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                cf,
+                "\"return\" at the server{{}} level (server in {file}:{}) answers before any location: the \
+                 \"shield_limit\"/\"shield_ban\" inherited from http{{}} do not apply to what it answers",
+                cscf.line
+            );
+            return Ok(());
+        }
         return Err(format!(
             "\"return\" at the server{{}} level (server in {file}:{}) answers before any location, so the \
              \"shield_limit\"/\"shield_ban\" of that level can never apply to it; move the \"return\" into a \
