@@ -44,26 +44,8 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
         None => (None, authority),
     };
     let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed [ in host"))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    let port = match port {
-        None => 6379,
-        Some(p) => parse::number(p)
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .ok_or_else(|| invalid("bad port"))?,
-    };
-    Ok(RedisUrl { host: host.to_string(), port, socket: None, username, password, db, tls, ..Default::default() })
+    let (host, port) = host_port(hostport, 6379).map_err(invalid)?;
+    Ok(RedisUrl { host, port, socket: None, username, password, db, tls, ..Default::default() })
 }
 
 /// Longest path a `sockaddr_un` holds (108 bytes with the terminating NUL, on Linux).
@@ -124,32 +106,35 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
     let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
     let mut sentinels = Vec::new();
     for hostport in hosts.split(',') {
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed [ in host"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(invalid("no sentinel host"));
-        }
-        let port = match port {
-            None => 26379,
-            Some(p) => parse::number(p)
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|&n| n > 0)
-                .ok_or_else(|| invalid("bad port"))?,
-        };
-        sentinels.push((host.to_string(), port));
+        let what = |why: &'static str| invalid(if why == "no host" { "no sentinel host" } else { why });
+        sentinels.push(host_port(hostport, 26379).map_err(what)?);
     }
     if sentinels.len() > MAX_SENTINELS {
         return Err(invalid("more than 16 sentinels"));
     }
     let (host, port) = sentinels[0].clone();
     Ok(RedisUrl { host, port, username, password, db, sentinels, master: Some(name.to_string()), ..Default::default() })
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn host_port(hostport: &str, default_port: u16) -> Result<(String, u16), &'static str> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("unclosed [ in host")?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host");
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => parse::number(p).and_then(|n| u16::try_from(n).ok()).filter(|&n| n > 0).ok_or("bad port")?,
+    };
+    Ok((host.to_string(), port))
 }
 
 /// More sentinels than this is a configuration mistake, not a deployment.
