@@ -35,6 +35,9 @@ pub struct MatchedRule {
     pub id: u32,
     pub phase: Phase,
     pub msg: String,
+    /// Not `nolog` (nor under a `SecDefaultAction` with `nolog`): a detection to report,
+    /// not bookkeeping (initialisation, paranoia skips, score sums).
+    pub logged: bool,
 }
 
 #[derive(Debug, Default)]
@@ -223,8 +226,10 @@ impl<'a> Transaction<'a> {
                 self.ctl(ctl);
             }
         }
-        let msg = rule.links[0].actions.msg.as_deref().map(|m| lossy(&self.expand(m))).unwrap_or_default();
-        self.outcome.matched.push(MatchedRule { id: rule.id, phase: rule.phase, msg });
+        let starter = &rule.links[0].actions;
+        let msg = starter.msg.as_deref().map(|m| lossy(&self.expand(m))).unwrap_or_default();
+        let logged = starter.log.unwrap_or(true);
+        self.outcome.matched.push(MatchedRule { id: rule.id, phase: rule.phase, msg, logged });
         true
     }
 

@@ -232,4 +232,13 @@ impl RuleSet {
     pub fn rule_count(&self) -> usize {
         self.rules().count()
     }
+
+    /// Leaves out the rules whose id is in `ranges`, and forgives their load errors: what an
+    /// operator asks for to run a rule set without the few rules this engine cannot express
+    /// (or does not want), instead of refusing the whole set.
+    pub fn remove_ids(&mut self, ranges: &[(u32, u32)]) {
+        let listed = |id: u32| ranges.iter().any(|&(a, b)| (a..=b).contains(&id));
+        self.items.retain(|i| !matches!(i, Item::Rule(r) if listed(r.id)));
+        self.errors.retain(|e| !e.rule_id.is_some_and(listed));
+    }
 }

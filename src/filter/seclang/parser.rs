@@ -226,6 +226,9 @@ impl Builder {
             actions.disruptive =
                 Some(default.disruptive.filter(|d| *d != Disruptive::Block).unwrap_or(Disruptive::Pass));
         }
+        if starter && actions.log.is_none() {
+            actions.log = default.log;
+        }
         actions
     }
 

@@ -274,3 +274,36 @@ fn loading_any_prefix_of_a_rule_file_never_panics() {
         let _ = evaluate(&set, &get("/?x=a&y=%27"));
     }
 }
+
+#[test]
+fn remove_ids_leaves_out_rules_and_forgives_their_load_errors() {
+    let mut set = load_text(
+        "fixture.conf",
+        r#"
+SecRule ARGS "@rx x" "id:80,phase:2,pass"
+SecRule ARGS "@rx (?=x)" "id:81,phase:2,pass"
+SecRule ARGS "@rx x" "id:82,phase:2,pass"
+SecRule ARGS "@rbl x" "id:90,phase:2,pass"
+"#,
+    );
+    assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(81), Some(90)]);
+    set.remove_ids(&[(81, 82)]);
+    assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(90)]);
+    assert_eq!(ids(&set, &get("/?a=x")), vec![80]);
+}
+
+#[test]
+fn nolog_rules_match_but_are_not_reported_as_detections() {
+    let set = load(
+        r#"
+SecDefaultAction "phase:1,nolog,pass"
+SecRule ARGS "@rx x" "id:91,phase:1,pass"
+SecRule ARGS "@rx x" "id:92,phase:1,pass,log"
+SecRule ARGS "@rx x" "id:93,phase:2,pass"
+SecRule ARGS "@rx x" "id:94,phase:2,pass,nolog"
+"#,
+    );
+    let out = evaluate(&set, &get("/?a=x"));
+    let logged: Vec<(u32, bool)> = out.matched.iter().map(|m| (m.id, m.logged)).collect();
+    assert_eq!(logged, vec![(91, false), (92, true), (93, true), (94, false)]);
+}

@@ -37,7 +37,7 @@ enum BodyState {
 #[derive(Default)]
 pub struct WafCtx {
     body: BodyState,
-    done: bool,
+    pub(super) done: bool,
     pub status: Option<&'static str>,
     pub score: u32,
     pub rules: String,
@@ -47,8 +47,10 @@ pub struct WafCtx {
 pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
     let lc = Shield::location_conf(r)?;
     let waf = &lc.waf;
-    let engine = waf.engine.as_ref()?;
-    let mode = waf.mode.unwrap_or(Mode::Off);
+    if waf.engine.is_none() && waf.secrules().is_none() {
+        return None;
+    }
+    let mode = waf.mode();
     let rp: *mut ngx_http_request_t = r;
     let ctx = RequestCtx::get(rp)?;
     if ctx.waf.done {
@@ -97,6 +99,14 @@ pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
 
     let body =
         if ctx.waf.body == BodyState::Ready { read_body(r, waf.limits().max_body) } else { Cow::Borrowed(&[][..]) };
+    let engine = match (waf.secrules(), &waf.engine) {
+        (Some(rules), _) => {
+            let outcome = super::secrules::run(r, rules, &body);
+            return super::secrules::decide(r, waf, rules, outcome);
+        }
+        (None, Some(engine)) => engine,
+        (None, None) => return None,
+    };
     let verdict = inspect(r, waf, engine, &body);
     let ctx = RequestCtx::get(rp)?;
     ctx.waf.done = true;
@@ -272,7 +282,7 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
 
 /// Streams every inspected value of the request to the engine, one at a time.
 fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -> Verdict {
-    let stop_at = if waf.mode == Some(Mode::Detect) { u32::MAX } else { waf.threshold() };
+    let stop_at = if waf.mode() == Mode::Detect { u32::MAX } else { waf.threshold() };
     let mut inspection = engine.start(&waf.exclusions, stop_at);
     let raw = r.unparsed_uri.as_bytes();
     let (path, query) = match raw.iter().position(|&b| b == b'?') {
@@ -322,7 +332,7 @@ fn reject_hygiene(r: &mut ngx_http_request_t, waf: &WafLoc, mode: Mode, h: Hygie
 }
 
 /// The block response: a small JSON body with the request id, so a user can quote it.
-fn block(r: &mut ngx_http_request_t, status: u16) -> ngx_int_t {
+pub(super) fn block(r: &mut ngx_http_request_t, status: u16) -> ngx_int_t {
     let rp: *mut ngx_http_request_t = r;
     // SAFETY: r is live; the body (if any) was not read yet, or was read already.
     unsafe { ngx_http_discard_request_body(rp) };
