@@ -167,9 +167,10 @@ impl Builder {
             }
         }
         if !found && by_id {
+            // Named after the missing rule, so leaving that rule out (`remove=`) forgives this too.
             self.error(
                 origin,
-                None,
+                ids.first().map(|&(a, _)| a),
                 (LoadErrorKind::InvalidValue, format!("SecRuleUpdateTargetById: no rule {which} loaded before it")),
             );
         }

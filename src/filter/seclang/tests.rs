@@ -284,9 +284,11 @@ SecRule ARGS "@rx x" "id:80,phase:2,pass"
 SecRule ARGS "@rx (?=x)" "id:81,phase:2,pass"
 SecRule ARGS "@rx x" "id:82,phase:2,pass"
 SecRule ARGS "@rbl x" "id:90,phase:2,pass"
+SecRuleUpdateTargetById 81 "!ARGS:skip"
 "#,
     );
-    assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(81), Some(90)]);
+    // The target update of the rule that failed to load is named after that rule.
+    assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(81), Some(90), Some(81)]);
     set.remove_ids(&[(81, 82)]);
     assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(90)]);
     assert_eq!(ids(&set, &get("/?a=x")), vec![80]);

@@ -236,8 +236,13 @@ pub(super) fn client_ip(r: &ngx_http_request_t) -> Option<std::net::IpAddr> {
 fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
     let limits = waf.limits();
     let method = r.method_name.to_str().unwrap_or("");
-    let allowed =
-        waf.methods.as_ref().map_or_else(|| DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
+    // Where SecLang rules run, methods and scanners are theirs to judge (the CRS's 911100
+    // and 913100, with its own lists) unless the location sets these checks explicitly.
+    let secrules = waf.secrules().is_some();
+    let allowed = waf
+        .methods
+        .as_ref()
+        .map_or_else(|| secrules || DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
     if !allowed {
         return Err(Hygiene::MethodNotAllowed);
     }
@@ -258,7 +263,7 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
     if !r.headers_in.transfer_encoding.is_null() && !r.headers_in.content_length.is_null() {
         return Err(Hygiene::Smuggling);
     }
-    if waf.scanners.unwrap_or(true) {
+    if waf.scanners.unwrap_or(!secrules) {
         if let Some(ua) = find_header(&r.headers_in.headers, b"user-agent") {
             // SAFETY: live request header element.
             if waf::scanner(unsafe { (*ua).value.as_bytes() }) {
