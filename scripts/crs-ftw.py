@@ -56,14 +56,14 @@ FAMILIES = {
 
 # go-ftw's nginx overrides (tests/regression/nginx-overrides.yaml) only apply in ftw mode.
 
-TEST_SETUP_FTW = """SecAction "id:900005,phase:1,nolog,pass,ctl:ruleEngine=DetectionOnly,ctl:ruleRemoveById=910000,\\
-setvar:tx.blocking_paranoia_level=4,setvar:tx.crs_validate_utf8_encoding=1,setvar:tx.arg_name_length=100,\\
-setvar:tx.arg_length=400,setvar:tx.total_arg_length=64000,setvar:tx.max_num_args=255,\\
-setvar:tx.max_file_size=64100,setvar:tx.combined_file_sizes=65535"
-"""
-
-TEST_SETUP_BLOCK = """SecAction "id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={pl}"
-"""
+# The test environment of tests/regression/README.md (rule 900005): limits the 920 tests rely on.
+TEST_LIMITS = (
+    "setvar:tx.crs_validate_utf8_encoding=1,setvar:tx.arg_name_length=100,setvar:tx.arg_length=400,"
+    "setvar:tx.total_arg_length=64000,setvar:tx.max_num_args=255,setvar:tx.max_file_size=64100,"
+    "setvar:tx.combined_file_sizes=65535"
+)
+TEST_SETUP_FTW = f'SecAction "id:900005,phase:1,nolog,pass,ctl:ruleEngine=DetectionOnly,setvar:tx.blocking_paranoia_level=4,{TEST_LIMITS}"\n'
+TEST_SETUP_BLOCK = f'SecAction "id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={{pl}},{TEST_LIMITS}"\n'
 
 
 def rule_paranoia(crs):

@@ -210,15 +210,17 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// True when every link of the rule matches; then runs the links' actions.
+    /// True when every link of the rule matches. Each link's `setvar`/`ctl` run as soon as
+    /// that link matches, before the next link is evaluated, whatever the rest of the chain
+    /// does (ModSecurity's "actions independent of the chained rule result"): the CRS reads a
+    /// starter's `setvar:tx.content_type=...` in the next link (920420), and keeps score
+    /// increments in the last link for that reason.
     fn run_rule(&mut self, rule: &'a Rule) -> bool {
         self.current = Some(rule);
         for link in &rule.links {
             if !self.link_matches(rule, link) {
                 return false;
             }
-        }
-        for link in &rule.links {
             for sv in &link.actions.setvars {
                 self.setvar(sv);
             }

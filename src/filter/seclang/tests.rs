@@ -45,11 +45,13 @@ SecRule TX:score "@ge 5" "id:4,phase:2,deny,status:406"
 }
 
 #[test]
-fn chains_need_every_link_and_run_actions_only_on_full_match() {
+fn chains_need_every_link_and_run_each_links_actions_as_it_matches() {
     let set = load(
         r#"
 SecRule REQUEST_METHOD "@streq POST" "id:10,phase:1,pass,setvar:tx.a=1,chain"
     SecRule REQUEST_HEADERS:Content-Type "@contains json" "setvar:tx.b=1"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^([^;]+)" "id:12,phase:1,pass,capture,setvar:tx.ct=|%{tx.1}|,chain"
+    SecRule TX:ct "!@within |application/json|" "setvar:tx.odd_type=1"
 SecRule REQUEST_METHOD "@streq GET" "id:11,phase:1,pass,capture,chain"
     SecRule REQUEST_URI "@rx ^/(\w+)" "capture,chain"
     SecRule TX:1 "@streq admin" "setvar:tx.admin=%{tx.1}"
@@ -59,10 +61,15 @@ SecRule REQUEST_METHOD "@streq GET" "id:11,phase:1,pass,capture,chain"
     post.method = "POST".into();
     let out = evaluate(&set, &post);
     assert!(out.matched_ids().is_empty());
-    assert_eq!(out.tx_number("a"), 0, "the starter's setvar waits for the whole chain");
+    assert_eq!(out.tx_number("a"), 1, "the starter's setvar runs when the starter matches");
+    assert_eq!(out.tx_number("b"), 0);
     post.headers.push(("Content-Type".into(), b"application/json".to_vec()));
     let out = evaluate(&set, &post);
     assert_eq!((out.tx_number("a"), out.tx_number("b")), (1, 1));
+    assert_eq!(out.matched_ids(), vec![10], "the next link reads the starter's setvar (CRS 920420)");
+    post.headers[2].1 = b"text/x-odd".to_vec();
+    let out = evaluate(&set, &post);
+    assert_eq!((out.matched_ids(), out.tx_number("odd_type")), (vec![12], 1));
     let out = evaluate(&set, &get("/admin/x"));
     assert_eq!(out.matched_ids(), vec![11]);
     assert_eq!(out.tx.get("admin").map(Vec::as_slice), Some(&b"admin"[..]), "TX:1 from the link's capture");
