@@ -370,34 +370,11 @@ impl<'a> Transaction<'a> {
     /// The request variables of this phase, computed once (REQBODY_PROCESSOR stays live:
     /// `ctl:requestBodyProcessor` changes it within phase 1).
     fn build_cache(&self) -> Cache {
-        const CACHED: &[&str] = &[
-            "ARGS",
-            "ARGS_NAMES",
-            "ARGS_GET",
-            "ARGS_GET_NAMES",
-            "ARGS_POST",
-            "ARGS_POST_NAMES",
-            "ARGS_COMBINED_SIZE",
-            "REQUEST_HEADERS",
-            "REQUEST_HEADERS_NAMES",
-            "REQUEST_COOKIES",
-            "REQUEST_COOKIES_NAMES",
-            "REQUEST_URI",
-            "REQUEST_URI_RAW",
-            "REQUEST_FILENAME",
-            "REQUEST_BASENAME",
-            "REQUEST_LINE",
-            "REQUEST_METHOD",
-            "REQUEST_PROTOCOL",
-            "QUERY_STRING",
-            "REQUEST_BODY",
-            "REQUEST_BODY_LENGTH",
-            "FILES",
-            "FILES_NAMES",
-            "XML",
-            "REMOTE_ADDR",
-        ];
-        CACHED.iter().map(|&name| (name, self.collection(name))).collect()
+        VARIABLES
+            .iter()
+            .filter(|(_, kind)| *kind == VariableKind::Request)
+            .map(|&(name, _)| (name, self.collection(name)))
+            .collect()
     }
 
     /// Every entry of a variable or collection (scalars: one entry with an empty key).
