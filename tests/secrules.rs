@@ -98,6 +98,9 @@ fn blocked(
     ids
 }
 
+/// (what, method, path, headers, body, the CRS rule family expected: 942 for 942xxx)
+type AttackCase<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a [u8]>, u32);
+
 fn has_rule_in(ids: &[u32], family: u32) -> bool {
     ids.iter().any(|id| id / 1000 == family)
 }
@@ -106,7 +109,7 @@ fn has_rule_in(ids: &[u32], family: u32) -> bool {
 fn crs_blocks_attacks_in_query_body_cookie_and_header_with_their_rule_ids() {
     let up = echo_upstream();
     let nginx = crs_nginx(up.port);
-    let cases: &[(&str, &str, &str, &[(&str, &str)], Option<&[u8]>, u32)] = &[
+    let cases: &[AttackCase] = &[
         ("sqli in query", "GET", "/index.html?id=1%27%20OR%20%271%27%3D%271", &[], None, 942),
         ("xss in query", "GET", "/index.html?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[], None, 941),
         ("traversal in query", "GET", "/index.html?file=../../../../etc/passwd", &[], None, 930),

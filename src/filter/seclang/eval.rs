@@ -91,6 +91,7 @@ pub fn evaluate_profiled(set: &RuleSet, req: &Request, mut profile: Option<&mut 
         current: None,
         cache: Rc::default(),
         memo: HashMap::new(),
+        gate_hits: Vec::new(),
     };
     for phase in [Phase::RequestHeaders, Phase::RequestBody] {
         if t.mode == EngineMode::Off || t.outcome.allowed || t.outcome.block.as_ref().is_some_and(|b| b.enforced) {
@@ -101,6 +102,7 @@ pub fn evaluate_profiled(set: &RuleSet, req: &Request, mut profile: Option<&mut 
             req.parse_body(&mut t.parsed);
         }
         t.memo.clear();
+        t.gate_hits = vec![None; set.gates.len()];
         t.cache = Rc::new(t.build_cache());
         t.run_phase(profile.as_deref_mut());
     }
@@ -131,6 +133,9 @@ struct Transaction<'a> {
     cache: Rc<Cache>,
     /// Transformed request values of this phase, by (address, length) of the cached value.
     memo: HashMap<(usize, usize), Vec<Memoised>>,
+    /// Per gate group, which of its patterns match some value this phase (computed when the
+    /// first member is reached).
+    gate_hits: Vec<Option<Vec<bool>>>,
 }
 
 /// One value through one transformation chain.
@@ -176,7 +181,7 @@ impl<'a> Transaction<'a> {
                 continue;
             }
             let started = profile.is_some().then(std::time::Instant::now);
-            let matched = self.run_rule(rule);
+            let matched = rule.gate.is_none_or(|(g, i)| self.gate_open(g, i)) && self.run_rule(rule);
             if let (Some(p), Some(s)) = (profile.as_deref_mut(), started) {
                 *p.entry(rule.id).or_default() += s.elapsed();
             }
@@ -248,7 +253,10 @@ impl<'a> Transaction<'a> {
         let mut matched_vars = Vec::new();
         let mut memo_hold: Rc<[u8]>;
         for v in values {
-            let candidates: Vec<Cow<[u8]>> = if link.actions.multi_match {
+            // One candidate (no allocation for the list) unless multiMatch asks for every step.
+            let steps: Vec<Cow<[u8]>>;
+            let one: [Cow<[u8]>; 1];
+            let candidates: &[Cow<[u8]>] = if link.actions.multi_match {
                 let mut list = vec![Cow::Borrowed(&v.value[..])];
                 for t in chain {
                     let next = t.apply(list.last().map_or(&[][..], |c| c.as_ref()));
@@ -256,23 +264,27 @@ impl<'a> Transaction<'a> {
                         list.push(Cow::Owned(next));
                     }
                 }
-                list
+                steps = list;
+                &steps
             } else if chain.is_empty() {
                 // The raw value whole: operators are linear, and a value cut at an arbitrary
                 // byte would fail validations (`@validateUrlEncoding` on `...%2`).
-                vec![Cow::Borrowed(&v.value[..])]
+                one = [Cow::Borrowed(&v.value[..])];
+                &one
             } else if let Cow::Borrowed(raw) = v.value {
                 memo_hold = self.transformed(raw, chain);
-                vec![Cow::Borrowed(&memo_hold[..])]
+                one = [Cow::Borrowed(&memo_hold[..])];
+                &one
             } else {
-                vec![Cow::Owned(super::transforms::apply_all(chain, &v.value))]
+                one = [Cow::Owned(super::transforms::apply_all(chain, &v.value))];
+                &one
             };
             for value in candidates {
                 let mut caps: Captures = Vec::new();
                 let want = link.actions.capture.then_some(&mut caps);
                 let hit = {
                     let expand = |s: &str| self.expand(s);
-                    link.operator.matches(&value, &expand, want)
+                    link.operator.matches(value, &expand, want)
                 };
                 if hit != link.negated {
                     matched = true;
@@ -291,7 +303,7 @@ impl<'a> Transaction<'a> {
                         format!("{}:{}", v.collection, lossy(&v.key))
                     };
                     self.matched_var = (name.clone(), value.to_vec());
-                    matched_vars.push((name, value.into_owned()));
+                    matched_vars.push((name, value.to_vec()));
                     break;
                 }
             }
@@ -352,6 +364,39 @@ impl<'a> Transaction<'a> {
             }
         }
         out
+    }
+
+    /// Whether pattern `i` of gate group `g` matches any value the group's variables hold
+    /// this phase (see `gate.rs`); false means the rule cannot match.
+    fn gate_open(&mut self, g: usize, i: usize) -> bool {
+        if let Some(hits) = &self.gate_hits[g] {
+            return hits[i];
+        }
+        let group = &self.set.gates[g];
+        let cache = Rc::clone(&self.cache);
+        let mut hits = vec![false; group.set.len()];
+        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        for name in &group.collections {
+            for (_, raw) in cache.get(name).map(Vec::as_slice).unwrap_or_default() {
+                if !seen.insert(raw.as_slice()) {
+                    continue;
+                }
+                // The value exactly as `link_matches` gives it to the rule's own regex.
+                let transformed;
+                let value: &[u8] = if group.chain.is_empty() {
+                    raw
+                } else {
+                    transformed = self.transformed(raw, &group.chain);
+                    &transformed
+                };
+                for m in group.set.matches(value).iter() {
+                    hits[m] = true;
+                }
+            }
+        }
+        let open = hits[i];
+        self.gate_hits[g] = Some(hits);
+        open
     }
 
     /// A cached request value through a transformation chain, computed once per phase: many

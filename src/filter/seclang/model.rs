@@ -269,6 +269,8 @@ pub struct Rule {
     pub id: u32,
     pub phase: Phase,
     pub links: Vec<RuleLink>,
+    /// `(group, pattern)` in `RuleSet::gates` when the starter is answered by a set first.
+    pub gate: Option<(usize, usize)>,
 }
 
 impl Rule {
@@ -301,6 +303,8 @@ pub struct RuleSet {
     pub engine: Option<EngineMode>,
     pub component_signatures: Vec<String>,
     pub errors: Vec<LoadError>,
+    /// The set-driven gate's groups (see `gate.rs`).
+    pub gates: Vec<super::gate::Group>,
 }
 
 impl RuleSet {
