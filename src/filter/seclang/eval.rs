@@ -182,6 +182,19 @@ struct Value<'c> {
     value: Cow<'c, [u8]>,
 }
 
+/// The key in `Transaction::collections` of a collection rules write to (`TX` is `tx`).
+fn stored_collection(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "TX" => "tx",
+        "IP" => "ip",
+        "GLOBAL" => "global",
+        "SESSION" => "session",
+        "USER" => "user",
+        "RESOURCE" => "resource",
+        _ => return None,
+    })
+}
+
 fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
     ranges.iter().any(|&(a, b)| (a..=b).contains(&id))
 }
@@ -370,18 +383,24 @@ impl<'a> Transaction<'a> {
                     value: Cow::Borrowed(v.as_slice()),
                 })),
                 None => {
-                    let live = match (&t.selector, self.collections.get(&t.collection.to_ascii_lowercase())) {
+                    let owned = |k: &[u8], v: &[u8]| Value {
+                        collection: &t.collection,
+                        key: Cow::Owned(k.to_vec()),
+                        value: Cow::Owned(v.to_vec()),
+                    };
+                    match (&t.selector, stored_collection(&t.collection).and_then(|n| self.collections.get(n))) {
                         // `TX:paranoia_level`: one lookup, not a copy of the collection.
                         (Some(Selector::Key(k)), Some(c)) => {
-                            c.get(k).map(|v| vec![(k.as_bytes().to_vec(), v.clone())]).unwrap_or_default()
+                            out.extend(c.get(k).filter(|_| kept(t, k.as_bytes())).map(|v| owned(k.as_bytes(), v)))
                         }
-                        _ => self.collection(&t.collection),
-                    };
-                    out.extend(live.into_iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| Value {
-                        collection: &t.collection,
-                        key: Cow::Owned(k),
-                        value: Cow::Owned(v),
-                    }));
+                        // `TX:/^header_name_/`: only the kept entries are copied.
+                        (_, Some(c)) => out.extend(
+                            c.iter().filter(|(k, _)| kept(t, k.as_bytes())).map(|(k, v)| owned(k.as_bytes(), v)),
+                        ),
+                        _ => out.extend(
+                            self.collection(&t.collection).iter().filter(|(k, _)| kept(t, k)).map(|(k, v)| owned(k, v)),
+                        ),
+                    }
                 }
             }
             if t.count {
