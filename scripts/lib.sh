@@ -9,7 +9,7 @@ BUILD="$ROOT/target"                    # all build products live under target/
 DEBIAN_NGINX_SRC="$BUILD/nginx-debian"  # configured copy of Debian's nginx-dev source
 APT_PACKAGES=(nginx nginx-dev libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config
               make gcc redis-server wrk curl openssl ca-certificates
-              chromium modsecurity-crs redis-sentinel)
+              chromium modsecurity-crs redis-sentinel python3-yaml)
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 

@@ -213,7 +213,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
 
 use super::{filter, headers, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 48] = [
+pub static mut COMMANDS: [ngx_command_t; 49] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -260,6 +260,7 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
     command(ngx_string!("shield_filter_scanners"), NGX_CONF_FLAG, filter::set_scanners),
     command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, filter::set_audit_log),
     command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, filter::set_inspect_headers),
+    command(ngx_string!("shield_filter_secrules"), NGX_CONF_1MORE, filter::set_secrules),
     entry(
         ngx_string!("shield_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1,

@@ -7,68 +7,6 @@ use super::transforms::{lookup, Lookup};
 
 pub type ActionError = (LoadErrorKind, String);
 
-/// Variables this engine can produce (in phases 1-2, or empty where they belong to the
-/// response, a persistent collection or a feature not built here).
-pub const KNOWN_VARIABLES: &[&str] = &[
-    "ARGS",
-    "ARGS_NAMES",
-    "ARGS_GET",
-    "ARGS_GET_NAMES",
-    "ARGS_POST",
-    "ARGS_POST_NAMES",
-    "ARGS_COMBINED_SIZE",
-    "REQUEST_HEADERS",
-    "REQUEST_HEADERS_NAMES",
-    "REQUEST_COOKIES",
-    "REQUEST_COOKIES_NAMES",
-    "REQUEST_URI",
-    "REQUEST_URI_RAW",
-    "REQUEST_FILENAME",
-    "REQUEST_BASENAME",
-    "REQUEST_LINE",
-    "REQUEST_METHOD",
-    "REQUEST_PROTOCOL",
-    "QUERY_STRING",
-    "REQUEST_BODY",
-    "REQUEST_BODY_LENGTH",
-    "REQBODY_PROCESSOR",
-    "REQBODY_ERROR",
-    "FILES",
-    "FILES_NAMES",
-    "FILES_COMBINED_SIZE",
-    "FILES_SIZES",
-    "MULTIPART_PART_HEADERS",
-    "MULTIPART_STRICT_ERROR",
-    "XML",
-    "TX",
-    "IP",
-    "GLOBAL",
-    "SESSION",
-    "USER",
-    "RESOURCE",
-    "MATCHED_VAR",
-    "MATCHED_VARS",
-    "MATCHED_VAR_NAME",
-    "MATCHED_VARS_NAMES",
-    "REMOTE_ADDR",
-    "REMOTE_PORT",
-    "SERVER_NAME",
-    "SERVER_PORT",
-    "UNIQUE_ID",
-    "DURATION",
-    "TIME",
-    "TIME_EPOCH",
-    "RESPONSE_BODY",
-    "RESPONSE_STATUS",
-    "RESPONSE_HEADERS",
-    "RESPONSE_HEADERS_NAMES",
-    "RESPONSE_PROTOCOL",
-    "RESPONSE_CONTENT_TYPE",
-    "RESPONSE_CONTENT_LENGTH",
-    "GEO",
-    "ENV",
-];
-
 pub fn parse_targets(text: &str) -> Result<Vec<Target>, ActionError> {
     let syntax = |d: String| (LoadErrorKind::Syntax, d);
     let bytes = text.as_bytes();
@@ -92,7 +30,7 @@ pub fn parse_targets(text: &str) -> Result<Vec<Target>, ActionError> {
             i += 1;
         }
         let collection = text[name_start..i].trim().to_ascii_uppercase();
-        if !KNOWN_VARIABLES.contains(&collection.as_str()) {
+        if super::model::variable_kind(&collection).is_none() {
             return Err((LoadErrorKind::UnsupportedVariable, format!("variable \"{collection}\"")));
         }
         let mut selector = None;

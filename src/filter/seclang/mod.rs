@@ -11,6 +11,8 @@
 //!   ported to Rust);
 //! - `transforms`: the `t:` names, mapped onto `filter::transform` or onto `decoders`;
 //! - `request`: the request as rules see it (variables and collections);
+//! - `files`: rule file lists (relative paths, `*.conf` patterns in name order);
+//! - `gate`: request-variable `@rx` starters sharing a chain scanned as one `RegexSet` per phase;
 //! - `eval`: phases 1 and 2 over a request: TX, macros, chains, skipAfter, ctl, scoring.
 //!
 //! Pure core: no nginx types.
@@ -18,6 +20,8 @@
 pub mod actions;
 mod decoders;
 pub mod eval;
+pub mod files;
+pub mod gate;
 pub mod lexer;
 pub mod model;
 pub mod operators;

@@ -70,6 +70,88 @@ impl Phase {
     }
 }
 
+/// How the evaluator produces a variable in phases 1-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariableKind {
+    /// Derived from the request alone: computed once per phase, and the same for every rule.
+    Request,
+    /// Read when a rule asks (collections rules write, the last match, the body processor a
+    /// `ctl` may change).
+    Live,
+    /// Known and empty here: the response, persistent or external data not built here.
+    Empty,
+}
+
+/// Every variable this engine accepts in a target list: the one table the parser checks
+/// names against and the evaluator caches the request variables from.
+pub const VARIABLES: &[(&str, VariableKind)] = {
+    use VariableKind::*;
+    &[
+        ("ARGS", Request),
+        ("ARGS_NAMES", Request),
+        ("ARGS_GET", Request),
+        ("ARGS_GET_NAMES", Request),
+        ("ARGS_POST", Request),
+        ("ARGS_POST_NAMES", Request),
+        ("ARGS_COMBINED_SIZE", Request),
+        ("REQUEST_HEADERS", Request),
+        ("REQUEST_HEADERS_NAMES", Request),
+        ("REQUEST_COOKIES", Request),
+        ("REQUEST_COOKIES_NAMES", Request),
+        ("REQUEST_URI", Request),
+        ("REQUEST_URI_RAW", Request),
+        ("REQUEST_FILENAME", Request),
+        ("REQUEST_BASENAME", Request),
+        ("REQUEST_LINE", Request),
+        ("REQUEST_METHOD", Request),
+        ("REQUEST_PROTOCOL", Request),
+        ("QUERY_STRING", Request),
+        ("REQUEST_BODY", Request),
+        ("REQUEST_BODY_LENGTH", Request),
+        ("FILES", Request),
+        ("FILES_NAMES", Request),
+        ("XML", Request),
+        ("REMOTE_ADDR", Request),
+        ("REQBODY_PROCESSOR", Live),
+        ("REQBODY_ERROR", Live),
+        ("MULTIPART_STRICT_ERROR", Live),
+        ("TX", Live),
+        ("IP", Live),
+        ("GLOBAL", Live),
+        ("SESSION", Live),
+        ("USER", Live),
+        ("RESOURCE", Live),
+        ("MATCHED_VAR", Live),
+        ("MATCHED_VARS", Live),
+        ("MATCHED_VAR_NAME", Live),
+        ("MATCHED_VARS_NAMES", Live),
+        ("UNIQUE_ID", Live),
+        ("DURATION", Live),
+        ("FILES_COMBINED_SIZE", Empty),
+        ("FILES_SIZES", Empty),
+        ("MULTIPART_PART_HEADERS", Empty),
+        ("REMOTE_PORT", Empty),
+        ("SERVER_NAME", Empty),
+        ("SERVER_PORT", Empty),
+        ("TIME", Empty),
+        ("TIME_EPOCH", Empty),
+        ("RESPONSE_BODY", Empty),
+        ("RESPONSE_STATUS", Empty),
+        ("RESPONSE_HEADERS", Empty),
+        ("RESPONSE_HEADERS_NAMES", Empty),
+        ("RESPONSE_PROTOCOL", Empty),
+        ("RESPONSE_CONTENT_TYPE", Empty),
+        ("RESPONSE_CONTENT_LENGTH", Empty),
+        ("GEO", Empty),
+        ("ENV", Empty),
+    ]
+};
+
+/// The kind of an upper-cased variable name, `None` for a name this engine does not know.
+pub fn variable_kind(name: &str) -> Option<VariableKind> {
+    VARIABLES.iter().find(|(n, _)| *n == name).map(|&(_, k)| k)
+}
+
 /// One variable of a rule's target list: `ARGS`, `ARGS:foo`, `&TX:x`, `!ARGS:/^json\./`.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -187,6 +269,8 @@ pub struct Rule {
     pub id: u32,
     pub phase: Phase,
     pub links: Vec<RuleLink>,
+    /// `(group, pattern)` in `RuleSet::gates` when the starter is answered by a set first.
+    pub gate: Option<(usize, usize)>,
 }
 
 impl Rule {
@@ -219,6 +303,8 @@ pub struct RuleSet {
     pub engine: Option<EngineMode>,
     pub component_signatures: Vec<String>,
     pub errors: Vec<LoadError>,
+    /// The set-driven gate's groups (see `gate.rs`).
+    pub gates: Vec<super::gate::Group>,
 }
 
 impl RuleSet {
@@ -231,5 +317,14 @@ impl RuleSet {
 
     pub fn rule_count(&self) -> usize {
         self.rules().count()
+    }
+
+    /// Leaves out the rules whose id is in `ranges`, and forgives their load errors: what an
+    /// operator asks for to run a rule set without the few rules this engine cannot express
+    /// (or does not want), instead of refusing the whole set.
+    pub fn remove_ids(&mut self, ranges: &[(u32, u32)]) {
+        let listed = |id: u32| ranges.iter().any(|&(a, b)| (a..=b).contains(&id));
+        self.items.retain(|i| !matches!(i, Item::Rule(r) if listed(r.id)));
+        self.errors.retain(|e| !e.rule_id.is_some_and(listed));
     }
 }

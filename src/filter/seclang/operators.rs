@@ -261,8 +261,7 @@ fn rx(re: &Regex, value: &[u8], want: bool, caught: &mut Option<Captures>) -> bo
     }
 }
 
-/// Substring search. Needles here are operands or short values; a long needle in a long
-/// haystack goes through Aho-Corasick so the time stays linear.
+/// Substring search, linear time: a long needle in a long haystack goes through Aho-Corasick.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
         return true;
@@ -270,7 +269,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     if needle.len() > haystack.len() {
         return false;
     }
-    if needle.len() <= 16 {
+    // A direct scan costs at most haystack x needle: fine while that product is small (the
+    // common `@within` of a short value in a policy list builds nothing per call).
+    if needle.len() <= 16 || needle.len().saturating_mul(haystack.len()) <= 1 << 16 {
         let first = needle[0];
         return haystack.windows(needle.len()).any(|w| w[0] == first && w == needle);
     }

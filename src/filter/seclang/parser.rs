@@ -167,9 +167,10 @@ impl Builder {
             }
         }
         if !found && by_id {
+            // Named after the missing rule, so leaving that rule out (`remove=`) forgives this too.
             self.error(
                 origin,
-                None,
+                ids.first().map(|&(a, _)| a),
                 (LoadErrorKind::InvalidValue, format!("SecRuleUpdateTargetById: no rule {which} loaded before it")),
             );
         }
@@ -206,7 +207,7 @@ impl Builder {
                     return self.error(origin, None, (LoadErrorKind::InvalidValue, "rule without an id".into()));
                 };
                 let phase = link.actions.phase.unwrap_or(Phase::RequestBody);
-                self.finish(Rule { id, phase, links: vec![link] }, chain);
+                self.finish(Rule { id, phase, links: vec![link], gate: None }, chain);
             }
         }
     }
@@ -226,6 +227,9 @@ impl Builder {
             actions.disruptive =
                 Some(default.disruptive.filter(|d| *d != Disruptive::Block).unwrap_or(Disruptive::Pass));
         }
+        if starter && actions.log.is_none() {
+            actions.log = default.log;
+        }
         actions
     }
 
@@ -236,7 +240,7 @@ impl Builder {
         self.error(origin, id, e);
         self.pending = None;
         if chain {
-            self.pending = Some(Rule { id: id.unwrap_or(0), phase: Phase::RequestBody, links: Vec::new() });
+            self.pending = Some(Rule { id: id.unwrap_or(0), phase: Phase::RequestBody, links: Vec::new(), gate: None });
         }
     }
 
@@ -286,6 +290,7 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> RuleSet {
             ),
         }
     }
+    super::gate::build(&mut b.set);
     b.set
 }
 
@@ -293,5 +298,6 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> RuleSet {
 pub fn load_text(name: &str, text: &str) -> RuleSet {
     let mut b = Builder::default();
     b.add_text(Path::new(name), text);
+    super::gate::build(&mut b.set);
     b.set
 }

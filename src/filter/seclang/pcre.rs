@@ -28,6 +28,15 @@ pub fn translate(pattern: &str) -> String {
         match c {
             '\\' if i + 1 < chars.len() => {
                 let n = chars[i + 1];
+                if let Some((value, len)) = braced_hex(&chars[i..]) {
+                    // `\x{bc}`: in PCRE without UTF mode (ModSecurity's), the byte 0xBC.
+                    match u8::try_from(value) {
+                        Ok(b) => out.push_str(&format!("\\x{b:02X}")),
+                        Err(_) => push_bytes(&mut out, char::from_u32(value).unwrap_or('\u{FFFD}')),
+                    }
+                    i += len;
+                    continue;
+                }
                 if n.is_ascii_punctuation() || !n.is_ascii() {
                     push_bytes(&mut out, n);
                 } else {
@@ -96,6 +105,19 @@ fn push_bytes(out: &mut String, c: char) {
     }
 }
 
+/// `\x{HH...}`: the code point and the escape's length in chars.
+fn braced_hex(s: &[char]) -> Option<(u32, usize)> {
+    if s.get(1) != Some(&'x') || s.get(2) != Some(&'{') {
+        return None;
+    }
+    let close = s.iter().position(|&c| c == '}')?;
+    let digits: String = s[3..close].iter().collect();
+    if digits.is_empty() || digits.len() > 6 {
+        return None;
+    }
+    Some((u32::from_str_radix(&digits, 16).ok()?, close + 1))
+}
+
 /// `{n}`, `{n,}`, `{n,m}`: the length in chars, when `s` starts with one.
 fn counted_repetition(s: &[char]) -> Option<usize> {
     let close = s.iter().position(|&c| c == '}')?;
@@ -153,6 +175,14 @@ mod tests {
         assert!(re.is_match("’".as_bytes()));
         assert!(re.is_match(b"\xe2"), "each byte of the class member is a member, as in PCRE");
         assert!(ok("a’").is_match("a’".as_bytes()));
+    }
+
+    #[test]
+    fn braced_hex_escapes_are_bytes() {
+        assert_eq!(translate(r"\x{bc}[^>\x{be}]"), r"\xBC[^>\xBE]");
+        let re = ok(r"^[A-Z_a-z\x7f-\x{ff}]+$");
+        assert!(re.is_match(b"a\xe9") && !re.is_match(b"a-"));
+        assert!(ok(r"\x{c2}\x{b4}").is_match("´".as_bytes()));
     }
 
     #[test]

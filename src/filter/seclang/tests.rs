@@ -45,11 +45,13 @@ SecRule TX:score "@ge 5" "id:4,phase:2,deny,status:406"
 }
 
 #[test]
-fn chains_need_every_link_and_run_actions_only_on_full_match() {
+fn chains_need_every_link_and_run_each_links_actions_as_it_matches() {
     let set = load(
         r#"
 SecRule REQUEST_METHOD "@streq POST" "id:10,phase:1,pass,setvar:tx.a=1,chain"
     SecRule REQUEST_HEADERS:Content-Type "@contains json" "setvar:tx.b=1"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^([^;]+)" "id:12,phase:1,pass,capture,setvar:tx.ct=|%{tx.1}|,chain"
+    SecRule TX:ct "!@within |application/json|" "setvar:tx.odd_type=1"
 SecRule REQUEST_METHOD "@streq GET" "id:11,phase:1,pass,capture,chain"
     SecRule REQUEST_URI "@rx ^/(\w+)" "capture,chain"
     SecRule TX:1 "@streq admin" "setvar:tx.admin=%{tx.1}"
@@ -59,10 +61,15 @@ SecRule REQUEST_METHOD "@streq GET" "id:11,phase:1,pass,capture,chain"
     post.method = "POST".into();
     let out = evaluate(&set, &post);
     assert!(out.matched_ids().is_empty());
-    assert_eq!(out.tx_number("a"), 0, "the starter's setvar waits for the whole chain");
+    assert_eq!(out.tx_number("a"), 1, "the starter's setvar runs when the starter matches");
+    assert_eq!(out.tx_number("b"), 0);
     post.headers.push(("Content-Type".into(), b"application/json".to_vec()));
     let out = evaluate(&set, &post);
     assert_eq!((out.tx_number("a"), out.tx_number("b")), (1, 1));
+    assert_eq!(out.matched_ids(), vec![10], "the next link reads the starter's setvar (CRS 920420)");
+    post.headers[2].1 = b"text/x-odd".to_vec();
+    let out = evaluate(&set, &post);
+    assert_eq!((out.matched_ids(), out.tx_number("odd_type")), (vec![12], 1));
     let out = evaluate(&set, &get("/admin/x"));
     assert_eq!(out.matched_ids(), vec![11]);
     assert_eq!(out.tx.get("admin").map(Vec::as_slice), Some(&b"admin"[..]), "TX:1 from the link's capture");
@@ -273,4 +280,39 @@ fn loading_any_prefix_of_a_rule_file_never_panics() {
         let set = load_text("prefix.conf", &text[..end]);
         let _ = evaluate(&set, &get("/?x=a&y=%27"));
     }
+}
+
+#[test]
+fn remove_ids_leaves_out_rules_and_forgives_their_load_errors() {
+    let mut set = load_text(
+        "fixture.conf",
+        r#"
+SecRule ARGS "@rx x" "id:80,phase:2,pass"
+SecRule ARGS "@rx (?=x)" "id:81,phase:2,pass"
+SecRule ARGS "@rx x" "id:82,phase:2,pass"
+SecRule ARGS "@rbl x" "id:90,phase:2,pass"
+SecRuleUpdateTargetById 81 "!ARGS:skip"
+"#,
+    );
+    // The target update of the rule that failed to load is named after that rule.
+    assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(81), Some(90), Some(81)]);
+    set.remove_ids(&[(81, 82)]);
+    assert_eq!(set.errors.iter().map(|e| e.rule_id).collect::<Vec<_>>(), vec![Some(90)]);
+    assert_eq!(ids(&set, &get("/?a=x")), vec![80]);
+}
+
+#[test]
+fn nolog_rules_match_but_are_not_reported_as_detections() {
+    let set = load(
+        r#"
+SecDefaultAction "phase:1,nolog,pass"
+SecRule ARGS "@rx x" "id:91,phase:1,pass"
+SecRule ARGS "@rx x" "id:92,phase:1,pass,log"
+SecRule ARGS "@rx x" "id:93,phase:2,pass"
+SecRule ARGS "@rx x" "id:94,phase:2,pass,nolog"
+"#,
+    );
+    let out = evaluate(&set, &get("/?a=x"));
+    let logged: Vec<(u32, bool)> = out.matched.iter().map(|m| (m.id, m.logged)).collect();
+    assert_eq!(logged, vec![(91, false), (92, true), (93, true), (94, false)]);
 }

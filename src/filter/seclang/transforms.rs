@@ -47,41 +47,50 @@ pub enum Lookup {
     Unknown,
 }
 
-pub fn lookup(name: &str) -> Lookup {
+/// The `t:` names, ModSecurity's spelling (matched case-insensitively), and both spellings
+/// of the path normalisations. The one table of transformations: `lookup` and the tests read it.
+pub const NAMES: &[(&str, SecTransform)] = {
     use SecTransform::*;
-    Lookup::Transform(match name.to_ascii_lowercase().as_str() {
-        "none" => return Lookup::None,
-        "lowercase" => Lowercase,
-        "uppercase" => Uppercase,
-        "urldecode" => UrlDecode,
-        "urldecodeuni" => UrlDecodeUni,
-        "htmlentitydecode" => HtmlEntityDecode,
-        "jsdecode" => JsDecode,
-        "cssdecode" => CssDecode,
-        "cmdline" => CmdLine,
-        "removenulls" => RemoveNulls,
-        "replacenulls" => ReplaceNulls,
-        "compresswhitespace" => CompressWhitespace,
-        "removewhitespace" => RemoveWhitespace,
-        "normalisepath" | "normalizepath" => NormalisePath,
-        "normalisepathwin" | "normalizepathwin" => NormalisePathWin,
-        "replacecomments" => ReplaceComments,
-        "removecomments" => RemoveComments,
-        "removecommentschar" => RemoveCommentsChar,
-        "base64decode" => Base64Decode,
-        "base64decodeext" => Base64DecodeExt,
-        "hexdecode" => HexDecode,
-        "hexencode" => HexEncode,
-        "sqlhexdecode" => SqlHexDecode,
-        "utf8tounicode" => Utf8ToUnicode,
-        "length" => Length,
-        "trim" => Trim,
-        "trimleft" => TrimLeft,
-        "trimright" => TrimRight,
-        "sha1" => Sha1,
-        "escapeseqdecode" => EscapeSeqDecode,
-        _ => return Lookup::Unknown,
-    })
+    &[
+        ("lowercase", Lowercase),
+        ("uppercase", Uppercase),
+        ("urlDecode", UrlDecode),
+        ("urlDecodeUni", UrlDecodeUni),
+        ("htmlEntityDecode", HtmlEntityDecode),
+        ("jsDecode", JsDecode),
+        ("cssDecode", CssDecode),
+        ("cmdLine", CmdLine),
+        ("removeNulls", RemoveNulls),
+        ("replaceNulls", ReplaceNulls),
+        ("compressWhitespace", CompressWhitespace),
+        ("removeWhitespace", RemoveWhitespace),
+        ("normalisePath", NormalisePath),
+        ("normalizePath", NormalisePath),
+        ("normalisePathWin", NormalisePathWin),
+        ("normalizePathWin", NormalisePathWin),
+        ("replaceComments", ReplaceComments),
+        ("removeComments", RemoveComments),
+        ("removeCommentsChar", RemoveCommentsChar),
+        ("base64Decode", Base64Decode),
+        ("base64DecodeExt", Base64DecodeExt),
+        ("hexDecode", HexDecode),
+        ("hexEncode", HexEncode),
+        ("sqlHexDecode", SqlHexDecode),
+        ("utf8toUnicode", Utf8ToUnicode),
+        ("length", Length),
+        ("trim", Trim),
+        ("trimLeft", TrimLeft),
+        ("trimRight", TrimRight),
+        ("sha1", Sha1),
+        ("escapeSeqDecode", EscapeSeqDecode),
+    ]
+};
+
+pub fn lookup(name: &str) -> Lookup {
+    if name.eq_ignore_ascii_case("none") {
+        return Lookup::None;
+    }
+    NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map_or(Lookup::Unknown, |&(_, t)| Lookup::Transform(t))
 }
 
 impl SecTransform {
@@ -245,37 +254,7 @@ mod tests {
 
     #[test]
     fn total_and_bounded_on_awkward_bytes() {
-        let all = [
-            Lowercase,
-            Uppercase,
-            UrlDecode,
-            UrlDecodeUni,
-            HtmlEntityDecode,
-            JsDecode,
-            CssDecode,
-            CmdLine,
-            RemoveNulls,
-            ReplaceNulls,
-            CompressWhitespace,
-            RemoveWhitespace,
-            NormalisePath,
-            NormalisePathWin,
-            ReplaceComments,
-            RemoveComments,
-            RemoveCommentsChar,
-            Base64Decode,
-            Base64DecodeExt,
-            HexDecode,
-            HexEncode,
-            SqlHexDecode,
-            Utf8ToUnicode,
-            Length,
-            Trim,
-            TrimLeft,
-            TrimRight,
-            Sha1,
-            EscapeSeqDecode,
-        ];
+        let all: Vec<SecTransform> = NAMES.iter().map(|&(_, t)| t).collect();
         let alphabet = b"\\%u0xX7/.*-#<!&;\"' \0\xc3\xa9\xff";
         let mut seed = 0x2545f4914f6cdd1du64;
         for len in 0..200 {
@@ -287,14 +266,14 @@ mod tests {
                     alphabet[(seed % alphabet.len() as u64) as usize]
                 })
                 .collect();
-            for tr in all {
+            for &tr in &all {
                 assert!(tr.apply(&input).len() <= MAX_TRANSFORMED);
             }
         }
         let huge = vec![b'a'; MAX_TRANSFORMED * 2];
         for len in 0..200 {
             let input: Vec<u8> = (0..len).map(|i| alphabet[(i * 7 + len) % alphabet.len()]).collect();
-            for tr in all {
+            for &tr in &all {
                 if !tr.may_change(&input) {
                     assert_eq!(tr.apply(&input), input, "{tr:?} said unchanged");
                 }

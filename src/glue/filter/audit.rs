@@ -64,6 +64,28 @@ pub(super) fn audit(
     verdict: &Verdict,
     hygiene: Option<Hygiene>,
 ) {
+    let rules = verdict
+        .matches
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id, "family": m.family.tag(), "score": m.score, "target": m.target, "match": m.fragment,
+            })
+        })
+        .collect();
+    audit_line(r, log_to, result, verdict.score, hygiene, rules);
+}
+
+/// The audit line with the matched rules as the engine describes them (built-in packs: id,
+/// family, target, fragment; SecLang: id, phase, message).
+pub(super) fn audit_line(
+    r: &ngx_http_request_t,
+    log_to: Option<AuditLog>,
+    result: &str,
+    score: u32,
+    hygiene: Option<Hygiene>,
+    rules: Vec<serde_json::Value>,
+) {
     let Some(file) = log_to else { return };
     let uri = String::from_utf8_lossy(&r.unparsed_uri.as_bytes()[..r.unparsed_uri.len.min(512)]).into_owned();
     // SAFETY: nginx keeps the cached ISO 8601 time string current on this thread.
@@ -75,11 +97,9 @@ pub(super) fn audit(
         "method": r.method_name.to_str().unwrap_or(""),
         "uri": uri,
         "result": result,
-        "score": verdict.score,
+        "score": score,
         "hygiene": hygiene.map(|h| h.code()),
-        "rules": verdict.matches.iter().map(|m| serde_json::json!({
-            "id": m.id, "family": m.family.tag(), "score": m.score, "target": m.target, "match": m.fragment,
-        })).collect::<Vec<_>>(),
+        "rules": rules,
     });
     let mut bytes = line.to_string().into_bytes();
     bytes.push(b'\n');

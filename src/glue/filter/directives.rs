@@ -77,6 +77,14 @@ pub extern "C" fn set_rule(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *
     })
 }
 
+/// `shield_filter_secrules FILE|PATTERN ... [remove=ID,...] | off`.
+pub extern "C" fn set_secrules(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let value = if args == ["off"] { None } else { Some(super::secrules::load(cf, args)?) };
+        set_once(&mut lc.waf.secrules, value)
+    })
+}
+
 pub extern "C" fn set_limits(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         let mut limits = Limits::default();

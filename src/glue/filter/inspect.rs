@@ -37,7 +37,7 @@ enum BodyState {
 #[derive(Default)]
 pub struct WafCtx {
     body: BodyState,
-    done: bool,
+    pub(super) done: bool,
     pub status: Option<&'static str>,
     pub score: u32,
     pub rules: String,
@@ -47,8 +47,10 @@ pub struct WafCtx {
 pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
     let lc = Shield::location_conf(r)?;
     let waf = &lc.waf;
-    let engine = waf.engine.as_ref()?;
-    let mode = waf.mode.unwrap_or(Mode::Off);
+    if waf.engine.is_none() && waf.secrules().is_none() {
+        return None;
+    }
+    let mode = waf.mode();
     let rp: *mut ngx_http_request_t = r;
     let ctx = RequestCtx::get(rp)?;
     if ctx.waf.done {
@@ -97,6 +99,14 @@ pub fn rewrite(r: &mut ngx_http_request_t) -> Option<ngx_int_t> {
 
     let body =
         if ctx.waf.body == BodyState::Ready { read_body(r, waf.limits().max_body) } else { Cow::Borrowed(&[][..]) };
+    let engine = match (waf.secrules(), &waf.engine) {
+        (Some(rules), _) => {
+            let outcome = super::secrules::run(r, rules, &body);
+            return super::secrules::decide(r, waf, rules, outcome);
+        }
+        (None, Some(engine)) => engine,
+        (None, None) => return None,
+    };
     let verdict = inspect(r, waf, engine, &body);
     let ctx = RequestCtx::get(rp)?;
     ctx.waf.done = true;
@@ -226,8 +236,13 @@ pub(super) fn client_ip(r: &ngx_http_request_t) -> Option<std::net::IpAddr> {
 fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
     let limits = waf.limits();
     let method = r.method_name.to_str().unwrap_or("");
-    let allowed =
-        waf.methods.as_ref().map_or_else(|| DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
+    // Where SecLang rules run, methods and scanners are theirs to judge (the CRS's 911100
+    // and 913100, with its own lists) unless the location sets these checks explicitly.
+    let secrules = waf.secrules().is_some();
+    let allowed = waf
+        .methods
+        .as_ref()
+        .map_or_else(|| secrules || DEFAULT_METHODS.contains(&method), |m| m.iter().any(|x| x == method));
     if !allowed {
         return Err(Hygiene::MethodNotAllowed);
     }
@@ -248,7 +263,7 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
     if !r.headers_in.transfer_encoding.is_null() && !r.headers_in.content_length.is_null() {
         return Err(Hygiene::Smuggling);
     }
-    if waf.scanners.unwrap_or(true) {
+    if waf.scanners.unwrap_or(!secrules) {
         if let Some(ua) = find_header(&r.headers_in.headers, b"user-agent") {
             // SAFETY: live request header element.
             if waf::scanner(unsafe { (*ua).value.as_bytes() }) {
@@ -272,7 +287,7 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
 
 /// Streams every inspected value of the request to the engine, one at a time.
 fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -> Verdict {
-    let stop_at = if waf.mode == Some(Mode::Detect) { u32::MAX } else { waf.threshold() };
+    let stop_at = if waf.mode() == Mode::Detect { u32::MAX } else { waf.threshold() };
     let mut inspection = engine.start(&waf.exclusions, stop_at);
     let raw = r.unparsed_uri.as_bytes();
     let (path, query) = match raw.iter().position(|&b| b == b'?') {
@@ -322,7 +337,7 @@ fn reject_hygiene(r: &mut ngx_http_request_t, waf: &WafLoc, mode: Mode, h: Hygie
 }
 
 /// The block response: a small JSON body with the request id, so a user can quote it.
-fn block(r: &mut ngx_http_request_t, status: u16) -> ngx_int_t {
+pub(super) fn block(r: &mut ngx_http_request_t, status: u16) -> ngx_int_t {
     let rp: *mut ngx_http_request_t = r;
     // SAFETY: r is live; the body (if any) was not read yet, or was read already.
     unsafe { ngx_http_discard_request_body(rp) };

@@ -4,6 +4,7 @@
 //!   bypass it), request-body reading that keeps the body for `proxy_pass`, the block response;
 //! - `audit`: the audit log, opened by nginx with the cycle's files (reopened on USR1);
 //! - `metrics`, `variables`: the counters and the `$shield_filter_*` values;
+//! - `secrules`: `shield_filter_secrules` (SecLang files, the OWASP CRS) in place of the packs;
 //! - this file: the per-location configuration, its merge, and the engines shared between
 //!   locations whose rules are the same.
 
@@ -11,6 +12,7 @@ mod audit;
 mod directives;
 mod inspect;
 mod metrics;
+mod secrules;
 mod variables;
 
 use std::rc::Rc;
@@ -24,8 +26,9 @@ use crate::filter::ip::Cidr;
 use crate::filter::rules::Rule;
 use crate::filter::{self as waf, Engine, Exclusions, Limits};
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Mode {
+    #[default]
     Off,
     Block,
     Detect,
@@ -50,7 +53,11 @@ pub struct WafLoc {
     scanners: Option<bool>,
     audit_log: Option<Option<audit::AuditLog>>,
     inspect_headers: Option<Vec<String>>,
-    /// Resolved at merge time when the filter is on here.
+    /// `shield_filter_secrules`: `Some(None)` is `off`.
+    secrules: Option<Option<Rc<secrules::SecRules>>>,
+    /// Resolved at merge time: `shield_filter`, else on where SecLang rules are loaded.
+    resolved_mode: Mode,
+    /// Resolved at merge time when the filter is on here with the built-in packs.
     pub engine: Option<Rc<Engine>>,
 }
 
@@ -92,11 +99,26 @@ impl WafLoc {
         if self.audit_log.is_none() {
             self.audit_log = prev.audit_log;
         }
+        if self.secrules.is_none() {
+            self.secrules.clone_from(&prev.secrules);
+        }
+        let secrules = self.secrules.as_ref().is_some_and(Option::is_some);
+        self.resolved_mode = self.mode.unwrap_or(if secrules { Mode::Block } else { Mode::Off });
         self.engine = None;
-        if self.mode.unwrap_or(Mode::Off) != Mode::Off {
+        // Where SecLang rules run, they replace the packs: no engine compiled for them.
+        if self.resolved_mode != Mode::Off && !secrules {
             self.engine = Some(mcf.waf.engine(self.paranoia.unwrap_or(1), self.custom.as_deref().unwrap_or_default())?);
         }
         Ok(())
+    }
+
+    fn mode(&self) -> Mode {
+        self.resolved_mode
+    }
+
+    /// The SecLang rule set this location runs, when the filter is on here.
+    fn secrules(&self) -> Option<&secrules::SecRules> {
+        self.secrules.as_ref()?.as_deref().filter(|_| self.resolved_mode != Mode::Off)
     }
 
     fn limits(&self) -> &Limits {
@@ -114,6 +136,8 @@ impl WafLoc {
 #[derive(Default)]
 pub struct WafMain {
     engines: Vec<(u8, Vec<Rule>, Rc<Engine>)>,
+    /// SecLang rule sets of this configuration cycle, one per distinct file list.
+    secrules: Vec<secrules::Compiled>,
     slots: Option<metrics::Slots>,
 }
 
