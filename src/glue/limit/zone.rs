@@ -90,12 +90,17 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
             let reserve = (16 * ngx::ffi::ngx_pagesize).min(shm_zone.shm.size / 2);
             let mut slots = (shm_zone.shm.size - reserve) / size_of::<Slot>();
             let mut mem = ptr::null_mut::<ZoneShm>();
+            // The first sizes tried may not fit: that is expected, not worth nginx's [crit]
+            // "ngx_slab_alloc() failed: no memory" line.
+            let slab = pool as *mut ngx::ffi::ngx_slab_pool_t;
+            (*slab).set_log_nomem(0);
             while slots >= WAYS && mem.is_null() {
                 mem = ngx_slab_calloc(pool, size_of::<ZoneShm>() + slots * size_of::<Slot>()).cast();
                 if mem.is_null() {
                     slots = slots * 9 / 10;
                 }
             }
+            (*slab).set_log_nomem(1);
             if mem.is_null() {
                 ngx_log_error!(
                     NGX_LOG_EMERG,
