@@ -152,6 +152,23 @@ impl Rules {
         Ok(())
     }
 
+    /// Adds a parent block's requirements to these (a location's rules add to its server's).
+    pub fn extend_from(&mut self, parent: &Rules) {
+        // A block's own issuers or audiences replace its parent's (a location may serve
+        // another audience); claim rules add up.
+        if self.issuers.is_empty() {
+            self.issuers = parent.issuers.clone();
+        }
+        if self.audiences.is_empty() {
+            self.audiences = parent.audiences.clone();
+        }
+        for rule in &parent.claims {
+            if !self.claims.contains(rule) {
+                self.claims.push(rule.clone());
+            }
+        }
+    }
+
     /// Adds one `shield_jwt_require` parameter: `iss=a[,b]`, `aud=a[,b]` or
     /// `claim[.nested]=value[,value]`.
     pub fn add(&mut self, param: &str) -> Result<(), String> {

@@ -339,6 +339,11 @@ fn issuer_audience_and_claim_rules() {
     assert_eq!(forbidden.unwrap_err().status(), Status::Forbidden);
     assert_eq!(rules(&["missing=x"]).check(&c, NOW).unwrap_err().status(), Status::Forbidden);
     assert_eq!(rules(&["realm_access=x"]).check(&c, NOW).unwrap_err().status(), Status::Forbidden, "object");
+    let mut child = rules(&["realm_access.roles=admin", "aud=web"]);
+    child.extend_from(&rules(&["iss=https://other", "aud=api", "plan=premium"]));
+    assert_eq!(child.issuers, ["https://other"], "inherited");
+    assert_eq!(child.audiences, ["web"], "the child's own audience replaces the parent's");
+    assert_eq!(child.claims.len(), 2, "claim rules add up");
     for bad in ["iss", "=x", "a=", "a=b,", "a..b=c", "exp=1"] {
         assert!(Rules::default().add(bad).is_err(), "{bad}");
     }
