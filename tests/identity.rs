@@ -511,3 +511,115 @@ fn configuration_errors_fail_nginx_t_with_file_and_line() {
     ));
     assert!(ok, "{out}");
 }
+
+fn statuses(port: u16, path: &str, token: Option<&str>, n: usize) -> Vec<u16> {
+    (0..n).map(|_| get(port, path, token).status).collect()
+}
+
+/// `shield_limit_zone $shield_jwt_claim_sub`: each verified user has a quota; requests without
+/// a token, or with a forged one claiming a user's `sub`, have an empty key and are not counted
+/// against anyone.
+#[test]
+fn per_user_limit_counts_verified_users_only() {
+    let keys = Keys::generate();
+    let nginx = Nginx::builder()
+        .var("KEYS", keys.write_jwks("jwks.json", false))
+        .http(
+            r#"
+        shield_limit_zone $shield_jwt_claim_sub zone=per_user:1m rate=3r/h;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            shield_jwt_key_file %%KEYS%%;
+            shield_limit zone=per_user burst=2 nodelay;
+            location / { shield_jwt optional; }
+            location /strict/ { shield_jwt on; alias %%HTML%%/; }
+        }"#,
+        )
+        .start();
+    let alice = keys.sign("RS256", Some("r1"), &claims("alice"));
+    let bob = keys.sign("ES256", Some("e1"), &claims("bob"));
+    let forged_alice = {
+        let parts: Vec<String> = bob.split('.').map(str::to_string).collect();
+        format!("{}.{}.{}", parts[0], b64(claims("alice").to_string().as_bytes()), parts[2])
+    };
+    assert_eq!(statuses(nginx.port, "/index.html", None, 6), [200; 6], "anonymous: no key, not limited");
+    assert_eq!(statuses(nginx.port, "/index.html", Some(&forged_alice), 6), [200; 6], "forged: no key");
+    assert_eq!(statuses(nginx.port, "/index.html", Some(&alice), 4), [200, 200, 200, 429], "alice's quota is 3");
+    assert_eq!(statuses(nginx.port, "/index.html", Some(&bob), 4), [200, 200, 200, 429], "bob has his own");
+    assert_eq!(statuses(nginx.port, "/index.html", None, 2), [200, 200]);
+    // Where the token is required, the forgery is a 401 and alice is still limited.
+    assert_eq!(get(nginx.port, "/strict/index.html", Some(&forged_alice)).status, 401);
+    assert_eq!(get(nginx.port, "/strict/index.html", Some(&alice)).status, 429);
+}
+
+/// The same per-user quota, exact across two nginx nodes sharing Redis.
+#[test]
+fn per_user_limit_is_exact_across_two_nodes_sharing_redis() {
+    let keys = Keys::generate();
+    let redis = support::Redis::start();
+    let http = r#"
+        shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;
+        shield_limit_zone $shield_jwt_claim_sub zone=per_user:1m rate=10r/h;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / {
+                shield_jwt on;
+                shield_jwt_key_file %%KEYS%%;
+                shield_limit zone=per_user burst=9 nodelay;
+            }
+        }"#;
+    let path = keys.write_jwks("jwks.json", false);
+    let a = Nginx::builder().var("REDIS", redis.port).var("KEYS", &path).http(http).start();
+    let b = Nginx::builder().var("REDIS", redis.port).var("KEYS", &path).http(http).start();
+    let carol = keys.sign("EdDSA", Some("d1"), &claims("carol"));
+    let answers: Vec<u16> =
+        (0..30).map(|i| get(if i % 2 == 0 { a.port } else { b.port }, "/index.html", Some(&carol)).status).collect();
+    assert_eq!(answers.iter().filter(|s| **s == 200).count(), 10, "{answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == 429).count(), 20, "{answers:?}");
+    assert_eq!(redis.command(&["EXISTS", "shield:{carol}:per_user"]), ":1", "keyed by the verified sub");
+    assert_eq!(get(b.port, "/index.html", Some(&keys.sign("EdDSA", Some("d1"), &claims("dave")))).status, 200);
+}
+
+/// The README's per-plan recipe: nginx's `map` turns the verified `plan` claim into one key per
+/// zone, empty for the other plan, and an empty key is not limited by that zone.
+const PER_PLAN: &str = r#"
+        map $shield_jwt_claim_plan $free_user {
+            premium  "";
+            default  $shield_jwt_claim_sub;
+        }
+        map $shield_jwt_claim_plan $premium_user {
+            premium  $shield_jwt_claim_sub;
+            default  "";
+        }
+        shield_limit_zone $free_user    zone=free:1m    rate=2r/h;
+        shield_limit_zone $premium_user zone=premium:1m rate=5r/h;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location /api/ {
+                shield_jwt on;
+                shield_jwt_key_file %%KEYS%%;
+                shield_limit zone=free burst=1 nodelay;
+                shield_limit zone=premium burst=4 nodelay;
+                alias %%HTML%%/;
+            }
+        }"#;
+
+#[test]
+fn per_plan_quotas_with_map() {
+    let keys = Keys::generate();
+    let nginx = Nginx::builder().var("KEYS", keys.write_jwks("jwks.json", false)).http(PER_PLAN).start();
+    let free = keys.sign("RS256", Some("r1"), &claims("frank"));
+    let premium = keys.sign("RS256", Some("r1"), &with(claims("petra"), "plan", json!("premium")));
+    let other_free = keys.sign("ES256", Some("e1"), &claims("fiona"));
+    assert_eq!(statuses(nginx.port, "/api/index.html", Some(&free), 3), [200, 200, 429], "free: 2 per hour");
+    assert_eq!(
+        statuses(nginx.port, "/api/index.html", Some(&premium), 6),
+        [200, 200, 200, 200, 200, 429],
+        "premium: 5"
+    );
+    assert_eq!(statuses(nginx.port, "/api/index.html", Some(&other_free), 3), [200, 200, 429], "per user");
+    assert_eq!(get(nginx.port, "/api/index.html", None).status, 401, "no token, no quota: 401");
+}
