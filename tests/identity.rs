@@ -198,6 +198,21 @@ const JWT_SERVER: &str = r#"
             shield_jwt off;
             return 200 "public\n";
         }
+        location /redirect/ {
+            try_files /nonexistent @admin;
+        }
+        location @admin {
+            shield_jwt_require realm_access.roles=admin;
+            return 200 "named admin sub=$shield_jwt_claim_sub\n";
+        }
+        location /custom-error/ {
+            error_page 401 /errors/401.txt;
+            return 200 "custom\n";
+        }
+        location /errors/ {
+            internal;
+            alias %%TMP%%/errors/;
+        }
         location = /metrics { shield_jwt off; shield_status; }
     }"#;
 
@@ -372,6 +387,27 @@ fn claim_rules_forbid_and_optional_mode_never_rejects() {
     let r = get(nginx.port, "/optional/", Some(&reader));
     assert_eq!((r.status, r.body_str()), (200, "optional status=VALID sub=rita\n"));
     assert_eq!(get(nginx.port, "/public/", None).status, 200);
+
+    // Verified (and enforced) under /redirect/'s policy, with no role rule, then redirected to a
+    // location that requires a role: judged again there.
+    let r = get(nginx.port, "/redirect/x", Some(&reader));
+    assert_eq!(r.status, 403, "the named location's rule applies: {}", r.body_str());
+    assert_eq!(get(nginx.port, "/redirect/x", Some(&admin)).body_str(), "named admin sub=ada\n");
+}
+
+/// An `error_page` for 401 is served (it is not checked again, which would answer nginx's
+/// default page instead), and keeps the challenge.
+#[test]
+fn error_page_for_401_is_served() {
+    let keys = Keys::generate();
+    let nginx = jwt_nginx(&keys);
+    std::fs::create_dir_all(nginx.dir.path().join("errors")).unwrap();
+    std::fs::write(nginx.dir.path().join("errors/401.txt"), "{\"error\": \"login first\"}\n").unwrap();
+    let r = get(nginx.port, "/custom-error/", None);
+    assert_eq!((r.status, r.body_str()), (401, "{\"error\": \"login first\"}\n"));
+    assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+    let t = keys.sign("RS256", Some("r1"), &claims("x"));
+    assert_eq!(get(nginx.port, "/custom-error/", Some(&t)).body_str(), "custom\n");
 }
 
 #[test]

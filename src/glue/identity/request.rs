@@ -46,7 +46,9 @@ pub struct Outcome {
 
 #[derive(Default)]
 pub struct IdentityCtx {
-    jwt: Option<Outcome>,
+    /// The outcome and the policy it was reached under: after an internal redirect to a
+    /// location with other rules, the token is judged again by those.
+    jwt: Option<(*const JwtPolicy, Outcome)>,
     pub csrf: Option<&'static str>,
 }
 
@@ -86,14 +88,15 @@ pub fn outcome(r: *mut ngx_http_request_t) -> Option<&'static Outcome> {
     let req = unsafe { &*r };
     let policy = Shield::location_conf(req)?.identity.jwt.as_ref()?;
     let ctx = RequestCtx::get(r)?;
-    if ctx.identity.jwt.is_none() {
+    let here = Rc::as_ptr(policy);
+    if !ctx.identity.jwt.as_ref().is_some_and(|(under, _)| ptr::eq(*under, here)) {
         let out = evaluate(req, policy);
         if let Some(mcf) = Shield::main_conf(req) {
             mcf.add(mcf.identity.jwt[status_index(out.status)], 1);
         }
-        ctx.identity.jwt = Some(out);
+        ctx.identity.jwt = Some((here, out));
     }
-    ctx.identity.jwt.as_ref()
+    ctx.identity.jwt.as_ref().map(|(_, out)| out)
 }
 
 fn token_bytes<'a>(r: &'a ngx_http_request_t, policy: &JwtPolicy) -> Option<&'a [u8]> {
