@@ -448,7 +448,7 @@ fn repeated_tokens_are_served_from_the_cache_and_counted() {
 #[test]
 fn unknown_kid_then_rotation_by_reload() {
     let keys = Keys::generate();
-    let mut nginx = jwt_nginx(&keys);
+    let nginx = jwt_nginx(&keys);
     let new_key = keys.sign("RS256", Some("r2"), &claims("rotated"));
     assert_invalid(&get(nginx.port, "/", Some(&new_key)), "kid r2 before rotation");
     keys.write_jwks("jwks.json", true);

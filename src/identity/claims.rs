@@ -196,7 +196,7 @@ fn holds_one_of(value: &Value, wanted: &[String]) -> bool {
         Value::String(s) => wanted.iter().any(|w| w == s),
         Value::Number(_) | Value::Bool(_) => {
             let text = v.to_string();
-            wanted.iter().any(|w| *w == text)
+            wanted.contains(&text)
         }
         _ => false,
     };

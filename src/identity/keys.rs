@@ -242,7 +242,7 @@ fn pem(text: &str) -> Result<Vec<Key>, String> {
         let end = block[end_marker..].find('\n').map_or(block.len(), |i| end_marker + i + 1);
         let n = out.len() + 1;
         let (label, der) =
-            spki::der::pem::decode_vec(block[..end].as_bytes()).map_err(|e| format!("PEM block #{n}: {e}"))?;
+            spki::der::pem::decode_vec(&block.as_bytes()[..end]).map_err(|e| format!("PEM block #{n}: {e}"))?;
         let material = match label {
             "PUBLIC KEY" => spki_key(&der).map_err(|e| format!("PEM block #{n}: {e}"))?,
             "RSA PUBLIC KEY" => Material::RsaDer(der),
