@@ -10,11 +10,13 @@
 //!   request ends with;
 //! - `lookup`: claim names as nginx variable names (`realm_access_roles`) resolved to values;
 //! - `cache`: the per-worker bounded cache of verified tokens;
+//! - `jwks`: when to fetch a key set from a JWKS endpoint, and how long it stays fresh;
 //! - `csrf`: the cross-origin decision (Go 1.25 `CrossOriginProtection`).
 
 pub mod cache;
 pub mod claims;
 pub mod csrf;
+pub mod jwks;
 pub mod keys;
 pub mod lookup;
 pub mod token;

@@ -534,3 +534,32 @@ fn rejected_reasons_have_words() {
     }
     assert_eq!(Status::ALL.map(Status::as_str), ["VALID", "MISSING", "EXPIRED", "INVALID", "FORBIDDEN"]);
 }
+
+#[test]
+fn jwks_fetch_decisions() {
+    use super::jwks::{self, State};
+    let none = State::default();
+    assert!(jwks::should_fetch(&none, NOW, false), "no set: fetch");
+    let fresh = State { has_keys: true, refresh_at: NOW + 100.0, fetching_until: 0.0, kid_refetch_after: 0.0 };
+    assert!(!jwks::should_fetch(&fresh, NOW, false));
+    assert!(jwks::should_fetch(&fresh, NOW, true), "unknown kid, no cooldown running");
+    let cooling = State { kid_refetch_after: NOW + 5.0, ..fresh };
+    assert!(!jwks::should_fetch(&cooling, NOW, true), "at most one refetch per cooldown");
+    assert!(jwks::should_fetch(&cooling, NOW + 5.0, true));
+    assert!(jwks::should_fetch(&fresh, NOW + 100.0, false), "due for refresh");
+    let in_flight = State { fetching_until: NOW + 3.0, refresh_at: NOW, ..fresh };
+    assert!(!jwks::should_fetch(&in_flight, NOW + 1.0, true), "another worker is fetching");
+    assert!(jwks::should_fetch(&in_flight, NOW + 3.0, false), "until its fetch times out");
+    assert!(jwks::should_fetch(&State { has_keys: false, ..in_flight }, NOW, false), "no set: fetch anyway");
+    assert_eq!(jwks::refresh_after_success(NOW, 400), NOW + 340.0, "a minute early at most");
+    assert_eq!(jwks::refresh_after_success(NOW, 8), NOW + 6.0, "a quarter early");
+    assert_eq!(jwks::refresh_after_failure(NOW, 30), NOW + 10.0);
+    assert_eq!(jwks::refresh_after_failure(NOW, 0), NOW + 1.0);
+    assert_eq!(jwks::ttl(None), jwks::DEFAULT_TTL_SECS);
+    assert_eq!(jwks::ttl(Some("public, max-age=600")), 600);
+    assert_eq!(jwks::ttl(Some("max-age=0")), jwks::MIN_TTL_SECS);
+    assert_eq!(jwks::ttl(Some("Max-Age=99999999")), jwks::MAX_TTL_SECS);
+    assert_eq!(jwks::ttl(Some("max-age=abc")), jwks::MIN_TTL_SECS);
+    assert_eq!(jwks::ttl(Some("no-cache, max-age=600")), jwks::MIN_TTL_SECS);
+    assert_eq!(jwks::ttl(Some("public")), jwks::DEFAULT_TTL_SECS);
+}
