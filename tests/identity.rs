@@ -522,6 +522,17 @@ fn configuration_errors_fail_nginx_t_with_file_and_line() {
             format!("shield_jwt_key_file {jwks}; shield_jwt_key_file {jwks};"),
             "\"shield_jwt_key_file\" directive is duplicate",
         ),
+        (
+            format!("shield_jwt_key_file {jwks}; shield_jwt_key_request /jwks;"),
+            "one of \"shield_jwt_key_file\" and \"shield_jwt_key_request\" per block",
+        ),
+        (
+            "shield_jwt_key_request /a; shield_jwt_key_request /b;".into(),
+            "\"shield_jwt_key_request\" directive is duplicate",
+        ),
+        ("shield_jwt_key_request http://idp/jwks;".into(), "invalid URI \"http://idp/jwks\""),
+        ("shield_jwt_key_request /jwks cooldown=2h;".into(), "invalid cooldown \"2h\", it must be between 1 and 3600"),
+        ("shield_jwt_key_request /jwks refresh=1s;".into(), "invalid parameter \"refresh=1s\""),
         ("shield_jwt maybe;".into(), "invalid parameter \"maybe\" in \"shield_jwt\" directive"),
         ("shield_jwt_algorithms RS256 none;".into(), "\"none\" is never accepted"),
         ("shield_jwt_algorithms RS257;".into(), "invalid parameter \"RS257\""),
@@ -541,7 +552,7 @@ fn configuration_errors_fail_nginx_t_with_file_and_line() {
     }
     // shield_jwt without keys is reported at the block's end.
     let (ok, out) = support::nginx_test_config("server { listen 127.0.0.1:1; location / { shield_jwt on; } }");
-    assert!(!ok && out.contains("\"shield_jwt\" needs \"shield_jwt_key_file\""), "{out}");
+    assert!(!ok && out.contains("\"shield_jwt\" needs \"shield_jwt_key_file\" or \"shield_jwt_key_request\""), "{out}");
     let (ok, out) = support::nginx_test_config(&format!(
         "server {{ listen 127.0.0.1:1; shield_jwt_key_file {jwks}; location / {{ shield_jwt on; shield_jwt_leeway 5m; }} }}"
     ));
@@ -658,4 +669,91 @@ fn per_plan_quotas_with_map() {
     );
     assert_eq!(statuses(nginx.port, "/api/index.html", Some(&other_free), 3), [200, 200, 429], "per user");
     assert_eq!(get(nginx.port, "/api/index.html", None).status, 401, "no token, no quota: 401");
+}
+
+/// `shield_jwt_key_request`: the JWKS comes from an endpoint (here a test upstream that rotates
+/// its keys and can fail) through a subrequest; the set is shared by the workers, an unknown
+/// `kid` refetches at most once per cooldown, and a failed fetch keeps the last good set.
+#[test]
+fn jwks_endpoint_rotation_unknown_kid_refetch_and_last_good_set() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    use support::{CannedResponse, Upstream};
+    let keys = Arc::new(Keys::generate());
+    // 0: the first set, 1: rotated (r2 added), 2: failing (500).
+    let mode = Arc::new(AtomicU8::new(0));
+    let upstream = {
+        let (keys, mode) = (Arc::clone(&keys), Arc::clone(&mode));
+        Upstream::start(move |_| match mode.load(Ordering::SeqCst) {
+            2 => CannedResponse { status: 500, headers: vec![], body: b"down".to_vec() },
+            m => CannedResponse {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "application/json".into()),
+                    ("Cache-Control".into(), "public, max-age=600".into()),
+                ],
+                body: keys.jwks(m == 1).into_bytes(),
+            },
+        })
+    };
+    let nginx = Nginx::builder()
+        .var("UP", upstream.port)
+        .http(
+            r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            shield_jwt on;
+            shield_jwt_key_request /_jwks cooldown=1s;
+            location = /_jwks {
+                internal;
+                subrequest_output_buffer_size 64k;
+                proxy_pass http://127.0.0.1:%%UP%%/jwks;
+            }
+            location / {
+                return 200 "fetched sub=$shield_jwt_claim_sub\n";
+            }
+            location = /metrics { shield_jwt off; shield_status; }
+        }"#,
+        )
+        .start();
+    nginx.allow_log("JWKS fetch from /_jwks failed");
+    let fetches = || upstream.requests().len();
+    let r1 = keys.sign("RS256", Some("r1"), &claims("first"));
+    let r2 = keys.sign("RS256", Some("r2"), &claims("second"));
+    let r = get(nginx.port, "/", Some(&r1));
+    assert_eq!((r.status, r.body_str()), (200, "fetched sub=first\n"));
+    assert_eq!(fetches(), 1);
+    for _ in 0..6 {
+        assert_eq!(get(nginx.port, "/", Some(&keys.sign("ES256", Some("e1"), &claims("e")))).status, 200);
+    }
+    assert_eq!(fetches(), 1, "both workers verify with the set in shared memory");
+    assert_eq!(get(nginx.port, "/", None).status, 401);
+    assert_eq!(fetches(), 1, "no token, no fetch");
+
+    // r2 is not published yet: one refetch, then none within the cooldown.
+    assert_invalid(&get(nginx.port, "/", Some(&r2)), "unknown kid");
+    assert_eq!(fetches(), 2, "an unknown kid refetches");
+    assert_invalid(&get(nginx.port, "/", Some(&r2)), "unknown kid again");
+    assert_invalid(&get(nginx.port, "/", Some(&r2)), "unknown kid again");
+    assert_eq!(fetches(), 2, "at most one refetch per cooldown");
+
+    // The endpoint rotates; after the cooldown the next unknown kid picks it up.
+    mode.store(1, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let r = get(nginx.port, "/", Some(&r2));
+    assert_eq!((r.status, r.body_str()), (200, "fetched sub=second\n"), "rotated key");
+    assert_eq!(fetches(), 3);
+
+    // The endpoint fails: the last good set keeps serving.
+    mode.store(2, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let r3 = keys.sign("RS256", Some("r3"), &claims("third"));
+    assert_invalid(&get(nginx.port, "/", Some(&r3)), "kid r3, endpoint down");
+    assert_eq!(fetches(), 4);
+    assert_eq!(get(nginx.port, "/", Some(&r2)).status, 200, "last good set kept");
+    assert_eq!(get(nginx.port, "/", Some(&r1)).status, 200, "last good set kept");
+    assert!(nginx.error_log().contains("shield: JWKS fetch from /_jwks failed (status 500)"), "{}", nginx.error_log());
+    let metrics = get(nginx.port, "/metrics", None).body_str().to_string();
+    assert!(metrics.contains("shield_jwt_key_fetches_total{result=\"ok\"} 3"), "{metrics}");
+    assert!(metrics.contains("shield_jwt_key_fetches_total{result=\"failed\"} 1"), "{metrics}");
 }

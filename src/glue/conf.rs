@@ -215,7 +215,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
 
 use super::{filter, headers, identity, limit};
 
-pub static mut COMMANDS: [ngx_command_t; 55] = [
+pub static mut COMMANDS: [ngx_command_t; 56] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -259,6 +259,7 @@ pub static mut COMMANDS: [ngx_command_t; 55] = [
     command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, filter::set_inspect_headers),
     command(ngx_string!("shield_jwt"), NGX_CONF_TAKE1, identity::set_jwt),
     command(ngx_string!("shield_jwt_key_file"), NGX_CONF_TAKE1, identity::set_key_file),
+    command(ngx_string!("shield_jwt_key_request"), NGX_CONF_1MORE, identity::set_key_request),
     command(ngx_string!("shield_jwt_token"), NGX_CONF_TAKE1, identity::set_token),
     command(ngx_string!("shield_jwt_algorithms"), NGX_CONF_1MORE, identity::set_algorithms),
     command(ngx_string!("shield_jwt_require"), NGX_CONF_1MORE, identity::set_require),

@@ -268,6 +268,14 @@ fn malformed_tokens_are_invalid_without_decoding_much() {
 }
 
 #[test]
+fn kid_is_read_from_the_header_alone() {
+    assert_eq!(token::kid(signed("RS256", Some("k7"), claims()).as_bytes()).as_deref(), Some("k7"));
+    assert_eq!(token::kid(signed("RS256", None, claims()).as_bytes()), None);
+    assert_eq!(token::kid(format!("{}.!!!.", b64(br#"{"kid":"x"}"#)).as_bytes()).as_deref(), Some("x"));
+    assert_eq!(token::kid(b"%%%.a.b"), None);
+}
+
+#[test]
 fn bearer_header_parsing() {
     assert_eq!(token::bearer(b"Bearer abc.def.ghi"), Some(&b"abc.def.ghi"[..]));
     assert_eq!(token::bearer(b"bearer   abc"), Some(&b"abc"[..]));

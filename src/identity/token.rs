@@ -117,3 +117,16 @@ pub fn bearer(authorization: &[u8]) -> Option<&[u8]> {
         _ => None,
     }
 }
+
+/// The `kid` of a token's header, decoding the header only (to decide whether a fetched key set
+/// lacks it, before the whole token is parsed).
+pub fn kid(token: &[u8]) -> Option<String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let header = token.split(|&b| b == b'.').next()?;
+    match object(&decode(header).ok()?).ok()?.get("kid") {
+        Some(Value::String(kid)) => Some(kid.clone()),
+        _ => None,
+    }
+}

@@ -6,11 +6,15 @@ use std::rc::Rc;
 
 use ngx::ffi::{ngx_command_t, ngx_conf_t};
 
-use super::{CsrfMode, JwtMode, LoadedKeys};
+use ngx::http::HttpModuleMainConf;
+
+use super::{CsrfMode, JwtMode, KeyRequest, KeySource, LoadedKeys};
 use crate::glue::util::{directive, set_once, ComplexValue};
 use crate::glue::LocConf;
+use crate::glue::Shield;
 use crate::headers::cors::normalize_origin;
 use crate::identity::claims::{Rules, MAX_LEEWAY_SECS};
+use crate::identity::jwks;
 use crate::identity::keys::KeySet;
 use crate::identity::verify::Alg;
 use crate::parse::{self, ConfError};
@@ -40,8 +44,10 @@ fn full_path(cf: &ngx_conf_t, path: &str) -> String {
 
 pub extern "C" fn set_key_file(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
-        if lc.identity.keys.is_some() {
-            return Err(ConfError::Duplicate);
+        match lc.identity.source {
+            Some(KeySource::File(_)) => return Err(ConfError::Duplicate),
+            Some(KeySource::Fetched(_)) => return Err(EXCLUSIVE.into()),
+            None => {}
         }
         let path = full_path(cf, args[0]);
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read \"{path}\": {e}"))?;
@@ -49,7 +55,52 @@ pub extern "C" fn set_key_file(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, con
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
         let digest: [u8; 32] = digest.as_ref().try_into().map_err(|_| "digest")?;
         lc.identity.jwt_here = true;
-        lc.identity.keys = Some(Rc::new(LoadedKeys { path, keys, digest }));
+        lc.identity.source = Some(KeySource::File(Rc::new(LoadedKeys { path, keys, digest })));
+        Ok(())
+    })
+}
+
+const EXCLUSIVE: &str = "one of \"shield_jwt_key_file\" and \"shield_jwt_key_request\" per block";
+
+/// `shield_jwt_key_request /uri [cooldown=time]`: the URI is requested as a subrequest (an
+/// `internal` location proxying to the identity provider's JWKS endpoint).
+pub extern "C" fn set_key_request(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        match lc.identity.source {
+            Some(KeySource::Fetched(_)) => return Err(ConfError::Duplicate),
+            Some(KeySource::File(_)) => return Err(EXCLUSIVE.into()),
+            None => {}
+        }
+        let uri = args[0];
+        if !uri.starts_with('/') || uri.contains(['?', '$']) || uri.bytes().any(|b| b <= b' ') {
+            return Err(format!("invalid URI \"{uri}\": a local path, as for auth_request").into());
+        }
+        let mut cooldown_secs = jwks::DEFAULT_COOLDOWN_SECS;
+        for a in &args[1..] {
+            match parse::param(a) {
+                Some(("cooldown", v)) => {
+                    let t = parse::time(v)?;
+                    if t.as_secs() < 1 || t.as_secs() > jwks::MAX_COOLDOWN_SECS || t.subsec_millis() != 0 {
+                        return Err(ConfError::OutOfRange {
+                            what: "cooldown",
+                            value: v.to_string(),
+                            min: 1,
+                            max: jwks::MAX_COOLDOWN_SECS,
+                        });
+                    }
+                    cooldown_secs = t.as_secs();
+                }
+                _ => return Err(ConfError::InvalidParameter(a.to_string())),
+            }
+        }
+        let mcf = Shield::main_conf_mut(cf).ok_or("no main configuration")?;
+        let requests = &mut mcf.identity.key_requests;
+        let slot = requests.iter().position(|u| u == uri).unwrap_or_else(|| {
+            requests.push(uri.to_string());
+            requests.len() - 1
+        });
+        lc.identity.jwt_here = true;
+        lc.identity.source = Some(KeySource::Fetched(KeyRequest { slot, cooldown_secs }));
         Ok(())
     })
 }

@@ -9,13 +9,20 @@
 //! - this file: the per-location configuration, its merge, and the metrics slots.
 
 mod directives;
+mod jwks;
 mod request;
 mod variables;
 
 use std::rc::Rc;
 
 pub use directives::*;
-pub use request::{install, IdentityCtx};
+pub use request::IdentityCtx;
+
+/// Postconfiguration: the rewrite-phase handler, and the JWKS zone when one is configured.
+pub fn install(cf: &mut ngx::ffi::ngx_conf_t) -> Result<(), ()> {
+    jwks::init_zone(cf)?;
+    request::install(cf)
+}
 pub use variables::register as register_variables;
 
 use crate::glue::util::ComplexValue;
@@ -49,12 +56,23 @@ pub struct LoadedKeys {
     pub digest: [u8; 32],
 }
 
+/// A `shield_jwt_key_request`: the key set of slot `slot` in the shared JWKS zone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct KeyRequest {
+    pub slot: usize,
+    pub cooldown_secs: u64,
+}
+
+#[derive(Clone)]
+pub enum KeySource {
+    File(Rc<LoadedKeys>),
+    Fetched(KeyRequest),
+}
+
 /// What a request needs to verify a token here, resolved once at merge time.
 pub struct JwtPolicy {
     pub mode: JwtMode,
-    pub keys: Rc<LoadedKeys>,
-    /// Names this (key file, algorithms) pair in the token cache.
-    pub keyset_id: u64,
+    pub source: KeySource,
     pub token: Option<ComplexValue>,
     pub algorithms: Vec<Alg>,
     pub rules: Rules,
@@ -71,7 +89,8 @@ pub struct CsrfPolicy {
 #[derive(Default)]
 pub struct IdentityLoc {
     mode: Option<JwtMode>,
-    keys: Option<Rc<LoadedKeys>>,
+    /// `shield_jwt_key_file` or `shield_jwt_key_request`, inherited whole.
+    source: Option<KeySource>,
     token: Option<ComplexValue>,
     algorithms: Option<Vec<Alg>>,
     /// `shield_jwt_require` rules of this block and its parents.
@@ -100,7 +119,7 @@ fn inherit<T: Clone>(slot: &mut Option<T>, prev: &Option<T>) {
 impl IdentityLoc {
     pub fn merge(&mut self, prev: &IdentityLoc) -> Result<(), String> {
         inherit(&mut self.mode, &prev.mode);
-        inherit(&mut self.keys, &prev.keys);
+        inherit(&mut self.source, &prev.source);
         inherit(&mut self.token, &prev.token);
         inherit(&mut self.algorithms, &prev.algorithms);
         // Rules add up down the tree: a location that adds a role rule keeps its server's
@@ -128,7 +147,8 @@ impl IdentityLoc {
             self.jwt = None;
             return Ok(());
         }
-        let keys = self.keys.clone().ok_or("\"shield_jwt\" needs \"shield_jwt_key_file\"")?;
+        let source =
+            self.source.clone().ok_or("\"shield_jwt\" needs \"shield_jwt_key_file\" or \"shield_jwt_key_request\"")?;
         let algorithms = self.algorithms.clone().unwrap_or_else(|| DEFAULT_ALGS.to_vec());
         let mut rules = self.require.clone().unwrap_or_default();
         rules.leeway_secs = self.leeway.unwrap_or(0).min(MAX_LEEWAY_SECS);
@@ -141,8 +161,7 @@ impl IdentityLoc {
                 return Ok(());
             }
         }
-        let keyset_id = keyset_id(&keys.digest, &algorithms);
-        self.jwt = Some(Rc::new(JwtPolicy { mode, keys, keyset_id, token: self.token, algorithms, rules, cache }));
+        self.jwt = Some(Rc::new(JwtPolicy { mode, source, token: self.token, algorithms, rules, cache }));
         Ok(())
     }
 
@@ -169,7 +188,7 @@ impl IdentityLoc {
 }
 
 /// The token cache's name for what a cached verification proved: these keys, these algorithms.
-fn keyset_id(digest: &[u8; 32], algorithms: &[Alg]) -> u64 {
+pub fn keyset_id(digest: &[u8; 32], algorithms: &[Alg]) -> u64 {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(digest);
     for a in algorithms {
@@ -191,6 +210,12 @@ pub struct IdentitySlots {
     /// `shield_csrf_requests_total{outcome}`: rejected, reported.
     pub csrf_rejected: usize,
     pub csrf_reported: usize,
+    pub jwks_fetches: usize,
+    pub jwks_fetch_failures: usize,
+    /// `shield_jwt_key_request` URIs, one shared-memory slot each (in this order).
+    pub key_requests: Vec<String>,
+    /// The JWKS zone's slots, set by its init (`jwks`).
+    pub jwks: *mut jwks::JwksShm,
 }
 
 impl IdentitySlots {
@@ -201,6 +226,8 @@ impl IdentitySlots {
         const REJECTED_HELP: &str = "Requests answered 401 or 403 by shield_jwt, by outcome.";
         const CSRF: &str = "shield_csrf_requests_total";
         const CSRF_HELP: &str = "Cross-origin state-changing requests caught by shield_csrf.";
+        const JWKS: &str = "shield_jwt_key_fetches_total";
+        const JWKS_HELP: &str = "JWKS fetches by shield_jwt_key_request.";
         let by_status = |reg: &mut Registry, name, help| {
             Status::ALL.map(|s| reg.counter(name, help, &[("status", &s.as_str().to_ascii_lowercase())]))
         };
@@ -219,6 +246,10 @@ impl IdentitySlots {
             ),
             csrf_rejected: reg.counter(CSRF, CSRF_HELP, &[("outcome", "rejected")]),
             csrf_reported: reg.counter(CSRF, CSRF_HELP, &[("outcome", "reported")]),
+            jwks_fetches: reg.counter(JWKS, JWKS_HELP, &[("result", "ok")]),
+            jwks_fetch_failures: reg.counter(JWKS, JWKS_HELP, &[("result", "failed")]),
+            key_requests: Vec::new(),
+            jwks: core::ptr::null_mut(),
         }
     }
 }

@@ -20,7 +20,8 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 use serde_json::{Map, Value};
 
-use super::{status_index, CsrfMode, CsrfPolicy, JwtMode, JwtPolicy};
+use super::jwks::{self, Fetch};
+use super::{keyset_id, status_index, CsrfMode, CsrfPolicy, JwtMode, JwtPolicy, KeySource, LoadedKeys};
 use crate::glue::headers::filter::request_header;
 use crate::glue::util::{guard, push_header, static_str};
 use crate::glue::{LocConf, RequestCtx, Shield};
@@ -48,8 +49,10 @@ pub struct Outcome {
 pub struct IdentityCtx {
     /// The outcome and the policy it was reached under: after an internal redirect to a
     /// location with other rules, the token is judged again by those.
-    jwt: Option<(*const JwtPolicy, Outcome)>,
+    /// The key set's generation too: a set fetched mid-request judges the token again.
+    jwt: Option<(*const JwtPolicy, u64, Outcome)>,
     pub csrf: Option<&'static str>,
+    pub fetch: Fetch,
 }
 
 thread_local! {
@@ -71,7 +74,7 @@ pub fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
     Ok(())
 }
 
-fn now() -> f64 {
+pub(super) fn now() -> f64 {
     let t = ngx::ffi::ngx_timeofday();
     t.sec as f64 + f64::from(t.msec as u32) / 1000.0
 }
@@ -88,18 +91,21 @@ pub fn outcome(r: *mut ngx_http_request_t) -> Option<&'static Outcome> {
     let req = unsafe { &*r };
     let policy = Shield::location_conf(req)?.identity.jwt.as_ref()?;
     let ctx = RequestCtx::get(r)?;
+    let mcf = Shield::main_conf(req)?;
     let here = Rc::as_ptr(policy);
-    if !ctx.identity.jwt.as_ref().is_some_and(|(under, _)| ptr::eq(*under, here)) {
-        let out = evaluate(req, policy);
-        if let Some(mcf) = Shield::main_conf(req) {
-            mcf.add(mcf.identity.jwt[status_index(out.status)], 1);
-        }
-        ctx.identity.jwt = Some((here, out));
+    let (generation, keys) = match &policy.source {
+        KeySource::File(keys) => (1, Some(Rc::clone(keys))),
+        KeySource::Fetched(kr) => jwks::current(mcf, *kr).map_or((0, None), |(g, k)| (g, Some(k))),
+    };
+    if !ctx.identity.jwt.as_ref().is_some_and(|(under, g, _)| ptr::eq(*under, here) && *g == generation) {
+        let out = evaluate(req, policy, keys.as_deref());
+        mcf.add(mcf.identity.jwt[status_index(out.status)], 1);
+        ctx.identity.jwt = Some((here, generation, out));
     }
-    ctx.identity.jwt.as_ref().map(|(_, out)| out)
+    ctx.identity.jwt.as_ref().map(|(_, _, out)| out)
 }
 
-fn token_bytes<'a>(r: &'a ngx_http_request_t, policy: &JwtPolicy) -> Option<&'a [u8]> {
+pub(super) fn token_bytes<'a>(r: &'a ngx_http_request_t, policy: &JwtPolicy) -> Option<&'a [u8]> {
     let raw = match policy.token {
         // The value lives in the request pool.
         Some(cv) => {
@@ -113,11 +119,12 @@ fn token_bytes<'a>(r: &'a ngx_http_request_t, policy: &JwtPolicy) -> Option<&'a 
     (!raw.is_empty()).then_some(raw)
 }
 
-fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy) -> Outcome {
+fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy, keys: Option<&LoadedKeys>) -> Outcome {
     let Some(raw) = token_bytes(r, policy) else { return Outcome { status: Status::Missing, claims: None } };
+    let Some(keys) = keys else { return failed(r, Status::Invalid, "no key set fetched yet") };
     let now = now();
     let mcf = Shield::main_conf(r);
-    let key = cache::key(policy.keyset_id, raw);
+    let key = cache::key(keyset_id(&keys.digest, &policy.algorithms), raw);
     let cached = if policy.cache { CACHE.with(|c| c.borrow_mut().get(&key, now)) } else { None };
     let verified = match cached {
         Some(v) => {
@@ -134,10 +141,10 @@ fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy) -> Outcome {
                 Ok(t) => t,
                 Err(e) => return failed(r, Status::Invalid, e.as_str()),
             };
-            if let Err(e) = verify::verify(&policy.keys.keys, &policy.algorithms, &parsed) {
+            if let Err(e) = verify::verify(&keys.keys, &policy.algorithms, &parsed) {
                 let reason = match (&e, &parsed.header.kid) {
                     (verify::Rejected::UnknownKid, Some(kid)) => {
-                        format!("unknown kid \"{kid}\" (not in {})", policy.keys.path)
+                        format!("unknown kid \"{kid}\" (not in {})", keys.path)
                     }
                     (verify::Rejected::Algorithm, _) => format!("algorithm \"{}\" not allowed", parsed.header.alg),
                     _ => e.as_str().to_string(),
@@ -180,8 +187,19 @@ extern "C" fn rewrite_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return rc;
             }
         }
-        match &lc.identity.jwt {
-            Some(p) if p.mode == JwtMode::On && !is_cors_preflight(req, lc) => enforce(req),
+        let Some(p) = lc.identity.jwt.as_ref().filter(|p| p.mode != JwtMode::Off) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        if is_cors_preflight(req, lc) {
+            return NGX_DECLINED as ngx_int_t;
+        }
+        if let KeySource::Fetched(kr) = p.source {
+            if let Some(rc) = jwks::ensure(req, p, kr) {
+                return rc;
+            }
+        }
+        match p.mode {
+            JwtMode::On => enforce(req),
             _ => NGX_DECLINED as ngx_int_t,
         }
     })
