@@ -757,3 +757,34 @@ fn jwks_endpoint_rotation_unknown_kid_refetch_and_last_good_set() {
     assert!(metrics.contains("shield_jwt_key_fetches_total{result=\"ok\"} 3"), "{metrics}");
     assert!(metrics.contains("shield_jwt_key_fetches_total{result=\"failed\"} 1"), "{metrics}");
 }
+
+/// An endpoint that is down before any set was fetched: 401, and it is asked again only after
+/// the retry time, not on every request.
+#[test]
+fn jwks_endpoint_down_from_the_start_is_not_asked_on_every_request() {
+    use support::{CannedResponse, Upstream};
+    let keys = Keys::generate();
+    let upstream = Upstream::start(|_| CannedResponse { status: 503, headers: vec![], body: b"down".to_vec() });
+    let nginx = Nginx::builder()
+        .var("UP", upstream.port)
+        .http(
+            r#"
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            location = /_jwks { internal; proxy_pass http://127.0.0.1:%%UP%%/jwks; }
+            location / {
+                shield_jwt on;
+                shield_jwt_key_request /_jwks cooldown=5s;
+                return 200 "ok\n";
+            }
+        }"#,
+        )
+        .start();
+    nginx.allow_log("JWKS fetch from /_jwks failed");
+    let t = keys.sign("RS256", Some("r1"), &claims("x"));
+    for _ in 0..5 {
+        assert_invalid(&get(nginx.port, "/", Some(&t)), "no key set");
+    }
+    assert_eq!(upstream.requests().len(), 1, "one fetch, then the retry time");
+    assert!(nginx.error_log().contains("shield: JWT INVALID: no key set fetched yet"), "{}", nginx.error_log());
+}

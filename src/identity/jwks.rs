@@ -2,7 +2,9 @@
 //! from the state every worker shares, and how long a fetched set is fresh. The glue keeps the
 //! set and these times in shared memory; this is the arithmetic, with the clock passed in.
 //!
-//! - No set yet: fetch (a request cannot be verified without one).
+//! - No set yet: fetch (a request cannot be verified without one), even if another request is
+//!   fetching (each waits for its own rather than being refused); after a failed fetch, not
+//!   before the retry time (an endpoint that is down is not asked on every request).
 //! - A fetch in flight elsewhere (not timed out): use the current set, fetch nothing.
 //! - The set is due for refresh (ahead of the endpoint's `max-age`): fetch; meanwhile the
 //!   current set keeps serving, and after a failed fetch it is kept (the last good set).
@@ -32,7 +34,7 @@ pub struct State {
 /// Whether this request should fetch the set now.
 pub fn should_fetch(s: &State, now: f64, unknown_kid: bool) -> bool {
     if !s.has_keys {
-        return true;
+        return now >= s.refresh_at;
     }
     if now < s.fetching_until {
         return false;

@@ -558,7 +558,11 @@ fn jwks_fetch_decisions() {
     let in_flight = State { fetching_until: NOW + 3.0, refresh_at: NOW, ..fresh };
     assert!(!jwks::should_fetch(&in_flight, NOW + 1.0, true), "another worker is fetching");
     assert!(jwks::should_fetch(&in_flight, NOW + 3.0, false), "until its fetch times out");
-    assert!(jwks::should_fetch(&State { has_keys: false, ..in_flight }, NOW, false), "no set: fetch anyway");
+    let never = State { has_keys: false, refresh_at: 0.0, ..in_flight };
+    assert!(jwks::should_fetch(&never, NOW, false), "no set: fetch even while another request is fetching");
+    let failed = State { has_keys: false, refresh_at: NOW + 5.0, fetching_until: 0.0, kid_refetch_after: 0.0 };
+    assert!(!jwks::should_fetch(&failed, NOW, true), "no set after a failure: wait for the retry time");
+    assert!(jwks::should_fetch(&failed, NOW + 5.0, false));
     assert_eq!(jwks::refresh_after_success(NOW, 400), NOW + 340.0, "a minute early at most");
     assert_eq!(jwks::refresh_after_success(NOW, 8), NOW + 6.0, "a quarter early");
     assert_eq!(jwks::refresh_after_failure(NOW, 30), NOW + 10.0);
