@@ -788,3 +788,35 @@ fn jwks_endpoint_down_from_the_start_is_not_asked_on_every_request() {
     assert_eq!(upstream.requests().len(), 1, "one fetch, then the retry time");
     assert!(nginx.error_log().contains("shield: JWT INVALID: no key set fetched yet"), "{}", nginx.error_log());
 }
+
+/// Bad tokens are 401s like any other: `shield_ban` counts them and locks the address out, even
+/// for a valid token afterwards.
+#[test]
+fn failed_tokens_count_toward_shield_ban() {
+    let keys = Keys::generate();
+    let nginx = Nginx::builder()
+        .var("KEYS", keys.write_jwks("jwks.json", false))
+        .http(
+            r#"
+        shield_limit_zone $binary_remote_addr zone=per_ip:1m rate=100r/s backend=local;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location / {
+                shield_jwt on;
+                shield_jwt_key_file %%KEYS%%;
+                shield_ban zone=per_ip status=401 threshold=3/1m ban=1m;
+            }
+        }"#,
+        )
+        .start();
+    let valid = keys.sign("ES256", Some("e1"), &claims("user"));
+    assert_eq!(get(nginx.port, "/index.html", Some(&valid)).status, 200);
+    let forged = format!("{}x", &valid[..valid.len() - 1]);
+    for _ in 0..3 {
+        assert_invalid(&get(nginx.port, "/index.html", Some(&forged)), "forged");
+    }
+    let r = get(nginx.port, "/index.html", Some(&valid));
+    assert_eq!(r.status, 429, "banned after 3 failures");
+    assert!(r.header("Retry-After").is_some());
+}
