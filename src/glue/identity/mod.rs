@@ -73,6 +73,8 @@ pub enum KeySource {
 pub struct JwtPolicy {
     pub mode: JwtMode,
     pub source: KeySource,
+    /// The token cache's name for (key file, algorithms); a fetched set's is per set.
+    pub file_keyset_id: Option<u64>,
     pub token: Option<ComplexValue>,
     pub algorithms: Vec<Alg>,
     pub rules: Rules,
@@ -161,7 +163,12 @@ impl IdentityLoc {
                 return Ok(());
             }
         }
-        self.jwt = Some(Rc::new(JwtPolicy { mode, source, token: self.token, algorithms, rules, cache }));
+        let file_keyset_id = match &source {
+            KeySource::File(keys) => Some(keyset_id(&keys.digest, &algorithms)),
+            KeySource::Fetched(_) => None,
+        };
+        self.jwt =
+            Some(Rc::new(JwtPolicy { mode, source, file_keyset_id, token: self.token, algorithms, rules, cache }));
         Ok(())
     }
 

@@ -124,7 +124,8 @@ fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy, keys: Option<&LoadedKeys
     let Some(keys) = keys else { return failed(r, Status::Invalid, "no key set fetched yet") };
     let now = now();
     let mcf = Shield::main_conf(r);
-    let key = cache::key(keyset_id(&keys.digest, &policy.algorithms), raw);
+    let id = policy.file_keyset_id.unwrap_or_else(|| keyset_id(&keys.digest, &policy.algorithms));
+    let key = cache::key(id, raw);
     let cached = if policy.cache { CACHE.with(|c| c.borrow_mut().get(&key, now)) } else { None };
     let verified = match cached {
         Some(v) => {
