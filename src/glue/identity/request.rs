@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::jwks::{self, Fetch};
 use super::{keyset_id, status_index, CsrfMode, CsrfPolicy, JwtMode, JwtPolicy, KeySource, LoadedKeys};
-use crate::glue::headers::filter::request_header;
+use crate::glue::headers::filter::{is_tls, request_header};
 use crate::glue::util::{guard, push_header, static_str};
 use crate::glue::{LocConf, RequestCtx, Shield};
 use crate::identity::cache::{self, TokenCache};
@@ -230,19 +230,6 @@ fn enforce(r: &mut ngx_http_request_t) -> ngx_int_t {
         None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
     }
     code as ngx_int_t
-}
-
-fn is_tls(r: &ngx_http_request_t) -> bool {
-    #[cfg(ngx_feature = "http_ssl")]
-    {
-        // SAFETY: the connection outlives its requests.
-        !unsafe { (*r.connection).ssl }.is_null()
-    }
-    #[cfg(not(ngx_feature = "http_ssl"))]
-    {
-        let _ = r;
-        false
-    }
 }
 
 fn check_csrf(r: &ngx_http_request_t, lc: &LocConf, p: &CsrfPolicy) -> Option<ngx_int_t> {
