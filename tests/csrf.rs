@@ -143,3 +143,39 @@ fn chromium_forms_same_origin_pass_cross_site_and_same_site_are_refused() {
     assert!(errors.contains("sec-fetch-site: cross-site"), "Chromium sent Sec-Fetch-Site: cross-site:\n{errors}");
     assert!(errors.contains("sec-fetch-site: same-site"), "and same-site for another port:\n{errors}");
 }
+
+/// Over TLS the request's own origin is `https://` + Host: an `http://` Origin for the same
+/// host is another origin.
+#[test]
+fn own_origin_uses_the_connection_scheme() {
+    let dir = support::TempDir::new();
+    let (cert, key) = support::self_signed_cert(dir.path());
+    let nginx = Nginx::builder()
+        .var("TLSPORT", support::free_port())
+        .var("CERT", cert.display())
+        .var("KEY", key.display())
+        .http(
+            r#"
+        server {
+            listen 127.0.0.1:%%TLSPORT%% ssl;
+            listen 127.0.0.1:%%PORT%%;
+            ssl_certificate %%CERT%%;
+            ssl_certificate_key %%KEY%%;
+            shield_csrf on;
+            location / { return 200 "ok"; }
+        }"#,
+        )
+        .start();
+    let tls = nginx.var_port("TLSPORT");
+    let post_tls = |origin: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-X", "POST", "-d", "a=1"])
+            .args(["-H", &format!("Origin: {origin}"), &format!("https://127.0.0.1:{tls}/form")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(post_tls(&format!("https://127.0.0.1:{tls}")), "200", "own origin over TLS");
+    assert_eq!(post_tls(&format!("http://127.0.0.1:{tls}")), "403", "the same host over http is another origin");
+    assert_eq!(post(nginx.port, "/form", &[("Origin", "http://localhost")]).status, 200, "own origin over http");
+}
