@@ -1,8 +1,8 @@
 //! The per-worker cache of verified tokens: a repeated token costs a SHA-256 and a hash lookup
 //! instead of a signature check. Keyed by SHA-256 of (key set, token), so a forged token cannot
 //! collide with a cached one, and a token verified against one location's keys is not taken as
-//! verified by another's. Bounded: at most `capacity` entries, the oldest evicted first; an
-//! entry lives until the token's `exp` (or `max_ttl` without one), never longer. Claims are
+//! verified by another's. Bounded: at most `capacity` entries and `max_weight` bytes of tokens
+//! (the claims kept are a few times a token's size), the oldest evicted first; an entry lives until the token's `exp` (or `max_ttl` without one), never longer. Claims are
 //! still checked on every request (they depend on the location and the time), only the
 //! signature is not.
 
@@ -29,6 +29,7 @@ struct Entry<V> {
     until: f64,
     /// Insertion number, to tell this entry's place in `order` from a stale one.
     seq: u64,
+    weight: usize,
 }
 
 pub struct TokenCache<V> {
@@ -36,13 +37,34 @@ pub struct TokenCache<V> {
     /// Insertion order, oldest first; may hold stale (replaced or expired) places.
     pub(super) order: VecDeque<(CacheKey, u64)>,
     capacity: usize,
+    max_weight: usize,
+    weight: usize,
     max_ttl: f64,
     seq: u64,
 }
 
 impl<V> TokenCache<V> {
-    pub fn new(capacity: usize, max_ttl_secs: u64) -> Self {
-        TokenCache { map: HashMap::new(), order: VecDeque::new(), capacity, max_ttl: max_ttl_secs as f64, seq: 0 }
+    pub fn new(capacity: usize, max_weight: usize, max_ttl_secs: u64) -> Self {
+        TokenCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+            max_weight,
+            weight: 0,
+            max_ttl: max_ttl_secs as f64,
+            seq: 0,
+        }
+    }
+
+    /// Bytes of tokens held.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(e) = self.map.remove(key) {
+            self.weight -= e.weight;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -56,27 +78,29 @@ impl<V> TokenCache<V> {
     pub fn get(&mut self, key: &CacheKey, now: f64) -> Option<Rc<V>> {
         let entry = self.map.get(key)?;
         if now >= entry.until {
-            self.map.remove(key);
+            self.remove(key);
             return None;
         }
         Some(Rc::clone(&entry.value))
     }
 
-    /// Caches a verified token until `min(exp, now + max_ttl)`; an already expired one is not
-    /// cached.
-    pub fn insert(&mut self, key: CacheKey, value: Rc<V>, exp: Option<f64>, now: f64) {
+    /// Caches a verified token of `weight` bytes until `min(exp, now + max_ttl)`; an already
+    /// expired one, or one heavier than the whole budget, is not cached.
+    pub fn insert(&mut self, key: CacheKey, value: Rc<V>, weight: usize, exp: Option<f64>, now: f64) {
         let until = exp.map_or(now + self.max_ttl, |e| e.min(now + self.max_ttl));
-        if self.capacity == 0 || until <= now {
+        if self.capacity == 0 || until <= now || weight > self.max_weight {
             return;
         }
-        while self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+        self.remove(&key);
+        while self.map.len() >= self.capacity || self.weight + weight > self.max_weight {
             let Some((old, seq)) = self.order.pop_front() else { break };
             if self.map.get(&old).is_some_and(|e| e.seq == seq) {
-                self.map.remove(&old);
+                self.remove(&old);
             }
         }
         self.seq += 1;
-        self.map.insert(key, Entry { value, until, seq: self.seq });
+        self.weight += weight;
+        self.map.insert(key, Entry { value, until, seq: self.seq, weight });
         self.order.push_back((key, self.seq));
         if self.order.len() > 2 * self.capacity {
             let map = &self.map;

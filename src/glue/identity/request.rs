@@ -30,8 +30,10 @@ use crate::identity::claims::{self, Status};
 use crate::identity::csrf::{self, Verdict};
 use crate::identity::{token, verify};
 
-/// Entries of the per-worker token cache, and the longest an entry lives without an `exp`.
+/// Bounds of the per-worker token cache: entries, bytes of tokens (their parsed claims take a
+/// few times that), and the longest an entry lives without an `exp`.
 pub const CACHE_ENTRIES: usize = 4096;
+pub const CACHE_MAX_BYTES: usize = 4 << 20;
 pub const CACHE_MAX_TTL_SECS: u64 = 600;
 
 /// A token whose signature verified: its claims, kept in the cache and the request.
@@ -56,7 +58,7 @@ pub struct IdentityCtx {
 }
 
 thread_local! {
-    static CACHE: RefCell<TokenCache<Verified>> = RefCell::new(TokenCache::new(CACHE_ENTRIES, CACHE_MAX_TTL_SECS));
+    static CACHE: RefCell<TokenCache<Verified>> = RefCell::new(TokenCache::new(CACHE_ENTRIES, CACHE_MAX_BYTES, CACHE_MAX_TTL_SECS));
 }
 
 pub fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
@@ -155,7 +157,7 @@ fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy, keys: Option<&LoadedKeys
             let exp = claims::expiry(&parsed.claims);
             let v = Rc::new(Verified { claims: parsed.claims });
             if policy.cache {
-                CACHE.with(|c| c.borrow_mut().insert(key, Rc::clone(&v), exp, now));
+                CACHE.with(|c| c.borrow_mut().insert(key, Rc::clone(&v), raw.len(), exp, now));
             }
             v
         }
