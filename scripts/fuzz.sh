@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the decoders/parsers and the WAF engine with cargo-fuzz (libFuzzer), each for a
+# Fuzzes the decoders/parsers, the WAF engine and the JWT parser/verifier with cargo-fuzz (libFuzzer), each for a
 # bounded time. Not part of scripts/test.sh: it needs cargo-fuzz and a nightly toolchain (or
 # RUSTC_BOOTSTRAP on stable, without sanitizers).
 #
@@ -14,7 +14,7 @@ else
     log "no nightly toolchain: fuzzing without sanitizers via RUSTC_BOOTSTRAP"
     run() { RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir scripts/fuzz --sanitizer none "$@"; }
 fi
-for target in decoders engine; do
+for target in decoders engine jwt_token; do
     log "fuzzing $target for ${SECS}s"
     mkdir -p "$BUILD/fuzz-corpus/$target"
     run "$target" "$BUILD/fuzz-corpus/$target" -- -max_total_time="$SECS" -max_len=8192 -rss_limit_mb=2048

@@ -13,11 +13,13 @@
 //! | `redis/`        | RESP framing and `shield_redis` URLs: what every Redis feature shares  |
 //! | `headers/`      | security headers, CORS, cache policy                                  |
 //! | `filter/`       | the WAF: transforms, rules, extraction, the engine                    |
+//! | `identity/`     | JWT verification (tokens, keys, claims, token cache) and CSRF decisions |
 //! | `status/`       | the metrics registry                                                  |
 //! | `parse`         | directive value grammar shared by every feature                       |
 
 pub mod filter;
 pub mod headers;
+pub mod identity;
 pub mod limit;
 pub mod parse;
 pub mod redis;

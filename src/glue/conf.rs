@@ -64,6 +64,7 @@ pub struct LocConf {
     pub status: Option<StatusFormat>,
     pub limit: super::limit::LimitLoc,
     pub waf: super::filter::WafLoc,
+    pub identity: super::identity::IdentityLoc,
 
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
@@ -121,6 +122,7 @@ impl LocConf {
         self.waf.merge(&prev.waf, mcf)?;
         self.merge_cors(&prev.cors)?;
         self.merge_cache(&prev.cache);
+        self.identity.merge(&prev.identity)?;
         Ok(())
     }
 
@@ -211,9 +213,9 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
-use super::{filter, headers, limit, redis};
+use super::{filter, headers, identity, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 49] = [
+pub static mut COMMANDS: [ngx_command_t; 62] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -261,6 +263,19 @@ pub static mut COMMANDS: [ngx_command_t; 49] = [
     command(ngx_string!("shield_filter_audit_log"), NGX_CONF_TAKE1, filter::set_audit_log),
     command(ngx_string!("shield_filter_inspect_headers"), NGX_CONF_1MORE, filter::set_inspect_headers),
     command(ngx_string!("shield_filter_secrules"), NGX_CONF_1MORE, filter::set_secrules),
+    command(ngx_string!("shield_jwt"), NGX_CONF_TAKE1, identity::set_jwt),
+    command(ngx_string!("shield_jwt_key_file"), NGX_CONF_TAKE1, identity::set_key_file),
+    command(ngx_string!("shield_jwt_key_request"), NGX_CONF_1MORE, identity::set_key_request),
+    command(ngx_string!("shield_jwt_token"), NGX_CONF_TAKE1, identity::set_token),
+    command(ngx_string!("shield_jwt_algorithms"), NGX_CONF_1MORE, identity::set_algorithms),
+    command(ngx_string!("shield_jwt_require"), NGX_CONF_1MORE, identity::set_require),
+    command(ngx_string!("shield_jwt_leeway"), NGX_CONF_TAKE1, identity::set_leeway),
+    command(ngx_string!("shield_jwt_exp"), NGX_CONF_TAKE1, identity::set_exp),
+    command(ngx_string!("shield_jwt_cache"), NGX_CONF_FLAG, identity::set_cache),
+    command(ngx_string!("shield_csrf"), NGX_CONF_TAKE1, identity::set_csrf),
+    command(ngx_string!("shield_csrf_origins"), NGX_CONF_1MORE, identity::set_csrf_origins),
+    command(ngx_string!("shield_csrf_trusted_origins"), NGX_CONF_1MORE, identity::set_csrf_trusted),
+    command(ngx_string!("shield_csrf_bypass"), NGX_CONF_1MORE, identity::set_csrf_bypass),
     entry(
         ngx_string!("shield_status"),
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1,

@@ -27,6 +27,7 @@ pub struct MainConf {
     pub redis: super::redis::RedisMain,
     pub limits: super::limit::LimitMain,
     pub waf: super::filter::WafMain,
+    pub identity: super::identity::IdentitySlots,
     /// `$request_id`, for block responses and the audit log.
     pub request_id_index: Option<ngx::ffi::ngx_uint_t>,
     /// The counters in shared memory, set by the metrics zone's init (`status`).
@@ -37,12 +38,14 @@ impl Default for MainConf {
     fn default() -> Self {
         let mut registry = Registry::default();
         let slots = super::headers::Slots::register(&mut registry);
+        let identity = super::identity::IdentitySlots::register(&mut registry);
         MainConf {
             registry,
             slots,
             redis: Default::default(),
             limits: Default::default(),
             waf: Default::default(),
+            identity,
             request_id_index: None,
             shm: ptr::null_mut(),
         }

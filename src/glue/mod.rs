@@ -10,6 +10,7 @@
 mod conf;
 mod filter;
 mod headers;
+mod identity;
 mod limit;
 mod main_conf;
 mod redis;
@@ -47,7 +48,12 @@ unsafe impl HttpModuleLocationConf for Shield {
 extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: nginx calls this with a valid cf.
     util::guard(unsafe { (*cf).log }, "preconfiguration", Status::NGX_ERROR.0, || {
-        variables::register(unsafe { &mut *cf }).0
+        // SAFETY: as above.
+        let cf = unsafe { &mut *cf };
+        if variables::register(cf) != Status::NGX_OK || identity::register_variables(cf) != Status::NGX_OK {
+            return Status::NGX_ERROR.0;
+        }
+        Status::NGX_OK.0
     })
 }
 
@@ -61,6 +67,8 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
             || limit::install(cf).is_err()
             || headers::preflight::install(cf).is_err()
             || status::init_zone(cf).is_err()
+            // Last, so that it runs first in the rewrite phase (identity::request says why).
+            || identity::install(cf).is_err()
         {
             return Status::NGX_ERROR.0;
         }
@@ -204,6 +212,7 @@ pub struct RequestCtx {
     pub own_cache_control: bool,
     pub limit: limit::LimitCtx,
     pub waf: filter::WafCtx,
+    pub identity: identity::IdentityCtx,
 }
 
 /// A RequestCtx in its pool cleanup's data, and the request it belongs to (subrequests share

@@ -835,7 +835,15 @@ impl Drop for Redis {
 /// nothing and background networking is off, so the browser only ever talks to loopback.
 /// `SHIELD_CHROMIUM` overrides the binary (default `chromium`); a missing one is a failure.
 pub fn chromium_dom(url: &str) -> String {
+    chromium_dom_reaching(url, &[])
+}
+
+/// `chromium_dom` for a page that also reaches other loopback addresses (`127.0.0.2` is
+/// another site to the browser: a cross-site request that stays on loopback).
+pub fn chromium_dom_reaching(url: &str, loopback: &[&str]) -> String {
     assert!(url.starts_with("http://127.0.0.1:"), "browser tests stay on loopback: {url}");
+    assert!(loopback.iter().all(|a| a.starts_with("127.")), "loopback only: {loopback:?}");
+    let exclude: String = loopback.iter().map(|a| format!(", EXCLUDE {a}")).collect();
     let profile = TempDir::new();
     let out = Command::new("timeout")
         .arg("30")
@@ -843,7 +851,7 @@ pub fn chromium_dom(url: &str) -> String {
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-proxy-server"])
         .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
         .args(["--disable-extensions", "--disable-dev-shm-usage", "--virtual-time-budget=10000"])
-        .arg("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+        .arg(format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1{exclude}"))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(url)

@@ -104,7 +104,7 @@ pub fn request_header<'a>(r: &ngx_http_request_t, name: &str) -> Option<&'a str>
     value.to_str().ok()
 }
 
-fn is_tls(r: &ngx_http_request_t) -> bool {
+pub(crate) fn is_tls(r: &ngx_http_request_t) -> bool {
     #[cfg(ngx_feature = "http_ssl")]
     {
         // SAFETY: the connection outlives its requests.

@@ -92,7 +92,7 @@ pub(super) extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) 
             let mut mem = ptr::null_mut::<ZoneShm>();
             // The first sizes tried may not fit: that is expected, not worth nginx's [crit]
             // "ngx_slab_alloc() failed: no memory" line.
-            let slab = pool as *mut ngx::ffi::ngx_slab_pool_t;
+            let slab: *mut ngx::ffi::ngx_slab_pool_t = pool;
             (*slab).set_log_nomem(0);
             while slots >= WAYS && mem.is_null() {
                 mem = ngx_slab_calloc(pool, size_of::<ZoneShm>() + slots * size_of::<Slot>()).cast();

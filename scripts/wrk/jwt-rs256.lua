@@ -1,0 +1,4 @@
+-- One RS256 bearer token on every request (scripts/bench.sh, the jwt_* scenarios): signed once
+-- by a key pair made for the benchmark, whose private half was discarded; the public half is
+-- scripts/wrk/jwt-jwks.json. It expires in 2100.
+wrk.headers["Authorization"] = "Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImJlbmNoLXJzYSJ9.eyJzdWIiOiJiZW5jaCIsImlzcyI6Imh0dHBzOi8vaWRwLmJlbmNoIiwiYXVkIjoiYXBpIiwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3NjQ3MjAwMDB9.FYyxbPGLbwtV0C04twT4NzZulnQEx8AGvRSOLRirley9BQQDEAD-uNc4yhpyb23h08WhLNQzmva4pvgBQ6UuSrwUgAky4JcjcHZsBVEXRxMcxUyahcHcqBYv5ZqenG8pZ_nkpWWz2XfTS3lMWtIGX9cZ2mYFEPkI5enPLz1cOIuVM2vwcteDpkfrn3QJBz8UfP7LRjXN9EkJs4s6aDe38oljkyFNyM3XzB4FQHS_yADmEZLuDt7pIqb9yogubC2Yq58ChhwXjDhvorOijbci7c1t65udz5m5uNaa7m9oJKZCkaMYRR5i6pnlkZ6X63NIswdFTESKNY1SC6ar8ld3ug"
