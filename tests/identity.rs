@@ -816,7 +816,14 @@ fn failed_tokens_count_toward_shield_ban() {
     for _ in 0..3 {
         assert_invalid(&get(nginx.port, "/index.html", Some(&forged)), "forged");
     }
-    let r = get(nginx.port, "/index.html", Some(&valid));
+    // Failures are counted in the log phase, after their response went out (possibly on the
+    // other worker): the ban holds once that has run, within a bounded wait.
+    let start = std::time::Instant::now();
+    let mut r = get(nginx.port, "/index.html", Some(&valid));
+    while r.status == 200 && start.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        r = get(nginx.port, "/index.html", Some(&valid));
+    }
     assert_eq!(r.status, 429, "banned after 3 failures");
     assert!(r.header("Retry-After").is_some());
 }
