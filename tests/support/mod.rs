@@ -364,7 +364,10 @@ pub fn nginx_test_config(http: &str) -> (bool, String) {
     let path = dir.path().join("nginx.conf");
     fs::write(&path, conf).unwrap();
     let out = Command::new(nginx_bin())
-        .args(["-t", "-p", dir.path().to_str().unwrap(), "-c", path.to_str().unwrap()])
+        // `-e stderr`: the log nginx uses before the configuration's own is open goes to
+        // stderr, notices included, whatever the build's default error log path (Debian's is
+        // absolute, the vendored build's is relative to the prefix).
+        .args(["-t", "-e", "stderr", "-p", dir.path().to_str().unwrap(), "-c", path.to_str().unwrap()])
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
