@@ -1,0 +1,77 @@
+//! What the cache tells about a request: `$shield_cache_status` and the `Cache-Status` header
+//! (RFC 9211) values.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// No entry for the key.
+    UriMiss,
+    /// An entry for the key, none for the request's variant.
+    VaryMiss,
+    /// The entry was stale.
+    Stale,
+    /// The request asked for a validated response (`no-cache`, `max-age=0`).
+    Request,
+    /// `shield_cache_bypass`, or the request's `no-store`.
+    Bypass,
+    /// The method is not one the cache answers (the response may invalidate).
+    Method,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit { ttl: u32 },
+    Forwarded(Forward),
+}
+
+impl CacheStatus {
+    /// `$shield_cache_status`.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            CacheStatus::Hit { .. } => "HIT",
+            CacheStatus::Forwarded(Forward::UriMiss | Forward::VaryMiss) => "MISS",
+            CacheStatus::Forwarded(Forward::Stale) => "EXPIRED",
+            CacheStatus::Forwarded(Forward::Request) => "REVALIDATE",
+            CacheStatus::Forwarded(Forward::Bypass | Forward::Method) => "BYPASS",
+        }
+    }
+
+    /// The `Cache-Status` value; `fwd_status` and `stored` describe a forwarded request's
+    /// response.
+    pub fn header(&self, fwd_status: Option<u16>, stored: bool) -> String {
+        match self {
+            CacheStatus::Hit { ttl } => format!("nginx-shield; hit; ttl={ttl}"),
+            CacheStatus::Forwarded(f) => {
+                let fwd = match f {
+                    Forward::UriMiss => "uri-miss",
+                    Forward::VaryMiss => "vary-miss",
+                    Forward::Stale => "stale",
+                    Forward::Request => "request",
+                    Forward::Bypass | Forward::Method => "bypass",
+                };
+                let mut s = format!("nginx-shield; fwd={fwd}");
+                if let Some(st) = fwd_status {
+                    s.push_str(&format!("; fwd-status={st}"));
+                }
+                if stored {
+                    s.push_str("; stored");
+                }
+                s
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_follow_rfc_9211() {
+        assert_eq!(CacheStatus::Hit { ttl: 42 }.header(None, false), "nginx-shield; hit; ttl=42");
+        let miss = CacheStatus::Forwarded(Forward::UriMiss);
+        assert_eq!(miss.header(Some(200), true), "nginx-shield; fwd=uri-miss; fwd-status=200; stored");
+        assert_eq!(CacheStatus::Forwarded(Forward::Bypass).header(None, false), "nginx-shield; fwd=bypass");
+        assert_eq!(miss.variable(), "MISS");
+        assert_eq!(CacheStatus::Forwarded(Forward::Stale).variable(), "EXPIRED");
+    }
+}
