@@ -64,6 +64,8 @@ pub struct LocConf {
     pub status: Option<StatusFormat>,
     pub limit: super::limit::LimitLoc,
     pub waf: super::filter::WafLoc,
+    /// The response cache (`shield_cache*`), not to be confused with `cache`, the policy.
+    pub response_cache: super::cache::CacheLoc,
 
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
@@ -121,6 +123,7 @@ impl LocConf {
         self.waf.merge(&prev.waf, mcf)?;
         self.merge_cors(&prev.cors)?;
         self.merge_cache(&prev.cache);
+        self.response_cache.merge(cf, &prev.response_cache)?;
         Ok(())
     }
 
@@ -211,9 +214,9 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
-use super::{filter, headers, limit, redis};
+use super::{cache, filter, headers, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 43] = [
+pub static mut COMMANDS: [ngx_command_t; 50] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -261,5 +264,12 @@ pub static mut COMMANDS: [ngx_command_t; 43] = [
         NGX_HTTP_LOC_CONF_OFFSET,
         set_status,
     ),
+    main_command(ngx_string!("shield_cache_zone"), NGX_CONF_1MORE, cache::set_zone),
+    command(ngx_string!("shield_cache"), NGX_CONF_TAKE1, cache::set_cache),
+    command(ngx_string!("shield_cache_key"), NGX_CONF_TAKE1, cache::set_key),
+    command(ngx_string!("shield_cache_valid"), NGX_CONF_1MORE, cache::set_valid),
+    command(ngx_string!("shield_cache_bypass"), NGX_CONF_1MORE, cache::set_bypass),
+    command(ngx_string!("shield_cache_no_store"), NGX_CONF_1MORE, cache::set_no_store),
+    command(ngx_string!("shield_cache_strip_set_cookie"), NGX_CONF_FLAG, cache::set_strip_set_cookie),
     ngx_command_t::empty(),
 ];

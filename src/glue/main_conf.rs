@@ -27,6 +27,7 @@ pub struct MainConf {
     pub redis: super::redis::RedisMain,
     pub limits: super::limit::LimitMain,
     pub waf: super::filter::WafMain,
+    pub response_cache: super::cache::CacheMain,
     /// `$request_id`, for block responses and the audit log.
     pub request_id_index: Option<ngx::ffi::ngx_uint_t>,
     /// The counters in shared memory, set by the metrics zone's init (`status`).
@@ -43,6 +44,7 @@ impl Default for MainConf {
             redis: Default::default(),
             limits: Default::default(),
             waf: Default::default(),
+            response_cache: Default::default(),
             request_id_index: None,
             shm: ptr::null_mut(),
         }

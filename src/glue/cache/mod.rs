@@ -1,0 +1,97 @@
+//! The response cache on nginx's side. The rules live in the core (`crate::cache`); this
+//! folder owns what needs nginx:
+//!
+//! - `directives`: `shield_cache_zone`, `shield_cache`, `shield_cache_key`,
+//!   `shield_cache_valid`, `shield_cache_bypass`, `shield_cache_no_store`,
+//!   `shield_cache_strip_set_cookie`, and the configuration they build;
+//! - `shm`: the local backend, entries in the zone's shared memory with LRU eviction;
+//! - `store`: the backend a zone uses (Redis through the worker's shared client when
+//!   `shield_redis` is set, else the zone), and parking a request while Redis answers;
+//! - `lookup`: the precontent handler (after access checks, before the content handler) that
+//!   finds the entry and decides hit or forward, and the content handler that serves a hit;
+//! - `capture`: the header and body filters, first in the chain, that copy a forwarded
+//!   response as it passes (bounded by `max_entry`) and store it once the client has it all.
+
+mod capture;
+mod directives;
+mod lookup;
+mod shm;
+mod store;
+
+use std::rc::Rc;
+
+use ngx::ffi::{ngx_conf_t, ngx_http_request_t};
+
+pub use directives::{
+    check, set_bypass, set_cache, set_key, set_no_store, set_strip_set_cookie, set_valid, set_zone, CacheLoc, CacheMain,
+};
+
+use crate::cache::entry::Builder;
+use crate::cache::status::CacheStatus;
+
+/// Where a request is in the cache's hands.
+#[derive(Default)]
+enum Phase {
+    #[default]
+    Start,
+    /// A Redis GET is out; `variant` is set for the second lookup of a response with `Vary`.
+    Waiting {
+        waiter: Rc<store::Waiter>,
+        variant: Option<Vec<u8>>,
+    },
+    Done,
+}
+
+/// What a forwarded response is stored as, decided by the header filter.
+struct Plan {
+    builder: Builder,
+    /// The `Vary` names, and the entry's own key (a variant's) when there are any.
+    variants: Option<(Vec<String>, Vec<u8>)>,
+    keep_for: u32,
+    body_done: bool,
+}
+
+/// Per-request cache state, part of `RequestCtx`.
+#[derive(Default)]
+pub struct CacheCtx {
+    phase: Phase,
+    status: Option<CacheStatus>,
+    /// The evaluated `shield_cache_key` (the primary key).
+    key: Vec<u8>,
+    /// The entry a hit is served from; kept to the end of the request, since the response's
+    /// headers and body point into it.
+    entry: Vec<u8>,
+    /// The response may be stored (a GET that was forwarded, not `no-store`d).
+    store: bool,
+    /// An unsafe method: a successful response invalidates the key.
+    invalidate: bool,
+    plan: Option<Plan>,
+}
+
+impl Drop for CacheCtx {
+    fn drop(&mut self) {
+        if let Phase::Waiting { waiter, .. } = &self.phase {
+            waiter.request.set(core::ptr::null_mut());
+        }
+    }
+}
+
+/// Installs the precontent handler and the filters (called from the module's
+/// postconfiguration; the filters then sit at the top of the chain).
+pub fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
+    lookup::install(cf)?;
+    capture::install();
+    Ok(())
+}
+
+/// `$shield_cache_status`: HIT, MISS, EXPIRED, REVALIDATE or BYPASS; empty when the cache did
+/// not handle the request.
+pub fn status_variable(r: *mut ngx_http_request_t) -> Option<&'static str> {
+    crate::glue::RequestCtx::peek(r)?.cache.status.as_ref().map(CacheStatus::variable)
+}
+
+/// `$shield_cache_key`: the evaluated key; it lives as long as the request.
+pub fn key_variable(r: *mut ngx_http_request_t) -> Option<&'static [u8]> {
+    let ctx = crate::glue::RequestCtx::peek(r)?;
+    (!ctx.cache.key.is_empty()).then_some(ctx.cache.key.as_slice())
+}
