@@ -7,7 +7,10 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{assert_config_error, http_get, http_request, CannedResponse, Nginx, Redis, Response, Upstream};
+use support::{
+    assert_config_error, http_get, http_request, parallel, try_http_request, CannedResponse, Nginx, Redis, Response,
+    Upstream,
+};
 
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
@@ -61,6 +64,10 @@ fn origin() -> Upstream {
                 h("Cache-Control", "max-age=60");
                 h("X-Never", "1");
             }
+            "/slow" | "/slow-no-store" => {
+                std::thread::sleep(Duration::from_millis(500));
+                h("Cache-Control", if path == "/slow" { "max-age=60" } else { "no-store" });
+            }
             "/missing" => {
                 status = 404;
             }
@@ -111,6 +118,18 @@ const LOCATIONS: &str = r#"
                 proxy_buffer_size 1k;
                 limit_rate 400k;
                 shield_cache zone=c;
+                add_header X-Cache $shield_cache_status always;
+            }
+            location /locked/ {
+                proxy_pass http://127.0.0.1:%%ORIGIN%%/;
+                shield_cache zone=c;
+                shield_cache_lock on timeout=20s;
+                add_header X-Cache $shield_cache_status always;
+            }
+            location /short-lock/ {
+                proxy_pass http://127.0.0.1:%%ORIGIN%%/;
+                shield_cache zone=c;
+                shield_cache_lock on timeout=50ms;
                 add_header X-Cache $shield_cache_status always;
             }
             location = /metrics { shield_status; }"#;
@@ -453,4 +472,56 @@ fn redis_outage_fails_open_to_the_origin() {
     let r = get(nginx.port, "/max-age", &[]);
     redis.resume();
     assert_eq!((r.status, r.header("X-Cache")), (200, Some("MISS")), "a timed-out lookup is a miss");
+}
+
+/// `n` concurrent GETs of `path`, spread over `ports`: (status, X-Cache, body) of each.
+fn storm(ports: Vec<u16>, path: &'static str, n: usize, concurrency: usize) -> Vec<(u16, String, Vec<u8>)> {
+    parallel(n, concurrency, Duration::from_secs(120), move |i| {
+        let r = try_http_request(ports[i % ports.len()], "GET", path, &[], None).expect("answered");
+        (r.status, r.header("X-Cache").unwrap_or("").to_string(), r.body)
+    })
+}
+
+#[test]
+fn concurrent_misses_in_one_node_cause_one_origin_request() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let results = storm(vec![nginx.port], "/locked/slow", 200, 100);
+    assert_eq!(results.len(), 200);
+    assert!(results.iter().all(|(s, _, b)| *s == 200 && *b == results[0].2), "one body for all");
+    assert_eq!(hits(&origin, "/slow"), 1, "exactly one origin request");
+    assert!(results.iter().any(|(_, c, _)| c == "COLLAPSED"), "some waited for the fetch");
+    assert_eq!(results.iter().filter(|(_, c, _)| c == "MISS").count(), 1, "one leader");
+}
+
+/// The issue's proof: 1,000 requests for a cold key across 2 nodes x 2 workers sharing Redis
+/// reach the origin once.
+#[test]
+fn a_thousand_requests_across_two_nodes_cause_one_origin_request() {
+    let origin = origin();
+    let redis = Redis::start();
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:4m;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let a = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let b = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let results = storm(vec![a.port, b.port], "/locked/slow", 1000, 400);
+    assert_eq!(results.len(), 1000, "every request answered");
+    assert!(results.iter().all(|(s, _, b)| *s == 200 && *b == results[0].2), "one body for all");
+    assert_eq!(hits(&origin, "/slow"), 1, "exactly one origin request");
+}
+
+#[test]
+fn lock_waiters_go_to_the_origin_when_nothing_is_stored_or_the_lock_times_out() {
+    let origin = origin();
+    let nginx = start(&origin);
+    // The leader's response may not be stored: the waiters fetch for themselves.
+    let results = storm(vec![nginx.port], "/locked/slow-no-store", 8, 8);
+    assert!(results.iter().all(|(s, c, _)| *s == 200 && c == "MISS"), "{results:?}");
+    assert_eq!(hits(&origin, "/slow-no-store"), 8);
+    // A 50 ms lock against a 500 ms origin: waiters stop waiting and fetch themselves.
+    let results = storm(vec![nginx.port], "/short-lock/slow", 8, 8);
+    assert!(results.iter().all(|(s, _, _)| *s == 200));
+    assert!(hits(&origin, "/slow") > 1, "waiters did not wait for ever");
 }

@@ -19,8 +19,13 @@ pub enum Forward {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
-    Hit { ttl: u32 },
+    Hit {
+        ttl: u32,
+    },
     Forwarded(Forward),
+    /// Missed (`why`), waited for another request's fetch of the key, and was served the
+    /// entry it stored (RFC 9211's `collapsed`).
+    Collapsed(Forward),
 }
 
 impl CacheStatus {
@@ -28,6 +33,7 @@ impl CacheStatus {
     pub fn variable(&self) -> &'static str {
         match self {
             CacheStatus::Hit { .. } => "HIT",
+            CacheStatus::Collapsed(_) => "COLLAPSED",
             CacheStatus::Forwarded(Forward::UriMiss | Forward::VaryMiss) => "MISS",
             CacheStatus::Forwarded(Forward::Stale) => "EXPIRED",
             CacheStatus::Forwarded(Forward::Request) => "REVALIDATE",
@@ -40,15 +46,9 @@ impl CacheStatus {
     pub fn header(&self, fwd_status: Option<u16>, stored: bool) -> String {
         match self {
             CacheStatus::Hit { ttl } => format!("nginx-shield; hit; ttl={ttl}"),
+            CacheStatus::Collapsed(f) => format!("nginx-shield; fwd={}; collapsed", f.token()),
             CacheStatus::Forwarded(f) => {
-                let fwd = match f {
-                    Forward::UriMiss => "uri-miss",
-                    Forward::VaryMiss => "vary-miss",
-                    Forward::Stale => "stale",
-                    Forward::Request => "request",
-                    Forward::Bypass | Forward::Method => "bypass",
-                };
-                let mut s = format!("nginx-shield; fwd={fwd}");
+                let mut s = format!("nginx-shield; fwd={}", f.token());
                 if let Some(st) = fwd_status {
                     s.push_str(&format!("; fwd-status={st}"));
                 }
@@ -57,6 +57,19 @@ impl CacheStatus {
                 }
                 s
             }
+        }
+    }
+}
+
+impl Forward {
+    /// The `fwd` parameter's value.
+    fn token(self) -> &'static str {
+        match self {
+            Forward::UriMiss => "uri-miss",
+            Forward::VaryMiss => "vary-miss",
+            Forward::Stale => "stale",
+            Forward::Request => "request",
+            Forward::Bypass | Forward::Method => "bypass",
         }
     }
 }
@@ -73,5 +86,10 @@ mod tests {
         assert_eq!(CacheStatus::Forwarded(Forward::Bypass).header(None, false), "nginx-shield; fwd=bypass");
         assert_eq!(miss.variable(), "MISS");
         assert_eq!(CacheStatus::Forwarded(Forward::Stale).variable(), "EXPIRED");
+        let collapsed = CacheStatus::Collapsed(Forward::UriMiss);
+        assert_eq!(
+            (collapsed.variable(), collapsed.header(None, false).as_str()),
+            ("COLLAPSED", "nginx-shield; fwd=uri-miss; collapsed")
+        );
     }
 }

@@ -16,6 +16,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
+use super::coalesce::Outcome;
 use super::directives::CacheZone;
 use super::lookup::{any_true, request_values};
 use super::{store, CacheCtx, Plan};
@@ -98,6 +99,11 @@ fn on_response(
     }
     let Some(CacheStatus::Forwarded(why)) = c.status else { return Some(()) };
     let stored = c.store && !any_true(r, lc.no_store.as_deref()) && plan(r, c, lc, zone).is_some();
+    if !stored {
+        // Nothing will be stored: the flight this request leads, if any, ends now (its
+        // members go to the origin).
+        c.leader = None;
+    }
     let value = pool_str(r.pool, CacheStatus::Forwarded(why).header(Some(status), stored).as_bytes())?;
     push_header(&mut r.headers_out.headers, static_str("Cache-Status"), value)?;
     Some(())
@@ -212,6 +218,7 @@ fn copy(c: &mut CacheCtx, chain: *mut ngx_chain_t) {
     }
     if !ok {
         c.plan = None;
+        c.leader = None;
     }
 }
 
@@ -257,5 +264,8 @@ fn finish(r: &mut ngx_http_request_t) {
             }
         }
         None => store::put(mcf, zone, &c.key, &data, plan.keep_for),
+    }
+    if let Some(leader) = c.leader.take() {
+        leader.release(Outcome::Retry);
     }
 }

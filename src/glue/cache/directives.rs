@@ -41,6 +41,7 @@ pub struct ZoneSlots {
     pub stored_bytes: usize,
     pub invalidations: usize,
     pub backend_errors: usize,
+    pub collapsed: usize,
 }
 
 pub struct CacheZone {
@@ -81,6 +82,8 @@ pub struct CacheLoc {
     pub bypass: Option<Vec<ComplexValue>>,
     pub no_store: Option<Vec<ComplexValue>>,
     pub strip_set_cookie: Option<bool>,
+    /// `shield_cache_lock`: the lock's timeout in ms, `Some(None)` for `off`.
+    pub lock: Option<Option<u64>>,
     /// Resolved at merge.
     pub rules: Rules,
 }
@@ -107,11 +110,17 @@ impl CacheLoc {
             self.no_store.clone_from(&prev.no_store);
         }
         self.strip_set_cookie = self.strip_set_cookie.or(prev.strip_set_cookie);
+        self.lock = self.lock.or(prev.lock);
         self.rules = Rules {
             valid: self.valid.clone().unwrap_or_default(),
             strip_set_cookie: self.strip_set_cookie.unwrap_or(false),
         };
         Ok(())
+    }
+
+    /// `shield_cache_lock`'s timeout, when on.
+    pub fn lock_ms(&self) -> Option<u64> {
+        self.lock.flatten()
     }
 
     /// The zone this location caches in.
@@ -145,6 +154,11 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
         invalidations: reg.counter(
             "shield_cache_invalidations_total",
             "Entries invalidated by a successful unsafe request.",
+            z,
+        ),
+        collapsed: reg.counter(
+            "shield_cache_collapsed_total",
+            "Requests that waited for another request's origin fetch (shield_cache_lock).",
             z,
         ),
         backend_errors: reg.counter(
@@ -312,5 +326,30 @@ pub extern "C" fn set_no_store(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, con
 pub extern "C" fn set_strip_set_cookie(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         set_once(&mut lc.response_cache.strip_set_cookie, parse::flag(args[0])?)
+    })
+}
+
+/// `shield_cache_lock`'s timeout: how long requests wait for another's fetch.
+pub const LOCK_TIMEOUT_MS: (u64, u64) = (1, 60_000);
+pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5000;
+
+/// `shield_cache_lock on [timeout=5s] | off;`
+pub extern "C" fn set_lock(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let on = parse::flag(args[0])?;
+        let mut timeout = DEFAULT_LOCK_TIMEOUT_MS;
+        for arg in &args[1..] {
+            match parse::param(arg) {
+                Some(("timeout", v)) if on => {
+                    let ms = parse::time(v)?.as_millis();
+                    if !(u128::from(LOCK_TIMEOUT_MS.0)..=u128::from(LOCK_TIMEOUT_MS.1)).contains(&ms) {
+                        return Err(format!("invalid timeout \"{v}\", it must be between 1ms and 60s").into());
+                    }
+                    timeout = ms as u64;
+                }
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            }
+        }
+        set_once(&mut lc.response_cache.lock, on.then_some(timeout))
     })
 }

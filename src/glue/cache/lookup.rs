@@ -16,7 +16,8 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-use super::directives::{CacheLoc, CacheZone};
+use super::coalesce::{self, Acquired, Leadership, Outcome};
+use super::directives::{Backend, CacheLoc, CacheZone};
 use super::store::{self, Found};
 use super::{CacheCtx, Phase};
 use crate::cache::control::RequestControl;
@@ -48,28 +49,269 @@ extern "C" fn precontent_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
             return NGX_DECLINED as ngx_int_t;
         };
         let (Some(zi), Some(mcf)) = (lc.zone(), Shield::main_conf(req)) else { return NGX_DECLINED as ngx_int_t };
-        let zone = &*mcf.response_cache.zones[zi];
         let Some(ctx) = RequestCtx::get(r) else { return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t };
-        match core::mem::take(&mut ctx.cache.phase) {
-            Phase::Start => start(req, &mut ctx.cache, lc, mcf, zone),
+        let mut q = Lookup { r: req, c: &mut ctx.cache, lc, mcf, zone: &mcf.response_cache.zones[zi] };
+        q.c.zone_index = zi;
+        q.step()
+    })
+}
+
+/// One request's lookup, with everything its steps need.
+struct Lookup<'a> {
+    r: &'a mut ngx_http_request_t,
+    c: &'a mut CacheCtx,
+    lc: &'a CacheLoc,
+    mcf: &'static MainConf,
+    zone: &'static CacheZone,
+}
+
+/// A Redis reply as the bytes it carried; a failure is counted and is a miss (fail open).
+fn bytes_of(mcf: &MainConf, zone: &CacheZone, w: &store::Waiter) -> Option<Vec<u8>> {
+    match w.reply.borrow_mut().take() {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(_)) | None => {
+            mcf.add(zone.slots.backend_errors, 1);
+            None
+        }
+    }
+}
+
+impl Lookup<'_> {
+    fn rp(&mut self) -> *mut ngx_http_request_t {
+        ptr::from_mut(self.r)
+    }
+
+    fn step(&mut self) -> ngx_int_t {
+        match core::mem::take(&mut self.c.phase) {
+            Phase::Start => self.start(),
             Phase::Waiting { waiter, variant } => {
-                let Some(reply) = waiter.reply.borrow_mut().take() else {
-                    ctx.cache.phase = Phase::Waiting { waiter, variant };
-                    return ngx::ffi::NGX_AGAIN as ngx_int_t;
-                };
                 waiter.request.set(ptr::null_mut());
-                let bytes = reply.unwrap_or_else(|_| {
-                    mcf.add(zone.slots.backend_errors, 1);
-                    None
-                });
-                found(req, &mut ctx.cache, mcf, zone, bytes, variant)
+                let bytes = bytes_of(self.mcf, self.zone, &waiter);
+                self.found(bytes, variant)
+            }
+            Phase::Locking { waiter, key, why } => {
+                waiter.request.set(ptr::null_mut());
+                let reply = waiter.reply.borrow_mut().take();
+                match reply {
+                    Some(Ok(Some(_))) => self.lead(key, why),
+                    Some(Ok(None)) => self.poll_later(key, why, now_ms()),
+                    Some(Err(_)) | None => {
+                        self.mcf.add(self.zone.slots.backend_errors, 1);
+                        coalesce::end(self.c.zone_index, &key, Outcome::Go);
+                        self.forward(why, true)
+                    }
+                }
+            }
+            Phase::Polling { key, why, since_ms, pending } => match pending {
+                Some(w) => {
+                    w.request.set(ptr::null_mut());
+                    let bytes = bytes_of(self.mcf, self.zone, &w);
+                    self.polled(key, why, since_ms, bytes)
+                }
+                None => {
+                    let rp = self.rp();
+                    match store::get(self.mcf, self.zone, &key, rp) {
+                        Found::Now(bytes) => self.polled(key, why, since_ms, bytes),
+                        Found::Later(w) => {
+                            self.c.phase = Phase::Polling { key, why, since_ms, pending: Some(w) };
+                            self.park(self.redis_wait_ms())
+                        }
+                    }
+                }
+            },
+            Phase::Joined { member, why } => {
+                member.request.set(ptr::null_mut());
+                match member.outcome.get() {
+                    Some(Outcome::Retry) => {
+                        self.c.collapsed = true;
+                        self.lookup()
+                    }
+                    // Nothing stored, or this request's own timeout: to the origin.
+                    Some(Outcome::Go) | None => self.forward(why, true),
+                }
             }
             Phase::Done => {
-                ctx.cache.phase = Phase::Done;
+                self.c.phase = Phase::Done;
                 NGX_DECLINED as ngx_int_t
             }
         }
-    })
+    }
+
+    fn start(&mut self) -> ngx_int_t {
+        let rp = self.rp();
+        self.c.phase = Phase::Done;
+        let Some(key) = self.lc.key.and_then(|k| k.eval(rp)).filter(|k| !k.is_empty()) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        self.c.key = key.as_bytes().to_vec();
+        let method = self.r.method as u32;
+        if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
+            self.c.invalidate = [NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_DELETE, NGX_HTTP_PATCH].contains(&method);
+            return NGX_DECLINED as ngx_int_t;
+        }
+        if any_true(rp, self.lc.bypass.as_deref()) {
+            return self.forward(Forward::Bypass, true);
+        }
+        let control = request_control(self.r);
+        if control.no_store {
+            return self.forward(Forward::Bypass, false);
+        }
+        if control.revalidate() {
+            return self.forward(Forward::Request, true);
+        }
+        self.lookup()
+    }
+
+    fn lookup(&mut self) -> ngx_int_t {
+        let (rp, key) = (self.rp(), self.c.key.clone());
+        match store::get(self.mcf, self.zone, &key, rp) {
+            Found::Now(bytes) => self.found(bytes, None),
+            Found::Later(waiter) => {
+                self.c.phase = Phase::Waiting { waiter, variant: None };
+                self.park(self.redis_wait_ms())
+            }
+        }
+    }
+
+    /// The client answers Timeout at its deadline; this backstop only matters if it did not.
+    fn redis_wait_ms(&self) -> u64 {
+        self.mcf.redis.timeout_ms().unwrap_or(1000) as u64 + 1000
+    }
+
+    fn park(&mut self, ms: u64) -> ngx_int_t {
+        store::suspend(self.r, ms as ngx::ffi::ngx_msec_t);
+        ngx::ffi::NGX_AGAIN as ngx_int_t
+    }
+
+    /// Sends the request on to the content handler (the origin); `store`: a GET's response
+    /// may be stored.
+    fn forward(&mut self, why: Forward, store: bool) -> ngx_int_t {
+        let slots = &self.zone.slots;
+        let slot = match why {
+            Forward::UriMiss | Forward::VaryMiss => slots.misses,
+            Forward::Stale | Forward::Request => slots.expired,
+            Forward::Bypass | Forward::Method => slots.bypassed,
+        };
+        self.mcf.add(slot, 1);
+        self.c.status = Some(CacheStatus::Forwarded(why));
+        self.c.store = store && self.r.method as u32 == NGX_HTTP_GET;
+        self.c.phase = Phase::Done;
+        NGX_DECLINED as ngx_int_t
+    }
+
+    /// A miss for `key`: coalesced with the other misses for it when `shield_cache_lock` is on,
+    /// else forwarded.
+    fn miss(&mut self, why: Forward, key: Vec<u8>) -> ngx_int_t {
+        let Some(lock_ms) = self.lc.lock_ms() else { return self.forward(why, true) };
+        if self.c.collapsed || self.r.method as u32 != NGX_HTTP_GET {
+            return self.forward(why, true);
+        }
+        let (zi, rp) = (self.c.zone_index, self.rp());
+        if let Some(member) = coalesce::join(zi, &key, rp) {
+            self.c.phase = Phase::Joined { member, why };
+            return self.park(lock_ms);
+        }
+        coalesce::open(zi, &key);
+        match coalesce::acquire(self.mcf, self.zone, &key, lock_ms, rp) {
+            Acquired::Held => self.lead(key, why),
+            Acquired::NotHeld => self.poll_later(key, why, now_ms()),
+            Acquired::Failed => {
+                coalesce::end(zi, &key, Outcome::Go);
+                self.forward(why, true)
+            }
+            Acquired::Later(waiter) => {
+                self.c.phase = Phase::Locking { waiter, key, why };
+                self.park(self.redis_wait_ms())
+            }
+        }
+    }
+
+    /// This request holds the lock: it fetches, and its store ends the flight.
+    fn lead(&mut self, key: Vec<u8>, why: Forward) -> ngx_int_t {
+        self.c.leader = Some(Leadership {
+            mcf: self.mcf,
+            zone: self.zone,
+            zone_index: self.c.zone_index,
+            key,
+            outcome: Outcome::Go,
+        });
+        self.forward(why, true)
+    }
+
+    fn poll_later(&mut self, key: Vec<u8>, why: Forward, since_ms: u64) -> ngx_int_t {
+        self.c.phase = Phase::Polling { key, why, since_ms, pending: None };
+        self.park(coalesce::POLL_MS)
+    }
+
+    /// A poll's result: the leader's entry ends the flight; otherwise wait on, up to the
+    /// lock's timeout (or, in the zone, while the lock is held).
+    fn polled(&mut self, key: Vec<u8>, why: Forward, since_ms: u64, bytes: Option<Vec<u8>>) -> ngx_int_t {
+        let zi = self.c.zone_index;
+        let arrived = bytes.as_deref().and_then(|b| entry::decode(b, self.zone.max_entry)).is_some_and(|e| match e {
+            Entry::Response(e) => {
+                matches!(e.stored.reuse(store::now(), &RequestControl::default()), Reuse::Fresh { .. })
+            }
+            Entry::Variants { .. } => true,
+        });
+        if arrived {
+            let n = coalesce::end(zi, &key, Outcome::Retry);
+            self.mcf.add(self.zone.slots.collapsed, n as u64);
+            self.c.collapsed = true;
+            return self.lookup();
+        }
+        let waited = now_ms().saturating_sub(since_ms);
+        let timeout = self.lc.lock_ms().unwrap_or(0);
+        let lock_gone = self.zone.backend(self.mcf) == Backend::Local && !coalesce::held_locally(self.zone, &key);
+        if waited >= timeout || lock_gone {
+            coalesce::end(zi, &key, Outcome::Go);
+            return self.forward(why, true);
+        }
+        self.poll_later(key, why, since_ms)
+    }
+
+    /// What the backend returned for the primary key (`variant` None) or for a variant.
+    fn found(&mut self, bytes: Option<Vec<u8>>, variant: Option<Vec<u8>>) -> ngx_int_t {
+        let miss = if variant.is_some() { Forward::VaryMiss } else { Forward::UriMiss };
+        let expected = variant.clone().unwrap_or_else(|| self.c.key.clone());
+        let Some(bytes) = bytes else { return self.miss(miss, expected) };
+        let reuse = match entry::decode(&bytes, self.zone.max_entry) {
+            Some(Entry::Variants { key, names }) if variant.is_none() && key == self.c.key.as_slice() => {
+                let secondary = vary::secondary(&names, |n| request_values(self.r, n));
+                let vkey = keys::variant(&self.c.key, &secondary);
+                let rp = self.rp();
+                return match store::get(self.mcf, self.zone, &vkey, rp) {
+                    Found::Now(bytes) => self.found(bytes, Some(vkey)),
+                    Found::Later(waiter) => {
+                        self.c.phase = Phase::Waiting { waiter, variant: Some(vkey) };
+                        self.park(self.redis_wait_ms())
+                    }
+                };
+            }
+            Some(Entry::Response(e)) if e.key == expected.as_slice() => {
+                e.stored.reuse(store::now(), &request_control(self.r))
+            }
+            // Corrupt, foreign (a hash collision in Redis) or a marker where a variant should be.
+            _ => return self.miss(miss, expected),
+        };
+        match reuse {
+            Reuse::Fresh { ttl, .. } => {
+                self.mcf.add(self.zone.slots.hits, 1);
+                self.c.status = Some(match self.c.collapsed {
+                    true => CacheStatus::Collapsed(miss),
+                    false => CacheStatus::Hit { ttl },
+                });
+                self.c.entry = bytes;
+                self.r.content_handler = Some(serve);
+                NGX_DECLINED as ngx_int_t
+            }
+            Reuse::Stale { .. } => self.miss(Forward::Stale, expected),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
+    unsafe { ngx::ffi::ngx_current_msec as u64 }
 }
 
 /// Values of a request header (all of its lines), in the request pool.
@@ -89,108 +331,6 @@ fn request_control(r: &ngx_http_request_t) -> RequestControl {
 /// A predicate of `shield_cache_bypass` / `shield_cache_no_store` holds for `r`.
 pub(super) fn any_true(r: *mut ngx_http_request_t, predicates: Option<&[crate::glue::util::ComplexValue]>) -> bool {
     predicates.unwrap_or_default().iter().any(|p| p.eval(r).is_some_and(|v| !v.is_empty() && v.as_bytes() != b"0"))
-}
-
-fn start(
-    r: &mut ngx_http_request_t,
-    c: &mut CacheCtx,
-    lc: &CacheLoc,
-    mcf: &'static MainConf,
-    zone: &CacheZone,
-) -> ngx_int_t {
-    let rp: *mut ngx_http_request_t = r;
-    c.phase = Phase::Done;
-    let Some(key) = lc.key.and_then(|k| k.eval(rp)).filter(|k| !k.is_empty()) else {
-        return NGX_DECLINED as ngx_int_t;
-    };
-    c.key = key.as_bytes().to_vec();
-    let method = r.method as u32;
-    if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
-        c.invalidate = [NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_DELETE, NGX_HTTP_PATCH].contains(&method);
-        return NGX_DECLINED as ngx_int_t;
-    }
-    if any_true(rp, lc.bypass.as_deref()) {
-        return forward(c, mcf, zone, Forward::Bypass, method == NGX_HTTP_GET);
-    }
-    let control = request_control(r);
-    if control.no_store {
-        return forward(c, mcf, zone, Forward::Bypass, false);
-    }
-    if control.revalidate() {
-        return forward(c, mcf, zone, Forward::Request, method == NGX_HTTP_GET);
-    }
-    let key = c.key.clone();
-    match store::get(mcf, zone, &key, rp) {
-        Found::Now(bytes) => found(r, c, mcf, zone, bytes, None),
-        Found::Later(waiter) => park(r, c, mcf, waiter, None),
-    }
-}
-
-fn park(
-    r: &mut ngx_http_request_t,
-    c: &mut CacheCtx,
-    mcf: &MainConf,
-    waiter: std::rc::Rc<store::Waiter>,
-    variant: Option<Vec<u8>>,
-) -> ngx_int_t {
-    c.phase = Phase::Waiting { waiter, variant };
-    // The client answers Timeout at its deadline; this backstop only matters if it did not.
-    let ms = mcf.redis.timeout_ms().unwrap_or(1000) + 1000;
-    store::suspend(r, ms);
-    ngx::ffi::NGX_AGAIN as ngx_int_t
-}
-
-/// Sends the request on to the content handler (the origin).
-fn forward(c: &mut CacheCtx, mcf: &MainConf, zone: &CacheZone, why: Forward, store: bool) -> ngx_int_t {
-    let slot = match why {
-        Forward::UriMiss | Forward::VaryMiss => zone.slots.misses,
-        Forward::Stale | Forward::Request => zone.slots.expired,
-        Forward::Bypass | Forward::Method => zone.slots.bypassed,
-    };
-    mcf.add(slot, 1);
-    c.status = Some(CacheStatus::Forwarded(why));
-    c.store = store;
-    c.phase = Phase::Done;
-    NGX_DECLINED as ngx_int_t
-}
-
-/// What the backend returned for the primary key (`variant` None) or for a variant.
-fn found(
-    r: &mut ngx_http_request_t,
-    c: &mut CacheCtx,
-    mcf: &'static MainConf,
-    zone: &CacheZone,
-    bytes: Option<Vec<u8>>,
-    variant: Option<Vec<u8>>,
-) -> ngx_int_t {
-    let miss = if variant.is_some() { Forward::VaryMiss } else { Forward::UriMiss };
-    let store = r.method as u32 == NGX_HTTP_GET;
-    let Some(bytes) = bytes else { return forward(c, mcf, zone, miss, store) };
-    let expected = variant.as_deref().unwrap_or(&c.key);
-    let reuse = match entry::decode(&bytes, zone.max_entry) {
-        Some(Entry::Variants { key, names }) if variant.is_none() && key == c.key.as_slice() => {
-            let secondary = vary::secondary(&names, |n| request_values(r, n));
-            let vkey = keys::variant(&c.key, &secondary);
-            let rp: *mut ngx_http_request_t = r;
-            return match store::get(mcf, zone, &vkey, rp) {
-                Found::Now(bytes) => found(r, c, mcf, zone, bytes, Some(vkey)),
-                Found::Later(waiter) => park(r, c, mcf, waiter, Some(vkey)),
-            };
-        }
-        Some(Entry::Response(e)) if e.key == expected => e.stored.reuse(store::now(), &request_control(r)),
-        // Corrupt, foreign (a hash collision in Redis) or a marker where a variant should be.
-        _ => return forward(c, mcf, zone, miss, store),
-    };
-    match reuse {
-        Reuse::Fresh { ttl, .. } => {
-            mcf.add(zone.slots.hits, 1);
-            c.status = Some(CacheStatus::Hit { ttl });
-            c.entry = bytes;
-            r.content_handler = Some(serve);
-            NGX_DECLINED as ngx_int_t
-        }
-        Reuse::Stale { .. } => forward(c, mcf, zone, Forward::Stale, store),
-    }
 }
 
 /// The content handler of a hit: the stored response, from the request's copy of the entry.

@@ -7,12 +7,15 @@
 //! - `shm`: the local backend, entries in the zone's shared memory with LRU eviction;
 //! - `store`: the backend a zone uses (Redis through the worker's shared client when
 //!   `shield_redis` is set, else the zone), and parking a request while Redis answers;
+//! - `coalesce`: `shield_cache_lock`, one origin fetch per key in the worker and across
+//!   workers and nodes;
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
 //!   finds the entry and decides hit or forward, and the content handler that serves a hit;
 //! - `capture`: the header and body filters, first in the chain, that copy a forwarded
 //!   response as it passes (bounded by `max_entry`) and store it once the client has it all.
 
 mod capture;
+mod coalesce;
 mod directives;
 mod lookup;
 mod shm;
@@ -23,11 +26,12 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_conf_t, ngx_http_request_t};
 
 pub use directives::{
-    check, set_bypass, set_cache, set_key, set_no_store, set_strip_set_cookie, set_valid, set_zone, CacheLoc, CacheMain,
+    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_strip_set_cookie, set_valid, set_zone, CacheLoc,
+    CacheMain,
 };
 
 use crate::cache::entry::Builder;
-use crate::cache::status::CacheStatus;
+use crate::cache::status::{CacheStatus, Forward};
 
 /// Where a request is in the cache's hands.
 #[derive(Default)]
@@ -39,7 +43,46 @@ enum Phase {
         waiter: Rc<store::Waiter>,
         variant: Option<Vec<u8>>,
     },
+    /// The flight for `key` is this request's; the Redis `SET NX` for its lock is out.
+    Locking {
+        waiter: Rc<store::Waiter>,
+        key: Vec<u8>,
+        why: Forward,
+    },
+    /// The flight for `key` is this request's, another worker or node holds the lock: this
+    /// request polls for the entry (`pending`: a Redis GET is out).
+    Polling {
+        key: Vec<u8>,
+        why: Forward,
+        since_ms: u64,
+        pending: Option<Rc<store::Waiter>>,
+    },
+    /// Waiting in another request's flight.
+    Joined {
+        member: Rc<coalesce::Member>,
+        why: Forward,
+    },
     Done,
+}
+
+impl Phase {
+    /// Whether a parked request has what it waited for; `timedout`: its timer fired, which
+    /// turns a missing Redis reply into `Timeout`.
+    fn ready(&self, timedout: bool) -> bool {
+        let replied = |w: &store::Waiter| {
+            if timedout && w.reply.borrow().is_none() {
+                *w.reply.borrow_mut() = Some(Err(crate::glue::redis::RedisError::Timeout));
+            }
+            w.reply.borrow().is_some()
+        };
+        match self {
+            Phase::Waiting { waiter, .. } | Phase::Locking { waiter, .. } => replied(waiter),
+            Phase::Polling { pending: Some(w), .. } => replied(w),
+            Phase::Polling { pending: None, .. } => timedout,
+            Phase::Joined { member, .. } => timedout || member.outcome.get().is_some(),
+            Phase::Start | Phase::Done => true,
+        }
+    }
 }
 
 /// What a forwarded response is stored as, decided by the header filter.
@@ -66,12 +109,30 @@ pub struct CacheCtx {
     /// An unsafe method: a successful response invalidates the key.
     invalidate: bool,
     plan: Option<Plan>,
+    /// The zone's index, for the flight this request may own.
+    zone_index: usize,
+    /// Waited in a flight: looks up once more, never coalesces again.
+    collapsed: bool,
+    /// This request holds the key's lock and fetches for its flight.
+    leader: Option<coalesce::Leadership>,
 }
 
 impl Drop for CacheCtx {
     fn drop(&mut self) {
-        if let Phase::Waiting { waiter, .. } = &self.phase {
-            waiter.request.set(core::ptr::null_mut());
+        match &self.phase {
+            Phase::Waiting { waiter, .. } => waiter.request.set(core::ptr::null_mut()),
+            Phase::Joined { member, .. } => member.request.set(core::ptr::null_mut()),
+            Phase::Locking { waiter, key, .. } => {
+                waiter.request.set(core::ptr::null_mut());
+                coalesce::end(self.zone_index, key, coalesce::Outcome::Go);
+            }
+            Phase::Polling { key, pending, .. } => {
+                if let Some(w) = pending {
+                    w.request.set(core::ptr::null_mut());
+                }
+                coalesce::end(self.zone_index, key, coalesce::Outcome::Go);
+            }
+            Phase::Start | Phase::Done => {}
         }
     }
 }

@@ -220,41 +220,64 @@ pub fn put(zone: &CacheZone, key: &[u8], data: &[u8], expires: i64) -> bool {
     if let Some((link, node)) = l.find(key) {
         l.remove(link, node);
     }
-    let (Ok(key_len), Ok(data_len)) = (u32::try_from(key.len()), u32::try_from(data.len())) else { return false };
-    let size = size_of::<Node>() + key.len() + data.len();
-    // SAFETY: the pool is locked; a NULL allocation is retried after each eviction, at most
-    // once per entry.
-    let node = unsafe {
-        let mut node = ngx_slab_alloc_locked(l.c.pool, size).cast::<Node>();
-        while node.is_null() && l.evict_one() {
-            node = ngx_slab_alloc_locked(l.c.pool, size).cast::<Node>();
+    l.insert(key, data, expires)
+}
+
+/// Stores `data` under `key` unless a live entry is there: the zone's lock primitive.
+pub fn insert_if_absent(zone: &CacheZone, key: &[u8], data: &[u8], expires: i64) -> bool {
+    let Some(mut l) = Locked::new(zone) else { return false };
+    if let Some((link, node)) = l.find(key) {
+        // SAFETY: node is live under the lock.
+        if unsafe { (*node).expires } > store_now() {
+            return false;
         }
-        node
-    };
-    if node.is_null() {
-        return false;
+        l.remove(link, node);
     }
-    let hash = l.hash(key);
-    let bucket = l.bucket(hash);
-    // SAFETY: node has room for the header, the key and the data; the bucket slot is live.
-    unsafe {
-        node.write(Node {
-            lru_prev: ptr::null_mut(),
-            lru_next: ptr::null_mut(),
-            chain: *bucket,
-            hash,
-            expires,
-            key_len,
-            data_len,
-        });
-        let bytes = node.add(1).cast::<u8>();
-        ptr::copy_nonoverlapping(key.as_ptr(), bytes, key.len());
-        ptr::copy_nonoverlapping(data.as_ptr(), bytes.add(key.len()), data.len());
-        *bucket = node;
+    l.insert(key, data, expires)
+}
+
+fn store_now() -> i64 {
+    super::store::now()
+}
+
+impl Locked<'_> {
+    fn insert(&mut self, key: &[u8], data: &[u8], expires: i64) -> bool {
+        let (Ok(key_len), Ok(data_len)) = (u32::try_from(key.len()), u32::try_from(data.len())) else { return false };
+        let size = size_of::<Node>() + key.len() + data.len();
+        // SAFETY: the pool is locked; a NULL allocation is retried after each eviction, at
+        // most once per entry.
+        let node = unsafe {
+            let mut node = ngx_slab_alloc_locked(self.c.pool, size).cast::<Node>();
+            while node.is_null() && self.evict_one() {
+                node = ngx_slab_alloc_locked(self.c.pool, size).cast::<Node>();
+            }
+            node
+        };
+        if node.is_null() {
+            return false;
+        }
+        let hash = self.hash(key);
+        let bucket = self.bucket(hash);
+        // SAFETY: node has room for the header, the key and the data; the bucket slot is live.
+        unsafe {
+            node.write(Node {
+                lru_prev: ptr::null_mut(),
+                lru_next: ptr::null_mut(),
+                chain: *bucket,
+                hash,
+                expires,
+                key_len,
+                data_len,
+            });
+            let bytes = node.add(1).cast::<u8>();
+            ptr::copy_nonoverlapping(key.as_ptr(), bytes, key.len());
+            ptr::copy_nonoverlapping(data.as_ptr(), bytes.add(key.len()), data.len());
+            *bucket = node;
+        }
+        self.push_front(node);
+        self.c.entries += 1;
+        true
     }
-    l.push_front(node);
-    l.c.entries += 1;
-    true
 }
 
 /// Drops the entry stored under `key`; whether there was one.

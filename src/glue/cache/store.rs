@@ -27,6 +27,24 @@ pub struct Waiter {
     pub reply: RefCell<Option<Result<Option<Vec<u8>>, RedisError>>>,
 }
 
+impl Waiter {
+    pub fn new(r: *mut ngx_http_request_t) -> Rc<Waiter> {
+        Rc::new(Waiter { request: Cell::new(r), reply: RefCell::new(None) })
+    }
+}
+
+/// A client callback that hands `map`'s reading of the reply to `waiter` and wakes its request.
+pub fn deliver_to(
+    waiter: &Rc<Waiter>,
+    map: impl FnOnce(Reply) -> Result<Option<Vec<u8>>, RedisError> + 'static,
+) -> Box<dyn FnOnce(Result<Reply, RedisError>)> {
+    let w = waiter.clone();
+    Box::new(move |reply: Result<Reply, RedisError>| {
+        *w.reply.borrow_mut() = Some(reply.and_then(map));
+        wake(w.request.get());
+    })
+}
+
 pub enum Found {
     Now(Option<Vec<u8>>),
     /// A Redis GET is out: park the request until the waiter has its reply.
@@ -49,16 +67,11 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
     let Some(client) = redis::client() else { return Found::Now(None) };
     let mut cmd = Vec::with_capacity(64);
     encode_command(&mut cmd, &[b"GET", &keys::redis_name(&zone.name, key)]);
-    let waiter = Rc::new(Waiter { request: Cell::new(r), reply: RefCell::new(None) });
-    let w = waiter.clone();
-    let callback = Box::new(move |reply: Result<Reply, RedisError>| {
-        let value = reply.and_then(|r| match r {
-            Reply::Bulk(v) => Ok(v),
-            Reply::Error(e) => Err(RedisError::Server(e)),
-            _ => Err(RedisError::Protocol("GET answered with neither a bulk nor nil")),
-        });
-        *w.reply.borrow_mut() = Some(value);
-        wake(w.request.get());
+    let waiter = Waiter::new(r);
+    let callback = deliver_to(&waiter, |reply| match reply {
+        Reply::Bulk(v) => Ok(v),
+        Reply::Error(e) => Err(RedisError::Server(e)),
+        _ => Err(RedisError::Protocol("GET answered with neither a bulk nor nil")),
     });
     match client.send(&cmd, get_bound(zone.max_entry), None, callback) {
         Ok(()) => Found::Later(waiter),
@@ -105,9 +118,8 @@ pub fn delete(mcf: &MainConf, zone: &CacheZone, key: &[u8]) {
     let _ = client.send(&cmd, Bound::SIMPLE, None, Box::new(|_| {}));
 }
 
-/// Parks the request until its Redis reply comes (the client answers `Timeout` at its own
-/// deadline; the timer here is a backstop). The timer is non-cancelable, so a graceful reload
-/// or quit waits for the request.
+/// Parks the request until it is woken (a Redis reply, the end of a flight) or `ms` pass. The
+/// timer is non-cancelable, so a graceful reload or quit waits for the request.
 pub fn suspend(r: &mut ngx_http_request_t, ms: ngx::ffi::ngx_msec_t) {
     r.read_event_handler = Some(ngx_http_test_reading);
     r.write_event_handler = Some(resume_after_redis);
@@ -122,7 +134,7 @@ pub fn suspend(r: &mut ngx_http_request_t, ms: ngx::ffi::ngx_msec_t) {
     }
 }
 
-fn wake(r: *mut ngx_http_request_t) {
+pub fn wake(r: *mut ngx_http_request_t) {
     if r.is_null() {
         return;
     }
@@ -141,14 +153,8 @@ unsafe extern "C" fn resume_after_redis(r: *mut ngx_http_request_t) {
         // SAFETY: nginx calls the write event handler with the live request.
         let timedout = unsafe { (*(*(*r).connection).write).timedout() } != 0;
         if let Some(ctx) = crate::glue::RequestCtx::get(r) {
-            if let super::Phase::Waiting { waiter, .. } = &ctx.cache.phase {
-                let has_reply = waiter.reply.borrow().is_some();
-                if !has_reply && !timedout {
-                    return; // the socket became writable: keep waiting
-                }
-                if !has_reply {
-                    *waiter.reply.borrow_mut() = Some(Err(RedisError::Timeout));
-                }
+            if !ctx.cache.phase.ready(timedout) {
+                return; // the socket became writable: keep waiting
             }
         }
         // SAFETY: as above; the phases run again from the cache's precontent handler.
