@@ -86,6 +86,7 @@ const LOCATIONS: &str = r#"
                 proxy_pass http://127.0.0.1:%%ORIGIN%%;
                 shield_cache zone=c;
                 shield_cache_bypass $http_x_no_cache;
+                shield_cache_purge on;
                 add_header X-Cache $shield_cache_status always;
                 add_header X-Key $shield_cache_key always;
             }
@@ -132,6 +133,7 @@ const LOCATIONS: &str = r#"
                 shield_cache_lock on timeout=50ms;
                 add_header X-Cache $shield_cache_status always;
             }
+            location = /purge { shield_cache_purge zone=c; }
             location = /metrics { shield_status; }"#;
 
 fn start(origin: &Upstream) -> Nginx {
@@ -431,6 +433,10 @@ fn two_nodes_share_entries_through_redis() {
     assert_eq!(get(b.port, "/mid", &[]).body, m.body);
     assert_eq!(get(b.port, "/vary", &[("X-Lang", "en")]).body, v.body);
     assert_eq!(get(b.port, "/vary", &[("X-Lang", "fr")]).header("X-Cache"), Some("MISS"));
+    // A purge on B is a miss on A.
+    let purge = http_request(b.port, "PURGE", "/vary", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true}\n"));
+    assert_eq!(get(a.port, "/vary", &[("X-Lang", "en")]).header("X-Cache"), Some("MISS"));
     // POST through B invalidates on A.
     http_request(b.port, "POST", "/max-age", &[], Some(b"x"));
     assert_eq!(get(a.port, "/max-age", &[]).header("X-Cache"), Some("MISS"));
@@ -524,4 +530,44 @@ fn lock_waiters_go_to_the_origin_when_nothing_is_stored_or_the_lock_times_out() 
     let results = storm(vec![nginx.port], "/short-lock/slow", 8, 8);
     assert!(results.iter().all(|(s, _, _)| *s == 200));
     assert!(hits(&origin, "/slow") > 1, "waiters did not wait for ever");
+}
+
+#[test]
+fn purge_by_url_and_by_key() {
+    let origin = origin();
+    let nginx = start(&origin);
+    get(nginx.port, "/max-age", &[]);
+    get(nginx.port, "/etag", &[]);
+    wait_stores(nginx.port, 2);
+    let purge = http_request(nginx.port, "PURGE", "/max-age", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true}\n"));
+    assert_eq!(http_request(nginx.port, "PURGE", "/max-age", &[], None).status, 404, "nothing left");
+    assert_eq!(get(nginx.port, "/max-age", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(nginx.port, "/etag", &[]).header("X-Cache"), Some("HIT"), "other entries stay");
+    // By exact key, at the purge endpoint.
+    let by_key = http_request(nginx.port, "DELETE", "/purge?key=httplocalhost%2Fetag", &[], None);
+    assert_eq!(by_key.status, 200, "{by_key:?}");
+    assert_eq!(get(nginx.port, "/etag", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(nginx.port, "/purge?key=httplocalhost%2Fetag", &[]).status, 405);
+    assert_eq!(http_request(nginx.port, "PURGE", "/purge", &[], None).status, 400);
+    assert_eq!(hits(&origin, "/max-age"), 2);
+    assert!(http_get(nginx.port, "/metrics").body_str().contains("shield_cache_purges_total{zone=\"c\"} 3\n"));
+}
+
+/// A zone far smaller than what is stored keeps working: the least recently used entries
+/// make room, stores never fail for lack of it.
+#[test]
+fn the_zone_evicts_least_recently_used_entries() {
+    let origin = origin();
+    let http =
+        format!("shield_cache_zone zone=c:256k max_entry=64k;\n server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}");
+    let nginx = Nginx::builder().var("ORIGIN", origin.port).http(&http).start();
+    for i in 0..20 {
+        get(nginx.port, &format!("/mid?{i}"), &[]);
+        wait_stores(nginx.port, i + 1);
+    }
+    let metrics = http_get(nginx.port, "/metrics");
+    assert!(metrics.body_str().contains("shield_cache_store_failures_total{zone=\"c\"} 0\n"));
+    assert_eq!(get(nginx.port, "/mid?19", &[]).header("X-Cache"), Some("HIT"), "the newest stays");
+    assert_eq!(get(nginx.port, "/mid?0", &[]).header("X-Cache"), Some("MISS"), "the oldest was evicted");
 }

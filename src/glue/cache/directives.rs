@@ -40,6 +40,7 @@ pub struct ZoneSlots {
     pub store_failures: usize,
     pub stored_bytes: usize,
     pub invalidations: usize,
+    pub purges: usize,
     pub backend_errors: usize,
     pub collapsed: usize,
 }
@@ -73,6 +74,15 @@ pub struct CacheMain {
     pub zones: Vec<Box<CacheZone>>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Purge {
+    Off,
+    /// `PURGE` requests of this cached location drop their own entry.
+    ByUrl,
+    /// This location is a purge endpoint for the zone: `?key=` names the entry.
+    Endpoint(usize),
+}
+
 #[derive(Default)]
 pub struct CacheLoc {
     /// `Some(None)` is `shield_cache off`.
@@ -82,6 +92,8 @@ pub struct CacheLoc {
     pub bypass: Option<Vec<ComplexValue>>,
     pub no_store: Option<Vec<ComplexValue>>,
     pub strip_set_cookie: Option<bool>,
+    /// `shield_cache_purge`: `on` (PURGE by URL here), `zone=` (a purge endpoint by key), `off`.
+    pub purge: Option<Purge>,
     /// `shield_cache_lock`: the lock's timeout in ms, `Some(None)` for `off`.
     pub lock: Option<Option<u64>>,
     /// Resolved at merge.
@@ -111,6 +123,7 @@ impl CacheLoc {
         }
         self.strip_set_cookie = self.strip_set_cookie.or(prev.strip_set_cookie);
         self.lock = self.lock.or(prev.lock);
+        self.purge = self.purge.or(prev.purge);
         self.rules = Rules {
             valid: self.valid.clone().unwrap_or_default(),
             strip_set_cookie: self.strip_set_cookie.unwrap_or(false),
@@ -123,9 +136,12 @@ impl CacheLoc {
         self.lock.flatten()
     }
 
-    /// The zone this location caches in.
+    /// The zone this location caches in, or purges (a purge endpoint).
     pub fn zone(&self) -> Option<usize> {
-        self.zone.flatten()
+        match self.purge {
+            Some(Purge::Endpoint(z)) => Some(z),
+            _ => self.zone.flatten(),
+        }
     }
 }
 
@@ -161,6 +177,7 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
             "Requests that waited for another request's origin fetch (shield_cache_lock).",
             z,
         ),
+        purges: reg.counter("shield_cache_purges_total", "Entries dropped by shield_cache_purge.", z),
         backend_errors: reg.counter(
             "shield_cache_backend_errors_total",
             "Lookups answered as misses because the Redis backend failed.",
@@ -351,5 +368,25 @@ pub extern "C" fn set_lock(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *
             }
         }
         set_once(&mut lc.response_cache.lock, on.then_some(timeout))
+    })
+}
+
+/// `shield_cache_purge on | off | zone=name;`
+pub extern "C" fn set_purge(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let purge = match parse::param(args[0]) {
+            None if args[0] == "on" => Purge::ByUrl,
+            None if args[0] == "off" => Purge::Off,
+            Some(("zone", name)) => {
+                let mcf = main_conf(cf)?;
+                let i =
+                    mcf.response_cache.zones.iter().position(|z| z.name == name).ok_or_else(|| {
+                        format!("unknown zone \"{name}\" (declare it with shield_cache_zone before use)")
+                    })?;
+                Purge::Endpoint(i)
+            }
+            _ => return Err(ConfError::InvalidParameter(args[0].to_string())),
+        };
+        set_once(&mut lc.response_cache.purge, purge)
     })
 }

@@ -84,6 +84,7 @@ impl Lookup<'_> {
     fn step(&mut self) -> ngx_int_t {
         match core::mem::take(&mut self.c.phase) {
             Phase::Start => self.start(),
+            Phase::Purging { waiter } => super::purge::replied(self.r, self.c, &waiter),
             Phase::Waiting { waiter, variant } => {
                 waiter.request.set(ptr::null_mut());
                 let bytes = bytes_of(self.mcf, self.zone, &waiter);
@@ -140,10 +141,14 @@ impl Lookup<'_> {
     fn start(&mut self) -> ngx_int_t {
         let rp = self.rp();
         self.c.phase = Phase::Done;
-        let Some(key) = self.lc.key.and_then(|k| k.eval(rp)).filter(|k| !k.is_empty()) else {
-            return NGX_DECLINED as ngx_int_t;
-        };
-        self.c.key = key.as_bytes().to_vec();
+        let key = self.lc.key.and_then(|k| k.eval(rp)).filter(|k| !k.is_empty());
+        self.c.key = key.map(|k| k.as_bytes().to_vec()).unwrap_or_default();
+        match super::purge::key(self.r, self.lc.purge, &self.c.key) {
+            Some(Ok(key)) => return super::purge::begin(self.r, self.c, self.mcf, self.zone, &key),
+            Some(Err(status)) => return status,
+            None if self.c.key.is_empty() => return NGX_DECLINED as ngx_int_t,
+            None => {}
+        }
         let method = self.r.method as u32;
         if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
             self.c.invalidate = [NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_DELETE, NGX_HTTP_PATCH].contains(&method);

@@ -9,6 +9,8 @@
 //!   `shield_redis` is set, else the zone), and parking a request while Redis answers;
 //! - `coalesce`: `shield_cache_lock`, one origin fetch per key in the worker and across
 //!   workers and nodes;
+//! - `purge`: `shield_cache_purge`, dropping an entry by URL (`PURGE` in a cached location) or
+//!   by exact key (a purge endpoint), on every node sharing the backend;
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
 //!   finds the entry and decides hit or forward, and the content handler that serves a hit;
 //! - `capture`: the header and body filters, first in the chain, that copy a forwarded
@@ -18,6 +20,7 @@ mod capture;
 mod coalesce;
 mod directives;
 mod lookup;
+mod purge;
 mod shm;
 mod store;
 
@@ -26,8 +29,8 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_conf_t, ngx_http_request_t};
 
 pub use directives::{
-    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_strip_set_cookie, set_valid, set_zone, CacheLoc,
-    CacheMain,
+    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge, set_strip_set_cookie, set_valid,
+    set_zone, CacheLoc, CacheMain,
 };
 
 use crate::cache::entry::Builder;
@@ -57,6 +60,10 @@ enum Phase {
         since_ms: u64,
         pending: Option<Rc<store::Waiter>>,
     },
+    /// A purge's Redis DEL is out.
+    Purging {
+        waiter: Rc<store::Waiter>,
+    },
     /// Waiting in another request's flight.
     Joined {
         member: Rc<coalesce::Member>,
@@ -76,7 +83,9 @@ impl Phase {
             w.reply.borrow().is_some()
         };
         match self {
-            Phase::Waiting { waiter, .. } | Phase::Locking { waiter, .. } => replied(waiter),
+            Phase::Waiting { waiter, .. } | Phase::Locking { waiter, .. } | Phase::Purging { waiter } => {
+                replied(waiter)
+            }
             Phase::Polling { pending: Some(w), .. } => replied(w),
             Phase::Polling { pending: None, .. } => timedout,
             Phase::Joined { member, .. } => timedout || member.outcome.get().is_some(),
@@ -111,6 +120,8 @@ pub struct CacheCtx {
     plan: Option<Plan>,
     /// The zone's index, for the flight this request may own.
     zone_index: usize,
+    /// A purge's result: whether an entry was there.
+    purged: Option<bool>,
     /// Waited in a flight: looks up once more, never coalesces again.
     collapsed: bool,
     /// This request holds the key's lock and fetches for its flight.
@@ -120,7 +131,7 @@ pub struct CacheCtx {
 impl Drop for CacheCtx {
     fn drop(&mut self) {
         match &self.phase {
-            Phase::Waiting { waiter, .. } => waiter.request.set(core::ptr::null_mut()),
+            Phase::Waiting { waiter, .. } | Phase::Purging { waiter } => waiter.request.set(core::ptr::null_mut()),
             Phase::Joined { member, .. } => member.request.set(core::ptr::null_mut()),
             Phase::Locking { waiter, key, .. } => {
                 waiter.request.set(core::ptr::null_mut());

@@ -60,11 +60,15 @@ pub extern "C" fn zone_init(zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_
             z.pool = SlabPool::from_shm_zone(shm_zone);
             let old = old.cast::<ShmCache>();
             if !old.is_null() && (*old).signature == SIGNATURE {
+                (*(*old).pool).set_log_nomem(0);
                 z.shm = old;
                 shm_zone.data = old.cast();
                 return NGX_OK as ngx_int_t;
             }
             let pool = shm_zone.shm.addr.cast::<ngx_slab_pool_t>();
+            // A full zone is the normal state of a cache: an allocation that fails makes room
+            // by eviction, so it is no `[crit]` (nginx's own file cache does the same).
+            (*pool).set_log_nomem(0);
             // One bucket per 4 KB of zone: chains stay short for entries of that size or more.
             let n_buckets = (shm_zone.shm.size / 4096).next_power_of_two().max(64);
             let mem = ngx_slab_calloc(pool, size_of::<ShmCache>() + n_buckets * size_of::<*mut Node>());
