@@ -13,6 +13,8 @@ use support::{
 };
 
 static SERIAL: AtomicU64 = AtomicU64::new(0);
+/// Requests per path, for the paths that fail after their first answer.
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// The origin: each path sets the headers its case needs; every body carries a serial number,
 /// so a cached body is told from a fresh one.
@@ -68,6 +70,20 @@ fn origin() -> Upstream {
                 std::thread::sleep(Duration::from_millis(500));
                 h("Cache-Control", if path == "/slow" { "max-age=60" } else { "no-store" });
             }
+            "/sie" | "/flaky" | "/flaky2" => {
+                let first = {
+                    let mut seen = SEEN.lock().unwrap();
+                    let first = !seen.contains(&path);
+                    seen.push(path.clone());
+                    first
+                };
+                h("Cache-Control", if path == "/sie" { "max-age=1, stale-if-error=600" } else { "max-age=1" });
+                if !first {
+                    status = 503;
+                    body = b"origin failed".to_vec();
+                }
+            }
+            "/short" => h("Cache-Control", "max-age=1"),
             "/missing" => {
                 status = 404;
             }
@@ -131,6 +147,12 @@ const LOCATIONS: &str = r#"
                 proxy_pass http://127.0.0.1:%%ORIGIN%%/;
                 shield_cache zone=c;
                 shield_cache_lock on timeout=50ms;
+                add_header X-Cache $shield_cache_status always;
+            }
+            location /use-stale/ {
+                proxy_pass http://127.0.0.1:%%ORIGIN%%/;
+                shield_cache zone=c;
+                shield_cache_use_stale error timeout http_503;
                 add_header X-Cache $shield_cache_status always;
             }
             location = /purge { shield_cache_purge zone=c; }
@@ -570,4 +592,47 @@ fn the_zone_evicts_least_recently_used_entries() {
     assert!(metrics.body_str().contains("shield_cache_store_failures_total{zone=\"c\"} 0\n"));
     assert_eq!(get(nginx.port, "/mid?19", &[]).header("X-Cache"), Some("HIT"), "the newest stays");
     assert_eq!(get(nginx.port, "/mid?0", &[]).header("X-Cache"), Some("MISS"), "the oldest was evicted");
+}
+
+/// Entries are made stale by waiting out a 1 s lifetime (entry ages count whole seconds).
+fn wait_until_stale() {
+    std::thread::sleep(Duration::from_millis(2100));
+}
+
+#[test]
+fn a_stale_entry_answers_when_the_origin_fails_within_stale_if_error_or_use_stale() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let sie = get(nginx.port, "/sie", &[]);
+    get(nginx.port, "/flaky", &[]);
+    let flaky2 = get(nginx.port, "/use-stale/flaky2", &[]);
+    wait_stores(nginx.port, 3);
+    wait_until_stale();
+    let r = get(nginx.port, "/sie", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("STALE"), &sie.body), "{r:?}");
+    let cs = r.header("Cache-Status").unwrap_or_default();
+    assert!(cs.starts_with("nginx-shield; hit; fwd=stale; fwd-status=503; ttl=-"), "{cs}");
+    assert_eq!(r.headers_all("Content-Length"), vec![sie.body.len().to_string()]);
+    assert_eq!(r.header("Cache-Control"), Some("max-age=1, stale-if-error=600"));
+    // No stale-if-error, no shield_cache_use_stale: the error goes through.
+    let plain = get(nginx.port, "/flaky", &[]);
+    assert_eq!((plain.status, plain.body_str()), (503, "origin failed"));
+    let used = get(nginx.port, "/use-stale/flaky2", &[]);
+    assert_eq!((used.status, &used.body), (200, &flaky2.body));
+    assert!(http_get(nginx.port, "/metrics").body_str().contains("shield_cache_stale_total{zone=\"c\"} 2\n"));
+}
+
+#[test]
+fn use_stale_error_answers_when_the_origin_is_unreachable() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let first = get(nginx.port, "/use-stale/short", &[]);
+    get(nginx.port, "/short", &[]);
+    wait_stores(nginx.port, 2);
+    drop(origin);
+    wait_until_stale();
+    nginx.allow_log("connect() failed");
+    let r = get(nginx.port, "/use-stale/short", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("STALE"), &first.body), "{r:?}");
+    assert_eq!(get(nginx.port, "/short", &[]).status, 502, "without shield_cache_use_stale");
 }

@@ -8,6 +8,8 @@ use super::control::{RequestControl, ResponseControl};
 const HEURISTIC_STATUSES: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 /// The Last-Modified heuristic gives 10% of the document's age, at most a day.
 pub const HEURISTIC_CAP: u32 = 86_400;
+/// How long past its lifetime an entry is kept where `shield_cache_use_stale` may serve it.
+pub const USE_STALE_GRACE: u32 = 600;
 /// No entry is kept longer than a year, whatever the response says.
 pub const MAX_LIFETIME: u32 = 365 * 86_400;
 
@@ -98,9 +100,12 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    /// Seconds the store keeps the entry: while fresh, then through its stale windows.
-    pub fn keep_for(&self) -> u32 {
-        let stale = if self.must_revalidate { 0 } else { self.stale_while_revalidate.max(self.stale_if_error) };
+    /// Seconds the store keeps the entry: while fresh, then through its stale windows, or
+    /// `grace` (a location that serves stale on errors keeps entries that long past their
+    /// lifetime).
+    pub fn keep_for(&self, grace: u32) -> u32 {
+        let windows = self.stale_while_revalidate.max(self.stale_if_error).max(grace);
+        let stale = if self.must_revalidate { 0 } else { windows };
         self.lifetime.saturating_add(stale).saturating_sub(self.initial_age).clamp(1, MAX_LIFETIME)
     }
 }
@@ -196,6 +201,24 @@ impl Stored {
         } else {
             Reuse::Stale { age, expired_for: age.saturating_sub(lifetime) }
         }
+    }
+}
+
+/// Origin statuses that count as an error for `stale-if-error` (RFC 5861 §4), and for
+/// `shield_cache_use_stale error` (nginx's own 502/504 when the origin cannot be reached).
+pub const ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
+
+impl Stored {
+    /// Whether the stale entry may answer a request whose origin failed with `status`:
+    /// within the response's `stale-if-error` window, or whenever the location allows it
+    /// for that status (`use_stale`), unless the response demanded revalidation.
+    pub fn serve_on_error(&self, now: i64, status: u16, use_stale: &[u16]) -> bool {
+        if self.freshness.must_revalidate {
+            return false;
+        }
+        let Reuse::Stale { expired_for, .. } = self.reuse(now, &RequestControl::default()) else { return true };
+        let window = ERROR_STATUSES.contains(&status) && expired_for <= self.freshness.stale_if_error;
+        window || use_stale.contains(&status)
     }
 }
 
@@ -309,12 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn stale_if_error_window_use_stale_and_must_revalidate() {
+        let f = |cc| Stored { stored_at: NOW, freshness: assess(&ok(cc), &Rules::default(), NOW).unwrap() };
+        let sie = f("max-age=10, stale-if-error=20");
+        assert!(sie.serve_on_error(NOW + 25, 503, &[]), "5 s past its lifetime, within 20");
+        assert!(!sie.serve_on_error(NOW + 31, 503, &[]), "past the window");
+        assert!(!sie.serve_on_error(NOW + 25, 404, &[]), "404 is no error");
+        assert!(sie.serve_on_error(NOW + 1000, 502, &[502]), "use_stale has no window");
+        assert!(!sie.serve_on_error(NOW + 1000, 503, &[502]));
+        let strict = f("max-age=10, stale-if-error=20, must-revalidate");
+        assert!(!strict.serve_on_error(NOW + 25, 503, &[503]), "must-revalidate forbids stale");
+    }
+
+    #[test]
     fn keep_for_covers_stale_windows_unless_must_revalidate() {
         let f = assess(&ok("max-age=60, stale-while-revalidate=30, stale-if-error=100"), &Rules::default(), NOW);
-        assert_eq!(f.unwrap().keep_for(), 160);
+        assert_eq!(f.unwrap().keep_for(0), 160);
         let f = assess(&ok("max-age=60, stale-if-error=100, must-revalidate"), &Rules::default(), NOW);
-        assert_eq!(f.unwrap().keep_for(), 60);
+        assert_eq!(f.unwrap().keep_for(USE_STALE_GRACE), 60, "not even for use_stale");
         let f = assess(&ok("max-age=0, stale-if-error=100"), &Rules::default(), NOW).unwrap();
-        assert_eq!(f.keep_for(), 100, "a stale window alone is worth storing");
+        assert_eq!(f.keep_for(0), 100, "a stale window alone is worth storing");
+        assert_eq!(f.keep_for(USE_STALE_GRACE), 600);
     }
 }

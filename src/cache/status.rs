@@ -26,6 +26,10 @@ pub enum CacheStatus {
     /// Missed (`why`), waited for another request's fetch of the key, and was served the
     /// entry it stored (RFC 9211's `collapsed`).
     Collapsed(Forward),
+    /// The origin failed; the stale entry answered (`stale-if-error`, `shield_cache_use_stale`).
+    Stale {
+        expired_for: u32,
+    },
 }
 
 impl CacheStatus {
@@ -34,6 +38,7 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit { .. } => "HIT",
             CacheStatus::Collapsed(_) => "COLLAPSED",
+            CacheStatus::Stale { .. } => "STALE",
             CacheStatus::Forwarded(Forward::UriMiss | Forward::VaryMiss) => "MISS",
             CacheStatus::Forwarded(Forward::Stale) => "EXPIRED",
             CacheStatus::Forwarded(Forward::Request) => "REVALIDATE",
@@ -47,6 +52,10 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit { ttl } => format!("nginx-shield; hit; ttl={ttl}"),
             CacheStatus::Collapsed(f) => format!("nginx-shield; fwd={}; collapsed", f.token()),
+            CacheStatus::Stale { expired_for } => {
+                let st = fwd_status.map(|s| format!("; fwd-status={s}")).unwrap_or_default();
+                format!("nginx-shield; hit; fwd=stale{st}; ttl=-{expired_for}")
+            }
             CacheStatus::Forwarded(f) => {
                 let mut s = format!("nginx-shield; fwd={}", f.token());
                 if let Some(st) = fwd_status {
@@ -86,6 +95,8 @@ mod tests {
         assert_eq!(CacheStatus::Forwarded(Forward::Bypass).header(None, false), "nginx-shield; fwd=bypass");
         assert_eq!(miss.variable(), "MISS");
         assert_eq!(CacheStatus::Forwarded(Forward::Stale).variable(), "EXPIRED");
+        let stale = CacheStatus::Stale { expired_for: 5 };
+        assert_eq!(stale.header(Some(503), false), "nginx-shield; hit; fwd=stale; fwd-status=503; ttl=-5");
         let collapsed = CacheStatus::Collapsed(Forward::UriMiss);
         assert_eq!(
             (collapsed.variable(), collapsed.header(None, false).as_str()),

@@ -216,7 +216,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
 
 use super::{cache, filter, headers, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 52] = [
+pub static mut COMMANDS: [ngx_command_t; 53] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -273,5 +273,6 @@ pub static mut COMMANDS: [ngx_command_t; 52] = [
     command(ngx_string!("shield_cache_strip_set_cookie"), NGX_CONF_FLAG, cache::set_strip_set_cookie),
     command(ngx_string!("shield_cache_lock"), NGX_CONF_TAKE12, cache::set_lock),
     command(ngx_string!("shield_cache_purge"), NGX_CONF_TAKE1, cache::set_purge),
+    command(ngx_string!("shield_cache_use_stale"), NGX_CONF_1MORE, cache::set_use_stale),
     ngx_command_t::empty(),
 ];

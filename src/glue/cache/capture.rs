@@ -97,6 +97,10 @@ fn on_response(
         }
         return Some(());
     }
+    if super::stale::substitute(r, c, lc.use_stale.as_deref().unwrap_or_default(), zone.max_entry)? {
+        mcf.add(zone.slots.stale, 1);
+        return Some(());
+    }
     let Some(CacheStatus::Forwarded(why)) = c.status else { return Some(()) };
     let stored = c.store && !any_true(r, lc.no_store.as_deref()) && plan(r, c, lc, zone).is_some();
     if !stored {
@@ -169,8 +173,9 @@ fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &C
     });
     let content_type = (!content_type.is_empty()).then_some((&b"Content-Type"[..], content_type));
     let stored = Stored { stored_at: now, freshness };
+    let grace = if lc.use_stale.as_ref().is_some_and(|s| !s.is_empty()) { policy::USE_STALE_GRACE } else { 0 };
     let builder = Builder::new(entry_key, x.status, &stored, content_type.into_iter().chain(kept), zone.max_entry)?;
-    c.plan = Some(Plan { builder, variants, keep_for: freshness.keep_for(), body_done: false });
+    c.plan = Some(Plan { builder, variants, keep_for: freshness.keep_for(grace), body_done: false });
     Some(())
 }
 
@@ -180,7 +185,18 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -
     guard(log, "cache body filter", NGX_ERROR as ngx_int_t, || {
         // SAFETY: as above.
         let req = unsafe { &mut *r };
-        let capturing = ptr::eq(r, req.main) && RequestCtx::peek(r).is_some_and(|c| c.cache.plan.is_some());
+        let main = ptr::eq(r, req.main);
+        if main && RequestCtx::peek(r).is_some_and(|c| c.cache.substituted) {
+            let max_entry = Shield::location_conf(req)
+                .and_then(|lc| lc.response_cache.zone())
+                .and_then(|zi| Shield::main_conf(req).map(|m| m.response_cache.zones[zi].max_entry))
+                .unwrap_or(0);
+            let Some(ctx) = RequestCtx::get(r) else { return NGX_ERROR as ngx_int_t };
+            let out = super::stale::replace_body(req, &mut ctx.cache, chain, max_entry);
+            // SAFETY: install() saved the next filter.
+            return unsafe { NEXT_BODY_FILTER.map_or(NGX_ERROR as ngx_int_t, |f| f(r, out)) };
+        }
+        let capturing = main && RequestCtx::peek(r).is_some_and(|c| c.cache.plan.is_some());
         if capturing {
             if let Some(ctx) = RequestCtx::get(r) {
                 copy(&mut ctx.cache, chain);

@@ -40,6 +40,7 @@ pub struct ZoneSlots {
     pub store_failures: usize,
     pub stored_bytes: usize,
     pub invalidations: usize,
+    pub stale: usize,
     pub purges: usize,
     pub backend_errors: usize,
     pub collapsed: usize,
@@ -92,6 +93,8 @@ pub struct CacheLoc {
     pub bypass: Option<Vec<ComplexValue>>,
     pub no_store: Option<Vec<ComplexValue>>,
     pub strip_set_cookie: Option<bool>,
+    /// `shield_cache_use_stale`: the origin statuses a stale entry answers instead.
+    pub use_stale: Option<Vec<u16>>,
     /// `shield_cache_purge`: `on` (PURGE by URL here), `zone=` (a purge endpoint by key), `off`.
     pub purge: Option<Purge>,
     /// `shield_cache_lock`: the lock's timeout in ms, `Some(None)` for `off`.
@@ -124,6 +127,9 @@ impl CacheLoc {
         self.strip_set_cookie = self.strip_set_cookie.or(prev.strip_set_cookie);
         self.lock = self.lock.or(prev.lock);
         self.purge = self.purge.or(prev.purge);
+        if self.use_stale.is_none() {
+            self.use_stale.clone_from(&prev.use_stale);
+        }
         self.rules = Rules {
             valid: self.valid.clone().unwrap_or_default(),
             strip_set_cookie: self.strip_set_cookie.unwrap_or(false),
@@ -175,6 +181,11 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
         collapsed: reg.counter(
             "shield_cache_collapsed_total",
             "Requests that waited for another request's origin fetch (shield_cache_lock).",
+            z,
+        ),
+        stale: reg.counter(
+            "shield_cache_stale_total",
+            "Stale entries served because the origin failed (stale-if-error, shield_cache_use_stale).",
             z,
         ),
         purges: reg.counter("shield_cache_purges_total", "Entries dropped by shield_cache_purge.", z),
@@ -388,5 +399,27 @@ pub extern "C" fn set_purge(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: 
             _ => return Err(ConfError::InvalidParameter(args[0].to_string())),
         };
         set_once(&mut lc.response_cache.purge, purge)
+    })
+}
+
+/// `shield_cache_use_stale error | timeout | http_500 | http_502 | http_503 | http_504 ... | off;`
+/// — `error` is nginx's 502 when the origin cannot be reached, `timeout` its 504.
+pub extern "C" fn set_use_stale(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        let mut statuses = Vec::new();
+        for arg in args {
+            let status = match *arg {
+                "off" if args.len() == 1 => continue,
+                "error" => 502,
+                "timeout" => 504,
+                "http_500" => 500,
+                "http_502" => 502,
+                "http_503" => 503,
+                "http_504" => 504,
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            };
+            statuses.push(status);
+        }
+        set_once(&mut lc.response_cache.use_stale, statuses)
     })
 }

@@ -309,7 +309,11 @@ impl Lookup<'_> {
                 self.r.content_handler = Some(serve);
                 NGX_DECLINED as ngx_int_t
             }
-            Reuse::Stale { .. } => self.miss(Forward::Stale, expected),
+            Reuse::Stale { .. } => {
+                // Kept: should the origin fail, it may answer instead (see `stale`).
+                self.c.entry = bytes;
+                self.miss(Forward::Stale, expected)
+            }
         }
     }
 }
@@ -359,7 +363,7 @@ unsafe extern "C" fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
         let (Some(Entry::Response(e)), Some(status)) = (entry::decode(&c.entry, max), c.status) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
-        if set_headers(req, &e, status).is_none() {
+        if set_headers(req, &e, &status.header(None, false)).is_none() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
         send(req, e.body)
@@ -372,7 +376,7 @@ fn out_str(s: &[u8]) -> ngx_str_t {
 
 /// The stored status and headers, plus `Age` and `Cache-Status`. The strings point into the
 /// entry, which the request context keeps until the request is freed.
-fn set_headers(r: &mut ngx_http_request_t, e: &ResponseEntry<'_>, status: CacheStatus) -> Option<()> {
+pub(super) fn set_headers(r: &mut ngx_http_request_t, e: &ResponseEntry<'_>, cache_status: &str) -> Option<()> {
     let out = &mut r.headers_out;
     out.status = usize::from(e.status);
     out.content_length_n = e.body.len() as _;
@@ -405,7 +409,7 @@ fn set_headers(r: &mut ngx_http_request_t, e: &ResponseEntry<'_>, status: CacheS
     let mut digits = Vec::with_capacity(10);
     crate::redis::resp::push_dec(&mut digits, u64::from(age));
     let age = pool_str(r.pool, &digits)?;
-    let cache_status = pool_str(r.pool, status.header(None, false).as_bytes())?;
+    let cache_status = pool_str(r.pool, cache_status.as_bytes())?;
     let out = &mut r.headers_out;
     push_header(&mut out.headers, static_str("Age"), age)?;
     push_header(&mut out.headers, static_str("Cache-Status"), cache_status)?;
@@ -425,11 +429,25 @@ fn send(r: &mut ngx_http_request_t, body: &[u8]) -> ngx_int_t {
                 rc
             };
         }
+        let out = body_chain(r, body);
+        if out.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        ngx::ffi::ngx_http_output_filter(rp, out)
+    }
+}
+
+/// A chain of one memory buffer over `body` (which must outlive the request's output), the
+/// last of the response.
+pub(super) fn body_chain(r: &mut ngx_http_request_t, body: &[u8]) -> *mut ngx::ffi::ngx_chain_t {
+    // SAFETY: pool allocations for the request; the buffer only points at `body`, which nginx
+    // only reads.
+    unsafe {
         let b =
             ngx::ffi::ngx_pcalloc(r.pool, core::mem::size_of::<ngx::ffi::ngx_buf_t>()).cast::<ngx::ffi::ngx_buf_t>();
         let out = ngx::ffi::ngx_alloc_chain_link(r.pool);
         if b.is_null() || out.is_null() {
-            return NGX_ERROR as ngx_int_t;
+            return ptr::null_mut();
         }
         (*b).pos = body.as_ptr().cast_mut();
         (*b).last = (*b).pos.add(body.len());
@@ -439,6 +457,6 @@ fn send(r: &mut ngx_http_request_t, body: &[u8]) -> ngx_int_t {
         (*b).set_last_buf(1);
         (*b).set_last_in_chain(1);
         *out = ngx::ffi::ngx_chain_t { buf: b, next: ptr::null_mut() };
-        ngx::ffi::ngx_http_output_filter(rp, out)
+        out
     }
 }

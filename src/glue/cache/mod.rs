@@ -13,6 +13,8 @@
 //!   by exact key (a purge endpoint), on every node sharing the backend;
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
 //!   finds the entry and decides hit or forward, and the content handler that serves a hit;
+//! - `stale`: a kept stale entry standing in for an origin's error (`stale-if-error`,
+//!   `shield_cache_use_stale`);
 //! - `capture`: the header and body filters, first in the chain, that copy a forwarded
 //!   response as it passes (bounded by `max_entry`) and store it once the client has it all.
 
@@ -22,6 +24,7 @@ mod directives;
 mod lookup;
 mod purge;
 mod shm;
+mod stale;
 mod store;
 
 use std::rc::Rc;
@@ -29,8 +32,8 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_conf_t, ngx_http_request_t};
 
 pub use directives::{
-    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge, set_strip_set_cookie, set_valid,
-    set_zone, CacheLoc, CacheMain,
+    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge, set_strip_set_cookie, set_use_stale,
+    set_valid, set_zone, CacheLoc, CacheMain,
 };
 
 use crate::cache::entry::Builder;
@@ -110,8 +113,9 @@ pub struct CacheCtx {
     status: Option<CacheStatus>,
     /// The evaluated `shield_cache_key` (the primary key).
     key: Vec<u8>,
-    /// The entry a hit is served from; kept to the end of the request, since the response's
-    /// headers and body point into it.
+    /// The entry a hit is served from (or the stale entry a forwarded request keeps for
+    /// `stale-if-error`); kept to the end of the request, since the response's headers and
+    /// body point into it.
     entry: Vec<u8>,
     /// The response may be stored (a GET that was forwarded, not `no-store`d).
     store: bool,
@@ -120,6 +124,10 @@ pub struct CacheCtx {
     plan: Option<Plan>,
     /// The zone's index, for the flight this request may own.
     zone_index: usize,
+    /// The response is the kept stale entry standing in for the origin's error; its body was
+    /// sent.
+    substituted: bool,
+    body_sent: bool,
     /// A purge's result: whether an entry was there.
     purged: Option<bool>,
     /// Waited in a flight: looks up once more, never coalesces again.
