@@ -428,6 +428,13 @@ fn bad_directive_values_fail_nginx_t() {
     assert_config_error(&format!("{zone} {}", server("shield_cache_valid 99 1m;")), "\"99\"");
     assert_config_error(&format!("{zone} {}", server("shield_cache_strip_set_cookie maybe;")), "maybe");
     assert_config_error("shield_cache_zone zone=c:1m backend=redis;", "there is no \"shield_redis\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_lock on timeout=0s;")), "invalid timeout \"0s\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_lock on timeout=2m;")), "between 1ms and 60s");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_lock off timeout=1s;")), "invalid parameter");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_use_stale http_404;")), "\"http_404\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_use_stale error off;")), "\"off\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_purge zone=x;")), "unknown zone \"x\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_purge yes;")), "invalid parameter \"yes\"");
 }
 
 /// Two nodes, one Redis: a response stored through node A is a hit on node B; an
