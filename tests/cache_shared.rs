@@ -163,3 +163,23 @@ fn use_stale_error_answers_when_the_origin_is_unreachable() {
     assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("STALE"), &first.body), "{r:?}");
     assert_eq!(get(nginx.port, "/short", &[]).status, 502, "without shield_cache_use_stale");
 }
+
+/// `nginx -s reload` while requests wait on the lock: the old workers finish them (their
+/// timers are non-cancelable), every one is answered, still with one origin request.
+#[test]
+fn a_reload_does_not_drop_requests_waiting_on_the_lock() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let port = nginx.port;
+    let storm = std::thread::spawn(move || storm(vec![port], "/locked/slow", 40, 40));
+    // The origin takes 500 ms: reload once its one request arrived, while the others wait.
+    let start = Instant::now();
+    while hits(&origin, "/slow") == 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nginx.reload();
+    let results = storm.join().unwrap();
+    assert_eq!(results.len(), 40, "every request answered");
+    assert!(results.iter().all(|(s, _, _)| *s == 200), "{results:?}");
+    assert_eq!(hits(&origin, "/slow"), 1);
+}
