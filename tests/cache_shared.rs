@@ -183,3 +183,29 @@ fn a_reload_does_not_drop_requests_waiting_on_the_lock() {
     assert!(results.iter().all(|(s, _, _)| *s == 200), "{results:?}");
     assert_eq!(hits(&origin, "/slow"), 1);
 }
+
+/// A stale entry with a validator is revalidated: the origin's 304 updates the entry, which
+/// answers (and is fresh again for the 304's max-age).
+#[test]
+fn a_stale_entry_is_revalidated_and_the_304_merged() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let first = get(nginx.port, "/reval", &[]);
+    assert_eq!(first.status, 200);
+    wait_stores(nginx.port, 1);
+    wait_until_stale();
+    let r = get(nginx.port, "/reval", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("REVALIDATED"), &first.body), "{r:?}");
+    assert_eq!(r.header("Cache-Status"), Some("nginx-shield; fwd=stale; fwd-status=304; stored"));
+    assert_eq!(r.header("Cache-Control"), Some("max-age=60"), "the 304's headers merged");
+    assert_eq!(r.header("X-Revalidated"), Some("yes"));
+    assert_eq!(r.headers_all("Content-Length"), vec![first.body.len().to_string()]);
+    let sent = origin.requests();
+    let inm =
+        sent.last().and_then(|q| q.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("if-none-match")).cloned());
+    assert_eq!(inm.map(|(_, v)| v), Some("\"r1\"".to_string()), "the entry's validator went to the origin");
+    wait_stores(nginx.port, 2);
+    let again = get(nginx.port, "/reval", &[]);
+    assert_eq!((again.header("X-Cache"), &again.body), (Some("HIT"), &first.body));
+    assert_eq!(hits(&origin, "/reval"), 2);
+}

@@ -4,6 +4,7 @@
 //!
 //! - `control`: `Cache-Control` directives of responses and requests;
 //! - `policy`: what may be stored, for how long, and whether a stored response is still fresh;
+//! - `revalidate`: validators for a conditional request, and a 304 merged into the entry;
 //! - `vary`: `Vary` names and the secondary key;
 //! - `entry`: the stored entry's binary format, shared by every backend and node;
 //! - `keys`: variant keys and Redis key names;
@@ -13,5 +14,6 @@ pub mod control;
 pub mod entry;
 pub mod keys;
 pub mod policy;
+pub mod revalidate;
 pub mod status;
 pub mod vary;

@@ -26,6 +26,9 @@ pub enum CacheStatus {
     /// Missed (`why`), waited for another request's fetch of the key, and was served the
     /// entry it stored (RFC 9211's `collapsed`).
     Collapsed(Forward),
+    /// The stale entry was revalidated: the origin answered 304, the entry (updated by the
+    /// 304's headers) answered.
+    Revalidated,
     /// The origin failed; the stale entry answered (`stale-if-error`, `shield_cache_use_stale`).
     Stale {
         expired_for: u32,
@@ -39,6 +42,7 @@ impl CacheStatus {
             CacheStatus::Hit { .. } => "HIT",
             CacheStatus::Collapsed(_) => "COLLAPSED",
             CacheStatus::Stale { .. } => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
             CacheStatus::Forwarded(Forward::UriMiss | Forward::VaryMiss) => "MISS",
             CacheStatus::Forwarded(Forward::Stale) => "EXPIRED",
             CacheStatus::Forwarded(Forward::Request) => "REVALIDATE",
@@ -52,6 +56,9 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit { ttl } => format!("nginx-shield; hit; ttl={ttl}"),
             CacheStatus::Collapsed(f) => format!("nginx-shield; fwd={}; collapsed", f.token()),
+            CacheStatus::Revalidated => {
+                format!("nginx-shield; fwd=stale; fwd-status=304{}", if stored { "; stored" } else { "" })
+            }
             CacheStatus::Stale { expired_for } => {
                 let st = fwd_status.map(|s| format!("; fwd-status={s}")).unwrap_or_default();
                 format!("nginx-shield; hit; fwd=stale{st}; ttl=-{expired_for}")
@@ -95,6 +102,7 @@ mod tests {
         assert_eq!(CacheStatus::Forwarded(Forward::Bypass).header(None, false), "nginx-shield; fwd=bypass");
         assert_eq!(miss.variable(), "MISS");
         assert_eq!(CacheStatus::Forwarded(Forward::Stale).variable(), "EXPIRED");
+        assert_eq!(CacheStatus::Revalidated.header(None, true), "nginx-shield; fwd=stale; fwd-status=304; stored");
         let stale = CacheStatus::Stale { expired_for: 5 };
         assert_eq!(stale.header(Some(503), false), "nginx-shield; hit; fwd=stale; fwd-status=503; ttl=-5");
         let collapsed = CacheStatus::Collapsed(Forward::UriMiss);

@@ -79,6 +79,17 @@ pub fn origin() -> Upstream {
                 }
             }
             "/short" => h("Cache-Control", "max-age=1"),
+            "/reval" => {
+                h("ETag", "\"r1\"");
+                if header("if-none-match") == "\"r1\"" {
+                    h("Cache-Control", "max-age=60");
+                    h("X-Revalidated", "yes");
+                    status = 304;
+                    body = Vec::new();
+                } else {
+                    h("Cache-Control", "max-age=1");
+                }
+            }
             "/missing" => {
                 status = 404;
             }

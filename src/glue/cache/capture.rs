@@ -86,7 +86,7 @@ fn on_response(
     c: &mut CacheCtx,
     lc: &super::CacheLoc,
     mcf: &'static MainConf,
-    zone: &CacheZone,
+    zone: &'static CacheZone,
 ) -> Option<()> {
     let status = r.headers_out.status as u16;
     if c.invalidate {
@@ -95,6 +95,9 @@ fn on_response(
             store::delete(mcf, zone, &c.key);
             mcf.add(zone.slots.invalidations, 1);
         }
+        return Some(());
+    }
+    if super::revalidate::on_304(r, c, lc, mcf, zone)? {
         return Some(());
     }
     if super::stale::substitute(r, c, lc.use_stale.as_deref().unwrap_or_default(), zone.max_entry)? {
@@ -122,10 +125,60 @@ fn response_values<'a>(r: &ngx_http_request_t, name: &[u8]) -> Vec<&'a [u8]> {
         .collect()
 }
 
-fn http_time(v: &[u8]) -> Option<i64> {
+pub(super) fn http_time(v: &[u8]) -> Option<i64> {
     // SAFETY: ngx_parse_http_time only reads `len` bytes.
     let t = unsafe { ngx_parse_http_time(v.as_ptr().cast_mut(), v.len()) };
     (t != -1).then_some(t)
+}
+
+/// The facts storing decides on, from a response's fields (`values` of a name) and the
+/// request; and the response's `Vary`.
+pub(super) fn exchange<'a>(
+    r: &ngx_http_request_t,
+    status: u16,
+    values: impl Fn(&[u8]) -> Vec<&'a [u8]>,
+    last_modified: Option<i64>,
+) -> (Exchange, vary::Vary) {
+    let vary = vary::parse(values(b"vary").into_iter());
+    let x = Exchange {
+        status,
+        control: ResponseControl::parse(values(b"cache-control").into_iter()),
+        expires: values(b"expires").first().map(|v| http_time(v)),
+        date: values(b"date").first().and_then(|v| http_time(v)),
+        last_modified,
+        age: values(b"age").first().map_or(0, |v| crate::cache::control::delta_seconds(Some(v))),
+        request_authorization: !r.headers_in.authorization.is_null(),
+        set_cookie: !values(b"set-cookie").is_empty(),
+        vary_star: vary == vary::Vary::Uncacheable,
+    };
+    (x, vary)
+}
+
+/// The response's fields an entry keeps (see [`NOT_STORED`]).
+pub(super) fn stored_fields<'a>(r: &ngx_http_request_t) -> Vec<(&'a [u8], &'a [u8])> {
+    headers(&r.headers_out.headers)
+        .filter_map(|h| {
+            // SAFETY: live elements of the response header list; hash 0 marks a removed one.
+            let (hash, name, value) = unsafe { ((*h).hash, &(*h).key, &(*h).value) };
+            if hash == 0 || name.len == 0 {
+                return None;
+            }
+            // SAFETY: as above; the strings live in the request pool.
+            let (name, value) = unsafe {
+                (core::slice::from_raw_parts(name.data, name.len), core::slice::from_raw_parts(value.data, value.len))
+            };
+            (!NOT_STORED.iter().any(|n| name.eq_ignore_ascii_case(n))).then_some((name, value))
+        })
+        .collect()
+}
+
+/// How long past its lifetime the location keeps entries (`shield_cache_use_stale`).
+pub(super) fn grace(lc: &super::CacheLoc) -> u32 {
+    if lc.use_stale.as_ref().is_some_and(|s| !s.is_empty()) {
+        policy::USE_STALE_GRACE
+    } else {
+        0
+    }
 }
 
 /// Decides whether the response is stored and, if so, starts its entry in `c.plan`.
@@ -134,19 +187,9 @@ fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &C
     if out.content_length_n > zone.max_entry as i64 {
         return None;
     }
-    let vary = vary::parse(response_values(r, b"vary").into_iter());
     let now = store::now();
-    let x = Exchange {
-        status: out.status as u16,
-        control: ResponseControl::parse(response_values(r, b"cache-control").into_iter()),
-        expires: response_values(r, b"expires").first().map(|v| http_time(v)),
-        date: response_values(r, b"date").first().and_then(|v| http_time(v)),
-        last_modified: (out.last_modified_time > 0).then_some(out.last_modified_time),
-        age: response_values(r, b"age").first().map_or(0, |v| crate::cache::control::delta_seconds(Some(v))),
-        request_authorization: !r.headers_in.authorization.is_null(),
-        set_cookie: !response_values(r, b"set-cookie").is_empty(),
-        vary_star: vary == vary::Vary::Uncacheable,
-    };
+    let last_modified = (out.last_modified_time > 0).then_some(out.last_modified_time);
+    let (x, vary) = exchange(r, out.status as u16, |n| response_values(r, n), last_modified);
     let freshness = policy::assess(&x, &lc.rules, now).ok()?;
     let variants = match vary {
         vary::Vary::Names(names) => {
@@ -159,22 +202,16 @@ fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &C
     let entry_key = variants.as_ref().map_or(c.key.as_slice(), |(_, k)| k.as_slice());
     // SAFETY: the content type lives in the request pool.
     let content_type = unsafe { core::slice::from_raw_parts(out.content_type.data, out.content_type.len) };
-    let kept = headers(&out.headers).filter_map(|h| {
-        // SAFETY: live elements of the response header list; hash 0 marks a removed one.
-        let (hash, name, value) = unsafe { ((*h).hash, &(*h).key, &(*h).value) };
-        if hash == 0 || name.len == 0 {
-            return None;
-        }
-        // SAFETY: as above.
-        let (name, value) = unsafe {
-            (core::slice::from_raw_parts(name.data, name.len), core::slice::from_raw_parts(value.data, value.len))
-        };
-        (!NOT_STORED.iter().any(|n| name.eq_ignore_ascii_case(n))).then_some((name, value))
-    });
     let content_type = (!content_type.is_empty()).then_some((&b"Content-Type"[..], content_type));
+    let kept = stored_fields(r);
     let stored = Stored { stored_at: now, freshness };
-    let grace = if lc.use_stale.as_ref().is_some_and(|s| !s.is_empty()) { policy::USE_STALE_GRACE } else { 0 };
-    let builder = Builder::new(entry_key, x.status, &stored, content_type.into_iter().chain(kept), zone.max_entry)?;
+    let fields = content_type.into_iter().chain(kept.iter().copied());
+    let builder = Builder::new(entry_key, x.status, &stored, fields, zone.max_entry)?;
+    // An entry with a validator stays past its lifetime too: it can be revalidated (a 304
+    // instead of the whole body).
+    let has_validator =
+        kept.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"etag") || n.eq_ignore_ascii_case(b"last-modified"));
+    let grace = if has_validator { policy::USE_STALE_GRACE } else { grace(lc) };
     c.plan = Some(Plan { builder, variants, keep_for: freshness.keep_for(grace), body_done: false });
     Some(())
 }

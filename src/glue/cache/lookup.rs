@@ -310,7 +310,12 @@ impl Lookup<'_> {
                 NGX_DECLINED as ngx_int_t
             }
             Reuse::Stale { .. } => {
-                // Kept: should the origin fail, it may answer instead (see `stale`).
+                // Kept: should the origin fail, it may answer instead (see `stale`); its
+                // validators go to the origin, whose 304 it then answers (see `revalidate`).
+                let Some(conditional) = super::revalidate::add_validators(self.r, &bytes, self.zone.max_entry) else {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                };
+                self.c.revalidating = conditional;
                 self.c.entry = bytes;
                 self.miss(Forward::Stale, expected)
             }

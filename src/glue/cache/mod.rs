@@ -13,6 +13,7 @@
 //!   by exact key (a purge endpoint), on every node sharing the backend;
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
 //!   finds the entry and decides hit or forward, and the content handler that serves a hit;
+//! - `revalidate`: a stale entry's validators sent to the origin, its 304 merged (REVALIDATED);
 //! - `stale`: a kept stale entry standing in for an origin's error (`stale-if-error`,
 //!   `shield_cache_use_stale`);
 //! - `capture`: the header and body filters, first in the chain, that copy a forwarded
@@ -23,6 +24,7 @@ mod coalesce;
 mod directives;
 mod lookup;
 mod purge;
+mod revalidate;
 mod shm;
 mod stale;
 mod store;
@@ -127,6 +129,8 @@ pub struct CacheCtx {
     /// The response is the kept stale entry standing in for the origin's error; its body was
     /// sent.
     substituted: bool,
+    /// The forwarded request carries the stale entry's validators.
+    revalidating: bool,
     body_sent: bool,
     /// A purge's result: whether an entry was there.
     purged: Option<bool>,

@@ -45,7 +45,7 @@ pub fn substitute(r: &mut ngx_http_request_t, c: &mut CacheCtx, use_stale: &[u16
 }
 
 /// Drops the error's status line and headers.
-fn clear(r: &mut ngx_http_request_t) {
+pub(super) fn clear(r: &mut ngx_http_request_t) {
     r.err_status = 0;
     let out = &mut r.headers_out;
     for h in headers(&out.headers) {
