@@ -13,8 +13,6 @@ pub enum Forward {
     Request,
     /// `shield_cache_bypass`, or the request's `no-store`.
     Bypass,
-    /// The method is not one the cache answers (the response may invalidate).
-    Method,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +44,7 @@ impl CacheStatus {
             CacheStatus::Forwarded(Forward::UriMiss | Forward::VaryMiss) => "MISS",
             CacheStatus::Forwarded(Forward::Stale) => "EXPIRED",
             CacheStatus::Forwarded(Forward::Request) => "REVALIDATE",
-            CacheStatus::Forwarded(Forward::Bypass | Forward::Method) => "BYPASS",
+            CacheStatus::Forwarded(Forward::Bypass) => "BYPASS",
         }
     }
 
@@ -85,7 +83,7 @@ impl Forward {
             Forward::VaryMiss => "vary-miss",
             Forward::Stale => "stale",
             Forward::Request => "request",
-            Forward::Bypass | Forward::Method => "bypass",
+            Forward::Bypass => "bypass",
         }
     }
 }

@@ -195,7 +195,7 @@ impl Lookup<'_> {
         let slot = match why {
             Forward::UriMiss | Forward::VaryMiss => slots.misses,
             Forward::Stale | Forward::Request => slots.expired,
-            Forward::Bypass | Forward::Method => slots.bypassed,
+            Forward::Bypass => slots.bypassed,
         };
         self.mcf.add(slot, 1);
         self.c.status = Some(CacheStatus::Forwarded(why));
