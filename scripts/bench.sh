@@ -15,6 +15,11 @@ SECS="${1:-5}"; ROUNDS="${2:-3}"; CONNS="${3:-50}"
 so="$(build_module debian)"
 WORK="$BUILD/bench"; rm -rf "$WORK"; mkdir -p "$WORK/html"
 printf 'hello from the benchmark\n' >"$WORK/html/index.html"
+# The response cache's bodies: 1 KB and 64 KB, dated in the past so the static responses
+# get the Last-Modified heuristic's freshness (a day) and are stored.
+head -c 1024 /dev/zero | tr '\0' a >"$WORK/html/1k.txt"
+head -c 65536 /dev/zero | tr '\0' b >"$WORK/html/64k.txt"
+touch -d 2020-01-01 "$WORK/html/1k.txt" "$WORK/html/64k.txt"
 user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
 
 # scenario NAME LOAD_MODULE(yes|no|lua) PATH WRK_SCRIPT HTTP_SNIPPET [REFERENCE=bare]
@@ -81,6 +86,17 @@ scenario jwt_rs256 yes /index.html "$JWT_RS" "$JWT_CONF" bare_jwt
 scenario jwt_rs256_nocache yes /index.html "$JWT_RS" "$JWT_CONF shield_jwt_cache off;" bare_jwt
 scenario jwt_es256 yes /index.html "$JWT_ES" "$JWT_CONF" bare_jwt
 scenario jwt_es256_nocache yes /index.html "$JWT_ES" "$JWT_CONF shield_jwt_cache off;" bare_jwt
+
+# Response cache hits against nginx serving the same bytes as a static file (the issue's
+# reference): the first request stores the file's response, every later one is a hit.
+CACHE_SHM="shield_cache_zone zone=c:64m; shield_cache zone=c;"
+CACHE_REDIS="shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; $CACHE_SHM"
+scenario static_1k no /1k.txt "" "" static_1k
+scenario cache_shm_1k yes /1k.txt "" "$CACHE_SHM" static_1k
+scenario cache_redis_1k yes /1k.txt "" "$CACHE_REDIS" static_1k
+scenario static_64k no /64k.txt "" "" static_64k
+scenario cache_shm_64k yes /64k.txt "" "$CACHE_SHM" static_64k
+scenario cache_redis_64k yes /64k.txt "" "$CACHE_REDIS" static_64k
 
 # What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
 # request over a cosocket (Debian's lua module; a minimal RESP client inline, since

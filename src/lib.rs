@@ -9,6 +9,7 @@
 //!
 //! | core            | owns                                                                  |
 //! |-----------------|-----------------------------------------------------------------------|
+//! | `cache/`        | the response cache: RFC 9111 rules, Vary, the entry format         |
 //! | `limit/`        | rate-limit arithmetic, the penalty box, the Redis scripts, the shm table |
 //! | `redis/`        | RESP framing and `shield_redis` URLs: what every Redis feature shares  |
 //! | `headers/`      | security headers, CORS, cache policy                                  |
@@ -17,6 +18,7 @@
 //! | `status/`       | the metrics registry                                                  |
 //! | `parse`         | directive value grammar shared by every feature                       |
 
+pub mod cache;
 pub mod filter;
 pub mod headers;
 pub mod identity;

@@ -6,7 +6,7 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -65,6 +65,8 @@ pub struct LocConf {
     pub limit: super::limit::LimitLoc,
     pub waf: super::filter::WafLoc,
     pub identity: super::identity::IdentityLoc,
+    /// The response cache (`shield_cache*`), not to be confused with `cache`, the policy.
+    pub response_cache: super::cache::CacheLoc,
 
     // Resolved at merge time.
     pub out_headers: Vec<OutHeader>,
@@ -123,6 +125,7 @@ impl LocConf {
         self.merge_cors(&prev.cors)?;
         self.merge_cache(&prev.cache);
         self.identity.merge(&prev.identity)?;
+        self.response_cache.merge(cf, &prev.response_cache)?;
         Ok(())
     }
 
@@ -213,9 +216,9 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
     entry(name, NGX_HTTP_MAIN_CONF | args, NGX_HTTP_MAIN_CONF_OFFSET, set)
 }
 
-use super::{filter, headers, identity, limit, redis};
+use super::{cache, filter, headers, identity, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 62] = [
+pub static mut COMMANDS: [ngx_command_t; 72] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -282,5 +285,15 @@ pub static mut COMMANDS: [ngx_command_t; 62] = [
         NGX_HTTP_LOC_CONF_OFFSET,
         set_status,
     ),
+    main_command(ngx_string!("shield_cache_zone"), NGX_CONF_1MORE, cache::set_zone),
+    command(ngx_string!("shield_cache"), NGX_CONF_TAKE1, cache::set_cache),
+    command(ngx_string!("shield_cache_key"), NGX_CONF_TAKE1, cache::set_key),
+    command(ngx_string!("shield_cache_valid"), NGX_CONF_1MORE, cache::set_valid),
+    command(ngx_string!("shield_cache_bypass"), NGX_CONF_1MORE, cache::set_bypass),
+    command(ngx_string!("shield_cache_no_store"), NGX_CONF_1MORE, cache::set_no_store),
+    command(ngx_string!("shield_cache_strip_set_cookie"), NGX_CONF_FLAG, cache::set_strip_set_cookie),
+    command(ngx_string!("shield_cache_lock"), NGX_CONF_TAKE12, cache::set_lock),
+    command(ngx_string!("shield_cache_purge"), NGX_CONF_TAKE1, cache::set_purge),
+    command(ngx_string!("shield_cache_use_stale"), NGX_CONF_1MORE, cache::set_use_stale),
     ngx_command_t::empty(),
 ];

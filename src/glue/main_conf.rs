@@ -28,6 +28,7 @@ pub struct MainConf {
     pub limits: super::limit::LimitMain,
     pub waf: super::filter::WafMain,
     pub identity: super::identity::IdentitySlots,
+    pub response_cache: super::cache::CacheMain,
     /// `$request_id`, for block responses and the audit log.
     pub request_id_index: Option<ngx::ffi::ngx_uint_t>,
     /// The counters in shared memory, set by the metrics zone's init (`status`).
@@ -46,6 +47,7 @@ impl Default for MainConf {
             limits: Default::default(),
             waf: Default::default(),
             identity,
+            response_cache: Default::default(),
             request_id_index: None,
             shm: ptr::null_mut(),
         }

@@ -1,5 +1,6 @@
 //! The nginx side of the module: the module table and its configuration lifecycle.
 //!
+//! - `cache`: the response cache (directives, shm and Redis stores, lookup, capture filters);
 //! - `conf`: per-location configuration, its directives and merge;
 //! - `filter`: the header filter (security headers, CORS response headers, cache policy);
 //! - `phases`: request-phase handlers (CORS preflight);
@@ -7,6 +8,7 @@
 //! - `variables`: `$shield_*` variables;
 //! - `util`: the panic guard, directive error reporting and header helpers.
 
+mod cache;
 mod conf;
 mod filter;
 mod headers;
@@ -67,9 +69,14 @@ extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
             || limit::install(cf).is_err()
             || headers::preflight::install(cf).is_err()
             || status::init_zone(cf).is_err()
+            || cache::install(cf).is_err()
             // Last, so that it runs first in the rewrite phase (identity::request says why).
             || identity::install(cf).is_err()
         {
+            return Status::NGX_ERROR.0;
+        }
+        if let Some(Err(e)) = Shield::main_conf(cf).map(cache::check) {
+            ngx::ngx_conf_log_error!(ngx::ffi::NGX_LOG_EMERG, cf, "{e}");
             return Status::NGX_ERROR.0;
         }
         if let Some(mcf) = Shield::main_conf_mut(cf) {
@@ -213,6 +220,7 @@ pub struct RequestCtx {
     pub limit: limit::LimitCtx,
     pub waf: filter::WafCtx,
     pub identity: identity::IdentityCtx,
+    pub cache: cache::CacheCtx,
 }
 
 /// A RequestCtx in its pool cleanup's data, and the request it belongs to (subrequests share

@@ -20,6 +20,8 @@ const VARIABLES: &[(ngx_str_t, Getter)] = &[
     (ngx_string!("shield_filter_status"), filter_status),
     (ngx_string!("shield_filter_score"), filter_score),
     (ngx_string!("shield_filter_rules"), filter_rules),
+    (ngx_string!("shield_cache_status"), cache_status),
+    (ngx_string!("shield_cache_key"), cache_key),
 ];
 
 pub fn register(cf: &mut ngx_conf_t) -> Status {
@@ -141,4 +143,35 @@ unsafe extern "C" fn filter_rules(
 ) -> ngx_int_t {
     let log = unsafe { (*(*r).connection).log };
     guard(log, "$shield_filter_rules", NGX_ERROR as ngx_int_t, || set_owned(r, v, super::filter::rules_variable(r)))
+}
+
+/// HIT, MISS, EXPIRED, REVALIDATE or BYPASS; empty when the response cache did not handle it.
+unsafe extern "C" fn cache_status(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_cache_status", NGX_ERROR as ngx_int_t, || {
+        match super::cache::status_variable(r) {
+            Some(s) => set_value(v, super::util::static_str(s)),
+            // SAFETY: nginx passes a valid value slot.
+            None => unsafe { (*v).set_not_found(1) },
+        }
+        NGX_OK as ngx_int_t
+    })
+}
+
+/// The evaluated `shield_cache_key`.
+unsafe extern "C" fn cache_key(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+    let log = unsafe { (*(*r).connection).log };
+    guard(log, "$shield_cache_key", NGX_ERROR as ngx_int_t, || {
+        match super::cache::key_variable(r) {
+            // The key lives in the request context, as long as the request.
+            Some(k) => set_value(v, ngx_str_t { len: k.len(), data: k.as_ptr().cast_mut() }),
+            // SAFETY: nginx passes a valid value slot.
+            None => unsafe { (*v).set_not_found(1) },
+        }
+        NGX_OK as ngx_int_t
+    })
 }

@@ -51,7 +51,7 @@ extern "C" fn log_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
     })
 }
 
-fn add_handler(
+pub(crate) fn add_handler(
     cf: &mut ngx_conf_t,
     phase: usize,
     handler: extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t,

@@ -1,0 +1,211 @@
+//! The response cache shared by nodes through a real redis-server, coalescing
+//! (`shield_cache_lock`) and stale entries standing in for a failing origin.
+
+#[path = "support/cache_origin.rs"]
+mod cache_origin;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cache_origin::{get, hits, origin, start, storm, wait_stores, wait_until_stale, LOCATIONS};
+use support::{http_get, http_request, Nginx, Redis};
+
+/// Two nodes, one Redis: a response stored through node A is a hit on node B; an
+/// invalidation on B is a miss on A.
+#[test]
+fn two_nodes_share_entries_through_redis() {
+    let origin = origin();
+    let redis = Redis::start();
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let a = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let b = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let first = get(a.port, "/max-age", &[]);
+    assert_eq!(first.header("X-Cache"), Some("MISS"));
+    wait_stores(a.port, 1);
+    let on_b = get(b.port, "/max-age", &[]);
+    assert_eq!((on_b.header("X-Cache"), &on_b.body), (Some("HIT"), &first.body));
+    assert_eq!(hits(&origin, "/max-age"), 1);
+    // A large (spooled) entry and a Vary variant cross nodes too.
+    let m = get(a.port, "/mid", &[]);
+    let v = get(a.port, "/vary", &[("X-Lang", "en")]);
+    wait_stores(a.port, 4);
+    assert_eq!(get(b.port, "/mid", &[]).body, m.body);
+    assert_eq!(get(b.port, "/vary", &[("X-Lang", "en")]).body, v.body);
+    assert_eq!(get(b.port, "/vary", &[("X-Lang", "fr")]).header("X-Cache"), Some("MISS"));
+    // A purge on B is a miss on A.
+    let purge = http_request(b.port, "PURGE", "/vary", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true}\n"));
+    assert_eq!(get(a.port, "/vary", &[("X-Lang", "en")]).header("X-Cache"), Some("MISS"));
+    // POST through B invalidates on A.
+    http_request(b.port, "POST", "/max-age", &[], Some(b"x"));
+    assert_eq!(get(a.port, "/max-age", &[]).header("X-Cache"), Some("MISS"));
+}
+
+/// Redis gone: every request is still answered, from the origin; when it is back, caching
+/// resumes by itself.
+#[test]
+fn redis_outage_fails_open_to_the_origin() {
+    let origin = origin();
+    let mut redis = Redis::start();
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=200ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let nginx = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    nginx.allow_log("redis");
+    get(nginx.port, "/max-age", &[]);
+    wait_stores(nginx.port, 1);
+    assert_eq!(get(nginx.port, "/max-age", &[]).header("X-Cache"), Some("HIT"));
+    redis.stop();
+    for _ in 0..5 {
+        let r = get(nginx.port, "/max-age", &[]);
+        assert_eq!((r.status, r.header("X-Cache")), (200, Some("MISS")));
+    }
+    assert_eq!(hits(&origin, "/max-age"), 6);
+    // Paused mid-flight: lookups time out and go to the origin.
+    redis.restart();
+    let start = Instant::now();
+    loop {
+        get(nginx.port, "/max-age", &[]);
+        if get(nginx.port, "/max-age", &[]).header("X-Cache") == Some("HIT") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "caching did not resume");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    redis.pause();
+    let r = get(nginx.port, "/max-age", &[]);
+    redis.resume();
+    assert_eq!((r.status, r.header("X-Cache")), (200, Some("MISS")), "a timed-out lookup is a miss");
+}
+
+#[test]
+fn concurrent_misses_in_one_node_cause_one_origin_request() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let results = storm(vec![nginx.port], "/locked/slow", 200, 100);
+    assert_eq!(results.len(), 200);
+    assert!(results.iter().all(|(s, _, b)| *s == 200 && *b == results[0].2), "one body for all");
+    assert_eq!(hits(&origin, "/slow"), 1, "exactly one origin request");
+    assert!(results.iter().any(|(_, c, _)| c == "COLLAPSED"), "some waited for the fetch");
+    assert_eq!(results.iter().filter(|(_, c, _)| c == "MISS").count(), 1, "one leader");
+}
+
+/// The issue's proof: 1,000 requests for a cold key across 2 nodes x 2 workers sharing Redis
+/// reach the origin once.
+#[test]
+fn a_thousand_requests_across_two_nodes_cause_one_origin_request() {
+    let origin = origin();
+    let redis = Redis::start();
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:4m;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let a = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let b = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let results = storm(vec![a.port, b.port], "/locked/slow", 1000, 400);
+    assert_eq!(results.len(), 1000, "every request answered");
+    assert!(results.iter().all(|(s, _, b)| *s == 200 && *b == results[0].2), "one body for all");
+    assert_eq!(hits(&origin, "/slow"), 1, "exactly one origin request");
+}
+
+#[test]
+fn lock_waiters_go_to_the_origin_when_nothing_is_stored_or_the_lock_times_out() {
+    let origin = origin();
+    let nginx = start(&origin);
+    // The leader's response may not be stored: the waiters fetch for themselves.
+    let results = storm(vec![nginx.port], "/locked/slow-no-store", 8, 8);
+    assert!(results.iter().all(|(s, c, _)| *s == 200 && c == "MISS"), "{results:?}");
+    assert_eq!(hits(&origin, "/slow-no-store"), 8);
+    // A 50 ms lock against a 500 ms origin: waiters stop waiting and fetch themselves.
+    let results = storm(vec![nginx.port], "/short-lock/slow", 8, 8);
+    assert!(results.iter().all(|(s, _, _)| *s == 200));
+    assert!(hits(&origin, "/slow") > 1, "waiters did not wait for ever");
+}
+
+#[test]
+fn a_stale_entry_answers_when_the_origin_fails_within_stale_if_error_or_use_stale() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let sie = get(nginx.port, "/sie", &[]);
+    get(nginx.port, "/flaky", &[]);
+    let flaky2 = get(nginx.port, "/use-stale/flaky2", &[]);
+    wait_stores(nginx.port, 3);
+    wait_until_stale();
+    let r = get(nginx.port, "/sie", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("STALE"), &sie.body), "{r:?}");
+    let cs = r.header("Cache-Status").unwrap_or_default();
+    assert!(cs.starts_with("nginx-shield; hit; fwd=stale; fwd-status=503; ttl=-"), "{cs}");
+    assert_eq!(r.headers_all("Content-Length"), vec![sie.body.len().to_string()]);
+    assert_eq!(r.header("Cache-Control"), Some("max-age=1, stale-if-error=600"));
+    // No stale-if-error, no shield_cache_use_stale: the error goes through.
+    let plain = get(nginx.port, "/flaky", &[]);
+    assert_eq!((plain.status, plain.body_str()), (503, "origin failed"));
+    let used = get(nginx.port, "/use-stale/flaky2", &[]);
+    assert_eq!((used.status, &used.body), (200, &flaky2.body));
+    assert!(http_get(nginx.port, "/metrics").body_str().contains("shield_cache_stale_total{zone=\"c\"} 2\n"));
+}
+
+#[test]
+fn use_stale_error_answers_when_the_origin_is_unreachable() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let first = get(nginx.port, "/use-stale/short", &[]);
+    get(nginx.port, "/short", &[]);
+    wait_stores(nginx.port, 2);
+    drop(origin);
+    wait_until_stale();
+    nginx.allow_log("connect() failed");
+    let r = get(nginx.port, "/use-stale/short", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("STALE"), &first.body), "{r:?}");
+    assert_eq!(get(nginx.port, "/short", &[]).status, 502, "without shield_cache_use_stale");
+}
+
+/// `nginx -s reload` while requests wait on the lock: the old workers finish them (their
+/// timers are non-cancelable), every one is answered, still with one origin request.
+#[test]
+fn a_reload_does_not_drop_requests_waiting_on_the_lock() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let port = nginx.port;
+    let storm = std::thread::spawn(move || storm(vec![port], "/locked/slow", 40, 40));
+    // The origin takes 500 ms: reload once its one request arrived, while the others wait.
+    let start = Instant::now();
+    while hits(&origin, "/slow") == 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nginx.reload();
+    let results = storm.join().unwrap();
+    assert_eq!(results.len(), 40, "every request answered");
+    assert!(results.iter().all(|(s, _, _)| *s == 200), "{results:?}");
+    assert_eq!(hits(&origin, "/slow"), 1);
+}
+
+/// A stale entry with a validator is revalidated: the origin's 304 updates the entry, which
+/// answers (and is fresh again for the 304's max-age).
+#[test]
+fn a_stale_entry_is_revalidated_and_the_304_merged() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let first = get(nginx.port, "/reval", &[]);
+    assert_eq!(first.status, 200);
+    wait_stores(nginx.port, 1);
+    wait_until_stale();
+    let r = get(nginx.port, "/reval", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("REVALIDATED"), &first.body), "{r:?}");
+    assert_eq!(r.header("Cache-Status"), Some("nginx-shield; fwd=stale; fwd-status=304; stored"));
+    assert_eq!(r.header("Cache-Control"), Some("max-age=60"), "the 304's headers merged");
+    assert_eq!(r.header("X-Revalidated"), Some("yes"));
+    assert_eq!(r.headers_all("Content-Length"), vec![first.body.len().to_string()]);
+    let sent = origin.requests();
+    let inm =
+        sent.last().and_then(|q| q.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("if-none-match")).cloned());
+    assert_eq!(inm.map(|(_, v)| v), Some("\"r1\"".to_string()), "the entry's validator went to the origin");
+    wait_stores(nginx.port, 2);
+    let again = get(nginx.port, "/reval", &[]);
+    assert_eq!((again.header("X-Cache"), &again.body), (Some("HIT"), &first.body));
+    assert_eq!(hits(&origin, "/reval"), 2);
+}
