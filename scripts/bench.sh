@@ -77,7 +77,7 @@ scenario shield_local_many yes /index.html "$MANY" "shield_limit_zone \$http_x_a
 scenario shield_redis_many yes /index.html "$MANY" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$http_x_api_key zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;" bare_many
 
 # JWT verification per request: one bearer token (RS256 or ES256) on every request, verified by
-# shield_jwt with the per-worker token cache (a SHA-256 and a lookup) and without it (a
+# shield_jwt with the per-worker token cache (a keyed hash, a lookup and a compare) and without it (a
 # signature check each time). Ratios are to bare_jwt: bare nginx receiving the same header.
 JWT_RS="$ROOT/scripts/wrk/jwt-rs256.lua"; JWT_ES="$ROOT/scripts/wrk/jwt-es256.lua"
 JWT_CONF="shield_jwt on; shield_jwt_key_file $ROOT/scripts/wrk/jwt-jwks.json; shield_jwt_require iss=https://idp.bench aud=api;"

@@ -9,7 +9,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::{json, Value};
 
-use super::cache::{self, TokenCache};
+use super::cache::TokenCache;
 use super::claims::{Failure, Rules, Status};
 use super::csrf::{self, Verdict};
 use super::keys::{Key, KeySet, Material};
@@ -399,26 +399,25 @@ fn claim_lookup_is_bounded() {
 #[test]
 fn cache_is_bounded_and_expires() {
     let mut c: TokenCache<u32> = TokenCache::new(3, 1000, 300);
-    let k = |i: u8| cache::key(1, &[i]);
-    assert_ne!(cache::key(1, b"t"), cache::key(2, b"t"), "the key set is part of the key");
+    let k = |i: u8| [i];
     for i in 0..3 {
-        c.insert(k(i), Rc::new(u32::from(i)), 10, Some(NOW + 100.0), NOW);
+        c.insert(1, &k(i), Rc::new(u32::from(i)), 10, Some(NOW + 100.0), NOW);
     }
-    assert_eq!(c.get(&k(0), NOW).as_deref(), Some(&0));
-    c.insert(k(3), Rc::new(3), 10, Some(NOW + 100.0), NOW);
+    assert_eq!(c.get(1, &k(0), NOW).as_deref(), Some(&0));
+    c.insert(1, &k(3), Rc::new(3), 10, Some(NOW + 100.0), NOW);
     assert_eq!(c.len(), 3);
-    assert_eq!(c.get(&k(0), NOW), None, "the oldest went first");
-    assert_eq!(c.get(&k(3), NOW).as_deref(), Some(&3));
-    assert_eq!(c.get(&k(3), NOW + 100.0), None, "gone at exp");
-    c.insert(k(9), Rc::new(9), 10, Some(NOW - 1.0), NOW);
-    assert_eq!(c.get(&k(9), NOW), None, "an expired token is not cached");
-    c.insert(k(8), Rc::new(8), 10, None, NOW);
-    assert!(c.get(&k(8), NOW + 299.0).is_some());
-    assert!(c.get(&k(8), NOW + 300.0).is_none(), "no exp: max_ttl");
+    assert_eq!(c.get(1, &k(0), NOW), None, "the oldest went first");
+    assert_eq!(c.get(1, &k(3), NOW).as_deref(), Some(&3));
+    assert_eq!(c.get(1, &k(3), NOW + 100.0), None, "gone at exp");
+    c.insert(1, &k(9), Rc::new(9), 10, Some(NOW - 1.0), NOW);
+    assert_eq!(c.get(1, &k(9), NOW), None, "an expired token is not cached");
+    c.insert(1, &k(8), Rc::new(8), 10, None, NOW);
+    assert!(c.get(1, &k(8), NOW + 299.0).is_some());
+    assert!(c.get(1, &k(8), NOW + 300.0).is_none(), "no exp: max_ttl");
     // Re-inserting and expiring many keys keeps the bookkeeping bounded.
     for i in 0..10_000u32 {
-        c.insert(cache::key(7, &i.to_le_bytes()), Rc::new(i), 10, Some(NOW + 1.0 + f64::from(i % 5)), NOW);
-        let _ = c.get(&cache::key(7, &(i / 2).to_le_bytes()), NOW + 2.0);
+        c.insert(7, &i.to_le_bytes(), Rc::new(i), 10, Some(NOW + 1.0 + f64::from(i % 5)), NOW);
+        let _ = c.get(7, &(i / 2).to_le_bytes(), NOW + 2.0);
     }
     assert!(c.len() <= 3);
     assert!(c.order.len() <= 7);
@@ -426,20 +425,31 @@ fn cache_is_bounded_and_expires() {
 }
 
 #[test]
+fn cache_hit_needs_the_same_token_and_key_set() {
+    let mut c: TokenCache<u32> = TokenCache::new(10, 1000, 300);
+    c.insert(1, b"token-a", Rc::new(1), 7, None, NOW);
+    assert_eq!(c.get(1, b"token-a", NOW).as_deref(), Some(&1));
+    assert!(c.get(2, b"token-a", NOW).is_none(), "another key set: not verified");
+    assert!(c.get(1, b"token-b", NOW).is_none());
+    assert!(c.get(1, b"token-", NOW).is_none(), "a prefix is another token");
+    assert!(c.get(1, b"token-a\0", NOW).is_none());
+}
+
+#[test]
 fn cache_is_bounded_by_weight() {
     let mut c: TokenCache<u32> = TokenCache::new(100, 1000, 300);
-    let k = |i: u8| cache::key(1, &[i]);
-    c.insert(k(0), Rc::new(0), 1001, None, NOW);
+    let k = |i: u8| [i];
+    c.insert(1, &k(0), Rc::new(0), 1001, None, NOW);
     assert!(c.is_empty(), "heavier than the budget: not cached");
     for i in 0..4 {
-        c.insert(k(i), Rc::new(u32::from(i)), 300, None, NOW);
+        c.insert(1, &k(i), Rc::new(u32::from(i)), 300, None, NOW);
     }
     assert_eq!((c.len(), c.weight()), (3, 900), "the oldest went to make room");
-    assert!(c.get(&k(0), NOW).is_none());
-    c.insert(k(3), Rc::new(33), 600, None, NOW);
-    assert_eq!(c.get(&k(3), NOW).as_deref(), Some(&33), "replaced");
+    assert!(c.get(1, &k(0), NOW).is_none());
+    c.insert(1, &k(3), Rc::new(33), 600, None, NOW);
+    assert_eq!(c.get(1, &k(3), NOW).as_deref(), Some(&33), "replaced");
     assert_eq!((c.len(), c.weight()), (2, 900));
-    assert!(c.get(&k(1), NOW).is_none());
+    assert!(c.get(1, &k(1), NOW).is_none());
 }
 
 /// Random single-byte mutations, truncations and splices of valid tokens, a fixed number of

@@ -25,7 +25,7 @@ use super::{keyset_id, status_index, CsrfMode, CsrfPolicy, JwtMode, JwtPolicy, K
 use crate::glue::headers::filter::{is_tls, request_header};
 use crate::glue::util::{guard, push_header, static_str};
 use crate::glue::{LocConf, RequestCtx, Shield};
-use crate::identity::cache::{self, TokenCache};
+use crate::identity::cache::TokenCache;
 use crate::identity::claims::{self, Status};
 use crate::identity::csrf::{self, Verdict};
 use crate::identity::{token, verify};
@@ -127,8 +127,7 @@ fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy, keys: Option<&LoadedKeys
     let now = now();
     let mcf = Shield::main_conf(r);
     let id = policy.file_keyset_id.unwrap_or_else(|| keyset_id(&keys.digest, &policy.algorithms));
-    let key = cache::key(id, raw);
-    let cached = if policy.cache { CACHE.with(|c| c.borrow_mut().get(&key, now)) } else { None };
+    let cached = if policy.cache { CACHE.with(|c| c.borrow_mut().get(id, raw, now)) } else { None };
     let verified = match cached {
         Some(v) => {
             if let Some(mcf) = mcf {
@@ -157,7 +156,7 @@ fn evaluate(r: &ngx_http_request_t, policy: &JwtPolicy, keys: Option<&LoadedKeys
             let exp = claims::expiry(&parsed.claims);
             let v = Rc::new(Verified { claims: parsed.claims });
             if policy.cache {
-                CACHE.with(|c| c.borrow_mut().insert(key, Rc::clone(&v), raw.len(), exp, now));
+                CACHE.with(|c| c.borrow_mut().insert(id, raw, Rc::clone(&v), raw.len(), exp, now));
             }
             v
         }
