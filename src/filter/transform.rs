@@ -49,8 +49,18 @@ impl Transform {
     /// The transformed value, or `None` when the transform would return its input unchanged
     /// (checked with a cheap scan, so the common case allocates nothing).
     pub fn apply_if_changed(self, input: &[u8]) -> Option<Vec<u8>> {
+        self.apply_known(input, self.leaves_unchanged(input))
+    }
+
+    /// [`Transform::apply_if_changed`] of a value whose [`Traits`] are known: no scan.
+    pub fn apply_if_changed_given(self, input: &[u8], traits: Traits) -> Option<Vec<u8>> {
+        self.apply_known(input, traits.unchanged_by(self))
+    }
+
+    /// Whether the transform returns `input` as it is (a scan of `input`).
+    fn leaves_unchanged(self, input: &[u8]) -> bool {
         let any = |pred: fn(&u8) -> bool| input.iter().any(pred);
-        let unchanged = match self {
+        match self {
             Transform::UrlDecode | Transform::UrlDecodeOnce => !any(|&b| b == b'%' || b == b'+'),
             Transform::HtmlDecode => !any(|&b| b == b'&'),
             Transform::Lowercase => !any(u8::is_ascii_uppercase),
@@ -62,7 +72,10 @@ impl Transform {
             Transform::RemoveControls => !any(|&b| matches!(b, 0 | b'\t' | b'\r' | b'\n')),
             Transform::NormalizePath => !any(|&b| b == b'\\') && !input.windows(2).any(|w| w == b"//" || w == b"./"),
             Transform::Base64Decode => false,
-        };
+        }
+    }
+
+    fn apply_known(self, input: &[u8], unchanged: bool) -> Option<Vec<u8>> {
         if unchanged && input.len() <= MAX_TRANSFORMED {
             return None;
         }
@@ -81,6 +94,63 @@ impl Transform {
         };
         out.truncate(MAX_TRANSFORMED);
         Some(out)
+    }
+}
+
+/// What every transform's "would it change this value?" check needs, from one pass over a
+/// value: the engine computes it once per inspected value instead of one scan per transform
+/// and pipeline (most values are left unchanged by most transforms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits(u8);
+
+impl Traits {
+    const URL: u8 = 1; // % or +
+    const AMP: u8 = 2;
+    const UPPER: u8 = 4;
+    const COMMENT: u8 = 8; // / - #
+    const WHITESPACE: u8 = 16; // two ASCII whitespace in a row, or whitespace other than ' ', or 0x0b/0xa0
+    const CONTROL: u8 = 32; // NUL, tab, CR, LF
+    const PATH: u8 = 64; // \ or // or ./
+
+    pub fn of(value: &[u8]) -> Traits {
+        let mut t = 0u8;
+        let mut prev_ws = false;
+        let mut prev = 0u8;
+        for &b in value {
+            let ws = b.is_ascii_whitespace();
+            t |= match b {
+                b'%' | b'+' => Self::URL,
+                b'&' => Self::AMP,
+                b'A'..=b'Z' => Self::UPPER,
+                b'/' | b'-' | b'#' => Self::COMMENT,
+                0 => Self::CONTROL,
+                b'\t' | b'\r' | b'\n' => Self::CONTROL | Self::WHITESPACE,
+                0x0b | 0xa0 | 0x0c => Self::WHITESPACE,
+                b'\\' => Self::PATH,
+                _ => 0,
+            };
+            if (ws && prev_ws) || ((prev == b'/' || prev == b'.') && b == b'/') {
+                t |= if ws { Self::WHITESPACE } else { Self::PATH };
+            }
+            prev_ws = ws;
+            prev = b;
+        }
+        Traits(t)
+    }
+
+    /// Whether `transform` returns a value of these traits unchanged.
+    pub fn unchanged_by(self, transform: Transform) -> bool {
+        let flag = match transform {
+            Transform::UrlDecode | Transform::UrlDecodeOnce => Self::URL,
+            Transform::HtmlDecode => Self::AMP,
+            Transform::Lowercase => Self::UPPER,
+            Transform::RemoveComments => Self::COMMENT,
+            Transform::CompressWhitespace => Self::WHITESPACE,
+            Transform::RemoveControls => Self::CONTROL,
+            Transform::NormalizePath => Self::PATH,
+            Transform::Base64Decode => return false,
+        };
+        self.0 & flag == 0
     }
 }
 
@@ -409,6 +479,56 @@ fn base64_decode_to(input: &[u8], max: usize) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn traits_agree_with_each_transforms_own_scan() {
+        use super::{Traits, Transform::*};
+        let all = [
+            UrlDecode,
+            UrlDecodeOnce,
+            HtmlDecode,
+            Lowercase,
+            RemoveComments,
+            CompressWhitespace,
+            RemoveControls,
+            NormalizePath,
+            Base64Decode,
+        ];
+        let alphabet = b"aZ %+&/-#.\\\t\r\n\x00\x0b\x0c\xa0'1";
+        // Every string of up to 3 bytes over an alphabet holding each trigger byte, and a
+        // fixed-seed sample of longer ones.
+        let mut inputs: Vec<Vec<u8>> = vec![vec![]];
+        for len in 1..=3 {
+            let mut next = Vec::new();
+            for v in inputs.iter().filter(|v| v.len() == len - 1) {
+                for &b in alphabet {
+                    let mut w = v.clone();
+                    w.push(b);
+                    next.push(w);
+                }
+            }
+            inputs.extend(next);
+        }
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..2000 {
+            let len = (x % 12) as usize + 4;
+            let v = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            inputs.push(v);
+        }
+        for v in &inputs {
+            let traits = Traits::of(v);
+            for t in all {
+                assert_eq!(traits.unchanged_by(t), t.leaves_unchanged(v), "{t:?} on {v:?}");
+            }
+        }
+    }
+
     use super::*;
     use Transform::*;
 
