@@ -35,8 +35,9 @@ use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 pub use exclusions::Exclusions;
 pub use extract::{Item, Sink};
 pub use hygiene::{check_uri, scanner, Hygiene, Limits, SCANNERS};
+use regex_syntax::hir::Hir;
 use rules::{target, Family, Rule};
-use transform::Transform;
+use transform::{Transform, MAX_TRANSFORMED};
 
 /// Default anomaly threshold: one critical rule blocks.
 pub const DEFAULT_THRESHOLD: u32 = 5;
@@ -69,10 +70,48 @@ enum Plain {
     Some(Scan),
 }
 
-struct PipelineSet {
-    transforms: Vec<Transform>,
+/// The rules to scan a value with: all of them, or for a plain value those that may match.
+struct Scans {
     all: Scan,
     plain: Plain,
+}
+
+impl Scans {
+    fn build(all: &[Rule], syntax: &[Hir], members: Vec<usize>, transforms: &[Transform]) -> Result<Scans, String> {
+        let reachable = alphabet::image(transforms, alphabet::plain());
+        let may_match: Vec<usize> =
+            members.iter().copied().filter(|&i| alphabet::can_match_over(&syntax[i], &reachable)).collect();
+        let plain = match may_match.len() {
+            0 => Plain::Skip,
+            n if n == members.len() => Plain::All,
+            _ => Plain::Some(Scan::build(all, may_match)?),
+        };
+        Ok(Scans { all: Scan::build(all, members)?, plain })
+    }
+
+    fn pick(&self, plain: bool) -> Option<&Scan> {
+        match (&self.plain, plain) {
+            (Plain::Skip, true) => None,
+            (Plain::Some(subset), true) => Some(subset),
+            _ => Some(&self.all),
+        }
+    }
+}
+
+struct PipelineSet {
+    transforms: Vec<Transform>,
+    scan: Scans,
+    /// Part of the fixed-point union (no transform that always changes a value).
+    fixed_point: bool,
+}
+
+/// The rules of every pipeline without `Base64Decode`, as one scan: for a value that none of
+/// their transforms changes, every such pipeline sees the value as it is.
+struct FixedPoint {
+    /// Every transform those pipelines use.
+    transforms: Vec<Transform>,
+    scan: Scans,
+    enabled: bool,
 }
 
 pub struct Engine {
@@ -80,6 +119,7 @@ pub struct Engine {
     /// One per rule, to extract the matched fragment.
     regexes: Vec<Regex>,
     sets: Vec<PipelineSet>,
+    fixed: Option<FixedPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,19 +177,29 @@ impl Engine {
         pipelines.sort();
         pipelines.dedup();
         let mut sets = Vec::new();
+        let mut fixed_members = Vec::new();
+        let mut fixed_transforms: Vec<Transform> = Vec::new();
         for transforms in pipelines {
             let members: Vec<usize> = (0..all.len()).filter(|&i| all[i].pipeline == transforms).collect();
-            let reachable = alphabet::image(&transforms, alphabet::plain());
-            let may_match: Vec<usize> =
-                members.iter().copied().filter(|&i| alphabet::can_match_over(&syntax[i], &reachable)).collect();
-            let plain = match may_match.len() {
-                0 => Plain::Skip,
-                n if n == members.len() => Plain::All,
-                _ => Plain::Some(Scan::build(&all, may_match)?),
-            };
-            sets.push(PipelineSet { all: Scan::build(&all, members)?, transforms, plain });
+            let fixed_point = !transforms.contains(&Transform::Base64Decode);
+            if fixed_point {
+                fixed_members.extend(&members);
+                fixed_transforms.extend(&transforms);
+            }
+            let scan = Scans::build(&all, &syntax, members, &transforms)?;
+            sets.push(PipelineSet { transforms, scan, fixed_point });
         }
-        Ok(Engine { rules: all, regexes, sets })
+        fixed_transforms.sort();
+        fixed_transforms.dedup();
+        fixed_members.sort_unstable();
+        let fixed = if fixed_members.is_empty() {
+            None
+        } else {
+            // A value none of these transforms changes stays plain through all of them.
+            let scan = Scans::build(&all, &syntax, fixed_members, &[])?;
+            Some(FixedPoint { transforms: fixed_transforms, scan, enabled: true })
+        };
+        Ok(Engine { rules: all, regexes, sets, fixed })
     }
 
     pub fn rule_count(&self) -> usize {
@@ -158,7 +208,16 @@ impl Engine {
 
     /// (pipelines, pipelines that scan plain values): what the fast path saves.
     pub fn plain_scans(&self) -> (usize, usize) {
-        (self.sets.len(), self.sets.iter().filter(|ps| !matches!(ps.plain, Plain::Skip)).count())
+        (self.sets.len(), self.sets.iter().filter(|ps| !matches!(ps.scan.plain, Plain::Skip)).count())
+    }
+
+    /// Turns the fixed-point union scan off (tests compare the verdicts with and without it).
+    #[cfg(test)]
+    pub(crate) fn without_fixed_point(mut self) -> Engine {
+        if let Some(f) = &mut self.fixed {
+            f.enabled = false;
+        }
+        self
     }
 
     /// Starts inspecting one request; it stops scoring once `stop_at` is reached (the
@@ -216,38 +275,53 @@ impl<'e> Inspection<'e> {
             steps: &mut self.steps,
             values: &mut self.values,
         };
-        for ps in &engine.sets {
-            let scan = match (&ps.plain, plain) {
-                (Plain::Skip, true) => continue,
-                (Plain::Some(subset), true) => subset,
-                _ => &ps.all,
-            };
-            let value = memo.get(&ps.transforms);
-            // Most values match nothing: the early-exit scan decides that alone.
-            if !scan.set.is_match(value) {
-                continue;
-            }
-            for k in scan.set.matches(value).iter() {
-                let index = scan.rules[k];
-                let rule = &engine.rules[index];
-                if rule.targets & item.target == 0 || self.exclusions.excludes(rule, item) {
-                    continue;
-                }
-                if self.verdict.matches.iter().any(|m| m.id == rule.id) {
-                    continue; // a rule scores once per request
-                }
-                let fragment =
-                    engine.regexes[index].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
-                self.verdict.score += rule.score;
-                self.verdict.matches.push(Match {
-                    id: rule.id,
-                    family: rule.family,
-                    score: rule.score,
-                    target: describe(item),
-                    fragment,
-                });
+        // A value that no transform of the fixed-point pipelines changes is the same value
+        // for all of them: one scan of their union instead of one per pipeline.
+        let fixed = engine.fixed.as_ref().filter(|f| {
+            f.enabled
+                && item.value.len() <= MAX_TRANSFORMED
+                && f.transforms.iter().all(|&t| memo.traits.unchanged_by(t))
+        });
+        if let Some(f) = fixed {
+            if let Some(scan) = f.scan.pick(plain) {
+                score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
             }
         }
+        for ps in &engine.sets {
+            if fixed.is_some() && ps.fixed_point {
+                continue;
+            }
+            let Some(scan) = ps.scan.pick(plain) else { continue };
+            let value = memo.get(&ps.transforms);
+            score(engine, self.exclusions, &mut self.verdict, scan, value, item);
+        }
+    }
+}
+
+/// Scores the rules of `scan` that match `value`.
+fn score(engine: &Engine, exclusions: &Exclusions, verdict: &mut Verdict, scan: &Scan, value: &[u8], item: &Item) {
+    // Most values match nothing: the early-exit scan decides that alone.
+    if !scan.set.is_match(value) {
+        return;
+    }
+    for k in scan.set.matches(value).iter() {
+        let index = scan.rules[k];
+        let rule = &engine.rules[index];
+        if rule.targets & item.target == 0 || exclusions.excludes(rule, item) {
+            continue;
+        }
+        if verdict.matches.iter().any(|m| m.id == rule.id) {
+            continue; // a rule scores once per request
+        }
+        let fragment = engine.regexes[index].find(value).map(|m| mask(&value[m.start()..m.end()])).unwrap_or_default();
+        verdict.score += rule.score;
+        verdict.matches.push(Match {
+            id: rule.id,
+            family: rule.family,
+            score: rule.score,
+            target: describe(item),
+            fragment,
+        });
     }
 }
 

@@ -292,3 +292,45 @@ fn rule_numbers_are_range_checked_and_file_errors_have_the_rule_line() {
     assert_eq!(rules::parse_rules_file("[\n{\"id\": 1,\n \"patern\": 1}]").unwrap_err().0, 2);
     assert_eq!(rules::parse_rules_file("[\n\n{oops").unwrap_err().0, 3, "serde's own line for bad JSON");
 }
+
+/// The fixed-point union scan (one scan for a value no transform changes) gives the same
+/// verdict as scanning pipeline by pipeline, over every payload list, the benign corpus and
+/// values picked to be fixed points of every transform, at every paranoia level.
+#[test]
+fn fixed_point_union_changes_no_verdict() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/payloads");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/waf-eval-corpus/benign.txt").into());
+    let mut values: Vec<Vec<u8>> = vec![
+        b"__proto__".to_vec(),
+        b"constructor.prototype".to_vec(),
+        b"information_schema".to_vec(),
+        b"pg_catalog".to_vec(),
+        b"jane@example.com".to_vec(),
+        b"8f14e45fceea167a5a36dedd4bea2543".to_vec(),
+        b"union select 1,2 from users".to_vec(),
+        b"<script>alert(1)</script>".to_vec(),
+    ];
+    for path in files.iter().filter(|p| p.extension().is_some_and(|x| x == "txt")) {
+        let text = std::fs::read(path).unwrap();
+        values.extend(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+    }
+    let mut fixed_points = 0;
+    for paranoia in [1, 2, 4] {
+        let union = Engine::new(paranoia, &[]).unwrap();
+        let per_pipeline = Engine::new(paranoia, &[]).unwrap().without_fixed_point();
+        for v in &values {
+            for target in [target::ARG_VALUES, target::HEADERS, target::BODY_VALUES, target::COOKIES] {
+                let items = vec![Item::new(target, b"q".to_vec(), v.clone())];
+                let mut a = union.inspect(&items, &Exclusions::default(), u32::MAX);
+                let mut b = per_pipeline.inspect(&items, &Exclusions::default(), u32::MAX);
+                a.matches.sort_by_key(|m| m.id);
+                b.matches.sort_by_key(|m| m.id);
+                assert_eq!(a, b, "paranoia {paranoia}, {:?}", String::from_utf8_lossy(v));
+            }
+            let t = transform::Traits::of(v);
+            fixed_points += usize::from(union.fixed.as_ref().unwrap().transforms.iter().all(|&x| t.unchanged_by(x)));
+        }
+    }
+    assert!(fixed_points > 100, "the corpus exercises the union: {fixed_points} fixed points");
+}
