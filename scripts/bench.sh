@@ -41,8 +41,8 @@ scenario headers yes /index.html "" "shield_headers on;"
 scenario headers_cors_cache yes /index.html "" "shield_headers on; shield_cors on; shield_cors_origins https://a.example; shield_cache_control \"no-cache\" type=text/html;"
 
 # Input filtering: benign POSTs with query args, a cookie and a small JSON body, all packs on.
-scenario bare_post no / "$ROOT/scripts/wrk/post-json.lua" ""
-scenario filter yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter on;"
+scenario bare_post no / "$ROOT/scripts/wrk/post-json.lua" "" bare_post
+scenario filter yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter on;" bare_post
 # The same POST through Debian's CRS 3.3.4 at PL1 (the rules the engine cannot express left out),
 # and through a CRS v4 checkout when SHIELD_CRS4_DIR names one (its crs-setup.conf.example).
 scenario crs yes / "$ROOT/scripts/wrk/post-json.lua" "shield_filter_secrules /etc/modsecurity/crs/crs-setup.conf /usr/share/modsecurity-crs/rules/*.conf remove=910100,910140,920120,942130,953120;" bare_post
