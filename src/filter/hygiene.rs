@@ -152,9 +152,18 @@ pub const SCANNERS: &[&str] = &[
     "hydra",
 ];
 
+/// Whether the user agent names a scanner: one case-insensitive multi-pattern pass (built once),
+/// instead of a lower-cased copy and one window scan per name.
 pub fn scanner(user_agent: &[u8]) -> bool {
-    let ua = user_agent.to_ascii_lowercase();
-    SCANNERS.iter().any(|s| ua.windows(s.len()).any(|w| w == s.as_bytes()))
+    static NAMES: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(SCANNERS)
+                .expect("the scanner names are literals")
+        })
+        .is_match(user_agent)
 }
 
 /// The raw request target checks: length, encoding, NUL, traversal after normalisation.

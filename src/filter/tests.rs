@@ -148,6 +148,10 @@ fn hygiene_checks() {
     assert!(few.set("uri=1g").is_err() && few.set("headers=99999999999999999999").is_err());
     assert!(scanner(b"sqlmap/1.7.2#stable (https://sqlmap.org)"));
     assert!(!scanner(b"Mozilla/5.0 (X11; Linux x86_64)"));
+    assert!(scanner(b"Mozilla/5.0 (compatible; NUCLEI - Open-source project)"), "case-insensitive");
+    for name in SCANNERS {
+        assert!(scanner(format!("x {} y", name.to_ascii_uppercase()).as_bytes()), "{name}");
+    }
     let mut custom = Limits::default();
     custom.set("uri=64").unwrap();
     assert_eq!(check_uri(&custom, &[b'a'; 65]), Err(Hygiene::UriTooLong));
