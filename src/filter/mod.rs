@@ -111,6 +111,11 @@ struct FixedPoint {
     /// Every transform those pipelines use.
     transforms: Vec<Transform>,
     scan: Scans,
+    /// For a value that only `Lowercase` changes (among `transforms`): the pipelines with
+    /// `Lowercase` all see the lower-cased value, the others the value as it is. Lower-casing
+    /// adds none of the bytes the other transforms act on, so this holds whatever the order.
+    with_lowercase: Option<Scans>,
+    without_lowercase: Option<Scans>,
     enabled: bool,
 }
 
@@ -195,9 +200,19 @@ impl Engine {
         let fixed = if fixed_members.is_empty() {
             None
         } else {
+            let (lower, other): (Vec<usize>, Vec<usize>) =
+                fixed_members.iter().partition(|&&i: &&usize| all[i].pipeline.contains(&Transform::Lowercase));
+            let part = |members: Vec<usize>, transforms: &[Transform]| -> Result<Option<Scans>, String> {
+                if members.is_empty() {
+                    return Ok(None);
+                }
+                Scans::build(&all, &syntax, members, transforms).map(Some)
+            };
+            let with_lowercase = part(lower, &[Transform::Lowercase])?;
+            let without_lowercase = part(other, &[])?;
             // A value none of these transforms changes stays plain through all of them.
             let scan = Scans::build(&all, &syntax, fixed_members, &[])?;
-            Some(FixedPoint { transforms: fixed_transforms, scan, enabled: true })
+            Some(FixedPoint { transforms: fixed_transforms, scan, with_lowercase, without_lowercase, enabled: true })
         };
         Ok(Engine { rules: all, regexes, sets, fixed })
     }
@@ -276,16 +291,32 @@ impl<'e> Inspection<'e> {
             values: &mut self.values,
         };
         // A value that no transform of the fixed-point pipelines changes is the same value
-        // for all of them: one scan of their union instead of one per pipeline.
-        let fixed = engine.fixed.as_ref().filter(|f| {
-            f.enabled
-                && item.value.len() <= MAX_TRANSFORMED
-                && f.transforms.iter().all(|&t| memo.traits.unchanged_by(t))
+        // for all of them: one scan of their union instead of one per pipeline. A value that
+        // only Lowercase changes is one of two values for all of them: two scans.
+        let short = item.value.len() <= MAX_TRANSFORMED;
+        let fixed = engine.fixed.as_ref().filter(|f| f.enabled && short);
+        let changed = |t: &Transform| !memo.traits.unchanged_by(*t);
+        let fixed = fixed.and_then(|f| match f.transforms.iter().filter(|t| changed(t)).collect::<Vec<_>>()[..] {
+            [] => Some((f, false)),
+            [Transform::Lowercase] => Some((f, true)),
+            _ => None,
         });
-        if let Some(f) = fixed {
-            if let Some(scan) = f.scan.pick(plain) {
-                score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+        match fixed {
+            Some((f, false)) => {
+                if let Some(scan) = f.scan.pick(plain) {
+                    score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+                }
             }
+            Some((f, true)) => {
+                if let Some(scan) = f.without_lowercase.as_ref().and_then(|s| s.pick(plain)) {
+                    score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+                }
+                if let Some(scan) = f.with_lowercase.as_ref().and_then(|s| s.pick(plain)) {
+                    let lower = memo.get(&[Transform::Lowercase]);
+                    score(engine, self.exclusions, &mut self.verdict, scan, lower, item);
+                }
+            }
+            None => {}
         }
         for ps in &engine.sets {
             if fixed.is_some() && ps.fixed_point {
