@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use limit::cluster::{refund_args, Refund, REFUND_SCRIPT};
 use limit::script::{redis_key, BanKey, Batch, BatchError, LimitKey, LimitReply, Script, BAN_SCRIPT, LIMIT_SCRIPT};
 use limit::{check_all, Algorithm, Limit, Outcome, State};
 use redis::resp::{self, Reply};
@@ -308,4 +309,66 @@ fn a_late_batch_is_a_no_op_and_an_early_one_is_applied() {
     };
     assert!(matches!(c.batch_until(&script, &b, 0, (secs - 10) * 1_000_000), Err(BatchError::Late(_))));
     assert!(c.batch_until(&script, &b, 0, (secs + 60) * 1_000_000).is_ok());
+}
+
+/// One request through LIMIT_SCRIPT on Redis's own clock: its reply and its limits' states
+/// right after it, as a cluster part's refund takes them.
+fn charge(c: &mut Conn, script: &Script, l: Limit, key: &[u8]) -> (LimitReply, Vec<State>) {
+    let mut b = Batch::default();
+    b.push([lk("z", key, l)], []);
+    let sha = b.command(script, 0, 0);
+    let reply = match c.raw(&sha) {
+        Reply::Error(e) if e.starts_with("NOSCRIPT") => c.raw(&script.eval_for(&sha).unwrap()),
+        other => other,
+    };
+    b.decode_detailed(&reply).unwrap().1.remove(0)
+}
+
+/// How many more requests the key admits now (bounded).
+fn admits(c: &mut Conn, script: &Script, l: Limit, key: &[u8]) -> usize {
+    (0..50)
+        .take_while(|_| match charge(c, script, l, key).0 {
+            LimitReply::Decisions(d) => d[0].outcome != Outcome::Rejected,
+            other => panic!("{other:?}"),
+        })
+        .count()
+}
+
+/// REFUND_SCRIPT (a request split among cluster slots, rejected by another slot) takes back
+/// exactly one admitted request's charge, for GCRA and the sliding window, also when other
+/// requests charged the same key after it; a charge that has drained away is left alone.
+#[test]
+fn a_refund_takes_back_exactly_one_charge() {
+    let (_redis, mut c, script) = limit_script();
+    let refund = Script::new(REFUND_SCRIPT);
+    for (i, algorithm) in [Algorithm::Gcra, Algorithm::SlidingWindow].into_iter().enumerate() {
+        // 1r/m, burst 3: GCRA admits 4 at once; the sliding window 1 + 3 per minute.
+        let l = limit("1r/m", 3, 0, algorithm);
+        let quota = l.quota() as usize;
+        let (refunded, control) = (format!("r{i}"), format!("c{i}"));
+        for key in [&refunded, &control] {
+            let (first, after) = charge(&mut c, &script, l, key.as_bytes());
+            assert!(matches!(first, LimitReply::Decisions(_)));
+            // Another request charges the key after the one to refund.
+            charge(&mut c, &script, l, key.as_bytes());
+            if key == &refunded {
+                let (keys, args) =
+                    refund_args([Refund { zone: "z", key: key.as_bytes(), limit: l, after: after[0] }]);
+                assert_eq!(c.eval(&refund, &keys, &args), Reply::Integer(1));
+            }
+        }
+        assert_eq!(admits(&mut c, &script, l, control.as_bytes()), quota - 2, "{algorithm:?}: two charges");
+        assert_eq!(admits(&mut c, &script, l, refunded.as_bytes()), quota - 1, "{algorithm:?}: one taken back");
+        let ttl = c.cmd(&[b"PTTL", &redis_key("z", refunded.as_bytes(), "")]);
+        assert!(matches!(ttl, Reply::Integer(t) if t > 0), "{algorithm:?}: the key keeps a TTL: {ttl:?}");
+    }
+    // A GCRA charge whose TAT is already behind Redis's clock has drained: nothing changes.
+    let fast = limit("1000r/s", 0, 0, Algorithm::Gcra);
+    let (_, after) = charge(&mut c, &script, fast, b"fast");
+    std::thread::sleep(Duration::from_millis(20));
+    charge(&mut c, &script, fast, b"fast");
+    let before = c.cmd(&[b"GET", &redis_key("z", b"fast", "")]);
+    let (keys, args) = refund_args([Refund { zone: "z", key: b"fast", limit: fast, after: after[0] }]);
+    c.eval(&refund, &keys, &args);
+    assert_eq!(c.cmd(&[b"GET", &redis_key("z", b"fast", "")]), before, "the later request's charge stays");
 }

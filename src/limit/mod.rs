@@ -8,7 +8,7 @@
 //! - `ban`: the penalty box; `outcome`: a verdict -> what the request gets (status variable,
 //!   fail policy, dry run, delay or reject, headers); `headers`: the rate-limit headers;
 //! - `bounds`: the configuration limits on every value; `script`: the Redis Lua scripts and
-//!   their batching; `shm_table`: the shared-memory table of the local backend;
+//!   their batching; `cluster`: a request whose keys live in several Redis Cluster slots; `shm_table`: the shared-memory table of the local backend;
 //!   `rewrite_scan`: which locations answer in the rewrite phase (`return`).
 //!
 //! The same math runs in three places and must agree: here (local shared-memory backend and
@@ -26,6 +26,7 @@
 mod ban;
 pub mod bounds;
 mod clock;
+pub mod cluster;
 mod gcra;
 pub mod headers;
 pub mod outcome;

@@ -15,8 +15,8 @@
 //!
 //! **Keys** are `shield:{<key>}:<zone>` (and `...:<zone>:ban`, `...:<zone>:fails`): the client
 //! key is the Redis Cluster hash tag, so all zones limited by the same key land in one slot.
-//! A batch mixes clients, which Redis Cluster refuses (`CROSSSLOT`); per-slot batches and
-//! MOVED/ASK redirections are the next step. Use a single Redis (or a primary with replicas).
+//! On a cluster, a batch holds the requests of one slot ([`key_slot`]), and a request whose
+//! keys span several slots is split (`cluster.rs`).
 
 use super::{admit, Algorithm, Decisions, Limit, State};
 use crate::redis::resp::{encode_command, push_array_header, push_bulk, push_bulk_header, push_dec, Bound, Reply};
@@ -205,8 +205,9 @@ pub fn redis_key(zone: &str, key: &[u8], suffix: &str) -> Vec<u8> {
     out
 }
 
+/// An empty key is hex-encoded too (`{x}`): an empty hash tag would not be one.
 fn printable(key: &[u8]) -> bool {
-    key.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'{' && b != b'}')
+    !key.is_empty() && key.iter().all(|&b| (0x21..0x7f).contains(&b) && b != b'{' && b != b'}')
 }
 
 fn key_len(zone: &str, key: &[u8], suffix: &str) -> usize {
@@ -228,6 +229,22 @@ fn write_key(out: &mut Vec<u8>, zone: &str, key: &[u8], suffix: &str) {
     out.extend_from_slice(b"}:");
     out.extend_from_slice(zone.as_bytes());
     out.extend_from_slice(suffix.as_bytes());
+}
+
+/// The Redis Cluster slot of every key [`redis_key`] names for this client key: that of its
+/// hash tag, computed on the tag as encoded, without building it.
+pub fn key_slot(key: &[u8]) -> u16 {
+    use crate::redis::cluster::slot_of_parts;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if printable(key) {
+        return slot_of_parts([key]);
+    }
+    let mut hex = Vec::with_capacity(1 + 2 * key.len());
+    hex.push(b'x');
+    for &b in key {
+        hex.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+    }
+    slot_of_parts([hex.as_slice()])
 }
 
 /// Appends one RESP bulk string holding the decimal `v`.
@@ -422,6 +439,20 @@ impl Batch {
     /// into one [`LimitReply`] per request, in push order: each group's requests are decided
     /// in turn by the Rust arithmetic, exactly as the script admitted them.
     pub fn decode(&self, reply: &Reply) -> Result<Vec<LimitReply>, BatchError> {
+        self.decode_with(reply, |r, _| r).map(|(_, replies)| replies)
+    }
+
+    /// `decode`, with what a refund needs (a Redis Cluster, see `cluster.rs`): Redis's time
+    /// and, per request, each of its limits' state right after it, as the replay left it.
+    pub fn decode_detailed(&self, reply: &Reply) -> Result<(u64, Vec<Detailed>), BatchError> {
+        self.decode_with(reply, |r, states| (r, states.to_vec()))
+    }
+
+    fn decode_with<T>(
+        &self,
+        reply: &Reply,
+        mut each: impl FnMut(LimitReply, &[State]) -> T,
+    ) -> Result<(u64, Vec<T>), BatchError> {
         let Reply::Array(Some(items)) = reply else {
             return Err(BatchError::Malformed(format!("unexpected reply {reply:?}")));
         };
@@ -454,14 +485,18 @@ impl Batch {
         if ints.next().is_some() {
             return Err(BatchError::Malformed("reply too long".to_string()));
         }
-        Ok(self
+        let replies = self
             .members
             .iter()
             .map(|&g| match &mut found[g] {
-                Err(ms) => LimitReply::Banned(*ms),
-                Ok(states) => LimitReply::Decisions(admit(&self.groups[g].limits, states, now).0),
+                Err(ms) => each(LimitReply::Banned(*ms), &[]),
+                Ok(states) => {
+                    let reply = LimitReply::Decisions(admit(&self.groups[g].limits, states, now).0);
+                    each(reply, states)
+                }
             })
-            .collect())
+            .collect();
+        Ok((now, replies))
     }
 }
 
@@ -524,6 +559,9 @@ impl RedisClock {
     }
 }
 
+/// One request's answer and its limits' states right after it ([`Batch::decode_detailed`]).
+pub type Detailed = (LimitReply, Vec<State>);
+
 /// What LIMIT_SCRIPT answered for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitReply {
@@ -545,6 +583,11 @@ mod tests {
 
     #[test]
     fn keys_carry_the_client_key_as_hash_tag() {
+        use crate::redis::cluster::slot;
+        for key in [&b"10.0.0.1"[..], &[127, 0, 0, 1], b"a}b", b""] {
+            assert_eq!(key_slot(key), slot(&redis_key("api", key, "")), "{key:?}");
+            assert_eq!(key_slot(key), slot(&redis_key("web", key, ":ban")), "{key:?}");
+        }
         assert_eq!(redis_key("api", b"10.0.0.1", ""), b"shield:{10.0.0.1}:api".to_vec());
         assert_eq!(redis_key("api", &[127, 0, 0, 1], ":ban"), b"shield:{x7f000001}:api:ban".to_vec());
         assert_eq!(redis_key("api", b"a}b", ""), b"shield:{x617d62}:api".to_vec());

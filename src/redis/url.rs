@@ -1,5 +1,8 @@
-//! `shield_redis redis://[user[:password]@]host[:port][/db]` and
-//! `unix://[user[:password]@]/path/to/redis.sock[?db=n]` parsing.
+//! `shield_redis` URL parsing: `redis://[user[:password]@]host[:port][/db]`,
+//! `unix://[user[:password]@]/path/to/redis.sock[?db=n]`,
+//! `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/name[/db]` and
+//! `redis+cluster://[user[:password]@]host[:port][,host[:port]...]`; `rediss` in place of
+//! `redis` is the same over TLS.
 
 use crate::parse::{self, ParseError};
 
@@ -19,6 +22,9 @@ pub struct RedisUrl {
     /// `host`/`port` are then the first sentinel's.
     pub sentinels: Vec<(String, u16)>,
     pub master: Option<String>,
+    /// `redis+cluster://`: the nodes asked for the slot map (`CLUSTER SLOTS`), in turn;
+    /// `host`/`port` are then the first one's.
+    pub seeds: Vec<(String, u16)>,
 }
 
 pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
@@ -27,10 +33,16 @@ pub fn parse(url: &str) -> Result<RedisUrl, ParseError> {
         Some(("redis", rest)) => (rest, false),
         Some(("rediss", rest)) => (rest, true),
         Some(("unix", rest)) => return parse_unix(url, rest),
-        Some(("redis+sentinel", rest)) => return parse_sentinel(url, rest),
-        _ => return Err(invalid(
-            "expected redis://host[:port][/db], rediss://..., redis+sentinel://host[:port],.../name or unix:///path",
-        )),
+        Some(("redis+sentinel", rest)) => return parse_sentinel(url, rest, false),
+        Some(("rediss+sentinel", rest)) => return parse_sentinel(url, rest, true),
+        Some(("redis+cluster", rest)) => return parse_cluster(url, rest, false),
+        Some(("rediss+cluster", rest)) => return parse_cluster(url, rest, true),
+        _ => {
+            return Err(invalid(
+                "expected redis://host[:port][/db], rediss://..., redis+sentinel://host[:port],.../name, \
+             redis+cluster://host[:port],... or unix:///path",
+            ))
+        }
     };
     let (authority, db) = match rest.split_once('/') {
         Some((a, "")) => (a, 0),
@@ -85,7 +97,7 @@ fn parse_unix(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
 
 /// `redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/name[/db]`: the
 /// credentials and database are the primary's; sentinels default to port 26379.
-fn parse_sentinel(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
+fn parse_sentinel(url: &str, rest: &str, tls: bool) -> Result<RedisUrl, ParseError> {
     let invalid = |why: &str| ParseError(format!("invalid redis URL \"{url}\": {why}"));
     let (authority, path) =
         rest.split_once('/').ok_or_else(|| invalid("no primary name (/name after the sentinels)"))?;
@@ -104,16 +116,44 @@ fn parse_sentinel(url: &str, rest: &str) -> Result<RedisUrl, ParseError> {
         None => (None, authority),
     };
     let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
-    let mut sentinels = Vec::new();
-    for hostport in hosts.split(',') {
-        let what = |why: &'static str| invalid(if why == "no host" { "no sentinel host" } else { why });
-        sentinels.push(host_port(hostport, 26379).map_err(what)?);
-    }
-    if sentinels.len() > MAX_SENTINELS {
-        return Err(invalid("more than 16 sentinels"));
-    }
+    let sentinels = host_list(hosts, 26379, "sentinel").map_err(|why| invalid(&why))?;
     let (host, port) = sentinels[0].clone();
-    Ok(RedisUrl { host, port, username, password, db, sentinels, master: Some(name.to_string()), ..Default::default() })
+    let master = Some(name.to_string());
+    Ok(RedisUrl { host, port, username, password, db, tls, sentinels, master, ..Default::default() })
+}
+
+/// `redis+cluster://[user[:password]@]host[:port][,host[:port]...][/]`: nodes of the cluster
+/// to ask for its slot map (any of them will do; more are tried in turn when one is down).
+/// A cluster has only database 0.
+fn parse_cluster(url: &str, rest: &str, tls: bool) -> Result<RedisUrl, ParseError> {
+    let invalid = |why: &str| ParseError(format!("invalid redis URL \"{url}\": {why}"));
+    let authority = match rest.split_once('/') {
+        None | Some((_, "" | "0")) => rest.split('/').next().unwrap_or(rest),
+        Some(_) => return Err(invalid("a cluster has only database 0")),
+    };
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (username, password) = userinfo_parts(userinfo).ok_or_else(|| invalid("bad escape"))?;
+    let seeds = host_list(hosts, 6379, "cluster node").map_err(|why| invalid(&why))?;
+    let (host, port) = seeds[0].clone();
+    Ok(RedisUrl { host, port, username, password, tls, seeds, ..Default::default() })
+}
+
+/// `host[:port],host[:port]...`, at most [`MAX_SENTINELS`].
+fn host_list(hosts: &str, default_port: u16, what: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut list = Vec::new();
+    for hostport in hosts.split(',') {
+        list.push(host_port(hostport, default_port).map_err(|why| match why {
+            "no host" => format!("no {what} host"),
+            other => other.to_string(),
+        })?);
+    }
+    if list.len() > MAX_SENTINELS {
+        return Err(format!("more than {MAX_SENTINELS} {what}s"));
+    }
+    Ok(list)
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -137,7 +177,8 @@ fn host_port(hostport: &str, default_port: u16) -> Result<(String, u16), &'stati
     Ok((host.to_string(), port))
 }
 
-/// More sentinels than this is a configuration mistake, not a deployment.
+/// More sentinels (or cluster seed nodes) than this is a configuration mistake, not a
+/// deployment.
 pub const MAX_SENTINELS: usize = 16;
 
 type Credentials = (Option<String>, Option<String>);
@@ -243,6 +284,24 @@ mod tests {
         assert!(parse("redis+sentinel://10.0.0.1/m/x").unwrap_err().0.contains("database"));
         let many = vec!["h"; 17].join(",");
         assert!(parse(&format!("redis+sentinel://{many}/m")).unwrap_err().0.contains("16"));
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let u = parse("redis+cluster://app:pw@10.0.0.1:7000,10.0.0.2,[::1]:7002").unwrap();
+        assert_eq!(u.seeds, vec![("10.0.0.1".into(), 7000), ("10.0.0.2".into(), 6379), ("::1".into(), 7002)]);
+        assert_eq!((u.username.as_deref(), u.password.as_deref(), u.db, u.tls), (Some("app"), Some("pw"), 0, false));
+        assert_eq!((u.host.as_str(), u.port, u.master), ("10.0.0.1", 7000, None));
+        assert_eq!(parse("redis+cluster://h:7000/").unwrap().seeds.len(), 1);
+        assert_eq!(parse("redis+cluster://h:7000/0").unwrap().db, 0);
+        assert!(parse("rediss+cluster://h").unwrap().tls);
+        assert!(parse("redis+cluster://h/1").unwrap_err().0.contains("database 0"));
+        assert!(parse("redis+cluster://h,").unwrap_err().0.contains("cluster node host"));
+        assert!(parse("redis+cluster://h:0").unwrap_err().0.contains("port"));
+        let many = vec!["h"; 17].join(",");
+        assert!(parse(&format!("redis+cluster://{many}")).unwrap_err().0.contains("16"));
+        let s = parse("rediss+sentinel://s1,s2/m").unwrap();
+        assert!(s.tls && s.master.is_some() && s.seeds.is_empty());
     }
 
     #[test]

@@ -129,14 +129,15 @@ pub fn acquire(mcf: &MainConf, zone: &CacheZone, key: &[u8], timeout_ms: u64, r:
     let Some(client) = redis::client() else { return Acquired::Failed };
     let mut cmd = Vec::with_capacity(96);
     let ms = timeout_ms.to_string();
-    encode_command(&mut cmd, &[b"SET", &keys::redis_name(&zone.name, &lock), b"1", b"NX", b"PX", ms.as_bytes()]);
+    let name = keys::redis_name(&zone.name, &lock);
+    encode_command(&mut cmd, &[b"SET", &name, b"1", b"NX", b"PX", ms.as_bytes()]);
     let waiter = store::Waiter::new(r);
     let callback = store::deliver_to(&waiter, |reply| match reply {
         Reply::Simple(_) => Ok(Some(Vec::new())),
         Reply::Bulk(None) => Ok(None),
         _ => Err(redis::RedisError::Protocol("SET NX answered with neither OK nor nil")),
     });
-    match client.send(&cmd, Bound::SIMPLE, None, callback) {
+    match client.send(&name, &cmd, Bound::SIMPLE, None, callback) {
         Ok(()) => Acquired::Later(waiter),
         Err(_) => Acquired::Failed,
     }

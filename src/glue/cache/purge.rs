@@ -71,14 +71,15 @@ pub fn begin(r: &mut ngx_http_request_t, c: &mut CacheCtx, mcf: &MainConf, zone:
     }
     let Some(client) = redis::client() else { return respond(r, c, None) };
     let mut cmd = Vec::with_capacity(96);
-    encode_command(&mut cmd, &[b"DEL", &keys::redis_name(&zone.name, key)]);
+    let name = keys::redis_name(&zone.name, key);
+    encode_command(&mut cmd, &[b"DEL", &name]);
     let rp: *mut ngx_http_request_t = r;
     let waiter = Waiter::new(rp);
     let callback = store::deliver_to(&waiter, |reply| match reply {
         Reply::Integer(n) => Ok((n > 0).then(Vec::new)),
         _ => Err(RedisError::Protocol("DEL answered with no integer")),
     });
-    if client.send(&cmd, Bound::SIMPLE, None, callback).is_err() {
+    if client.send(&name, &cmd, Bound::SIMPLE, None, callback).is_err() {
         return respond(r, c, None);
     }
     c.phase = Phase::Purging { waiter };

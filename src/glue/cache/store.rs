@@ -66,14 +66,15 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
     }
     let Some(client) = redis::client() else { return Found::Now(None) };
     let mut cmd = Vec::with_capacity(64);
-    encode_command(&mut cmd, &[b"GET", &keys::redis_name(&zone.name, key)]);
+    let name = keys::redis_name(&zone.name, key);
+    encode_command(&mut cmd, &[b"GET", &name]);
     let waiter = Waiter::new(r);
     let callback = deliver_to(&waiter, |reply| match reply {
         Reply::Bulk(v) => Ok(v),
         Reply::Error(e) => Err(RedisError::Server(e)),
         _ => Err(RedisError::Protocol("GET answered with neither a bulk nor nil")),
     });
-    match client.send(&cmd, get_bound(zone.max_entry), None, callback) {
+    match client.send(&name, &cmd, get_bound(zone.max_entry), None, callback) {
         Ok(()) => Found::Later(waiter),
         Err(_) => {
             mcf.add(zone.slots.backend_errors, 1);
@@ -99,9 +100,10 @@ pub fn put(mcf: &'static MainConf, zone: &'static CacheZone, key: &[u8], data: &
     let Some(client) = redis::client() else { return count(false) };
     let mut cmd = Vec::with_capacity(data.len() + 128);
     let ms = (u64::from(keep_for) * 1000).to_string();
-    encode_command(&mut cmd, &[b"SET", &keys::redis_name(&zone.name, key), data, b"PX", ms.as_bytes()]);
+    let name = keys::redis_name(&zone.name, key);
+    encode_command(&mut cmd, &[b"SET", &name, data, b"PX", ms.as_bytes()]);
     let callback = Box::new(move |reply: Result<Reply, RedisError>| count(matches!(reply, Ok(Reply::Simple(_)))));
-    if client.send(&cmd, Bound::SIMPLE, None, callback).is_err() {
+    if client.send(&name, &cmd, Bound::SIMPLE, None, callback).is_err() {
         count(false);
     }
 }
@@ -114,8 +116,9 @@ pub fn delete(mcf: &MainConf, zone: &CacheZone, key: &[u8]) {
     }
     let Some(client) = redis::client() else { return };
     let mut cmd = Vec::with_capacity(64);
-    encode_command(&mut cmd, &[b"DEL", &keys::redis_name(&zone.name, key)]);
-    let _ = client.send(&cmd, Bound::SIMPLE, None, Box::new(|_| {}));
+    let name = keys::redis_name(&zone.name, key);
+    encode_command(&mut cmd, &[b"DEL", &name]);
+    let _ = client.send(&name, &cmd, Bound::SIMPLE, None, Box::new(|_| {}));
 }
 
 /// Parks the request until it is woken (a Redis reply, the end of a flight) or `ms` pass. The

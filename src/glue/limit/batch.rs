@@ -1,9 +1,11 @@
 //! The per-worker state: the Redis client, the batch of requests waiting for the next
-//! LIMIT_SCRIPT call (one script call per turn of the event loop), and the cache of Redis
-//! rejections that spares a rejected client's flood the round trips.
+//! LIMIT_SCRIPT call (one script call per turn of the event loop; on a Redis Cluster one per
+//! slot, a request whose keys span slots split among them, see `limit/cluster.rs`), and the
+//! cache of Redis rejections that spares a rejected client's flood the round trips.
 
 use core::ptr;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use ngx::ffi::{ngx_event_t, ngx_http_request_t, ngx_post_event, ngx_posted_events, NGX_LOG_ERR};
@@ -15,10 +17,11 @@ use super::zone::{now_us, Applied};
 use crate::glue::redis::{self, RedisError};
 use crate::glue::util::guard;
 use crate::glue::MainConf;
-use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, RedisClock, Script};
+use crate::limit::cluster::{self, Part, PartAnswer};
+use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, LimitReply, RedisClock, Script};
 use crate::limit::shm_table::{HashKey, KeyHash, Slot, Table};
-use crate::limit::{Decision, Outcome};
-use crate::redis::resp::Reply;
+use crate::limit::{Decision, Limit, Outcome};
+use crate::redis::resp::{Bound, Reply};
 use crate::redis::throttle::Throttle;
 
 // --- per worker ---------------------------------------------------------------------------
@@ -27,29 +30,94 @@ pub(super) struct Worker {
     /// Leaked once per worker: the client keeps references for the NOSCRIPT fallback.
     pub(super) script: &'static Script,
     pub(super) ban_script: &'static Script,
+    refund_script: &'static Script,
     /// "Rejected until" per (limit config, key): a flood from a rejected client costs no
     /// Redis round trips. Bounded: a fixed table, LRU per bucket.
     pub(super) cache: Vec<Slot>,
     /// The cache's hash key, random per worker.
     pub(super) cache_secret: HashKey,
-    /// Requests waiting for the next LIMIT_SCRIPT call, and who gets each answer.
-    pub(super) batch: Batch,
-    pub(super) waiters: Vec<Rc<Waiter>>,
+    /// Requests waiting for the next LIMIT_SCRIPT call, one batch per Redis Cluster slot (one
+    /// batch with a single Redis), each with who gets each answer; `by_slot` finds a slot's.
+    batches: Vec<SlotBatch>,
+    by_slot: HashMap<u16, usize>,
+    /// Requests in `batches`.
+    queued: usize,
+    /// Refunds to send (REFUND_SCRIPT, by slot): sent with the next batches, never from
+    /// inside a reply's callback.
+    refunds: Vec<(u16, Vec<u8>)>,
     /// Posted when the batch gets its first request: sends the batch once the event loop
     /// has handled everything that is ready now. (Holding batches back while one is out, to
     /// make them larger, measured slower: Redis idles while nginx waits.)
     pub(super) batch_ev: Box<ngx_event_t>,
     /// Reused for every response's rate-limit headers (copied to the request pool).
     pub(super) header_buf: Vec<u8>,
-    /// Redis's clock as the script replies tell it: each batch carries its deadline in it, so
-    /// a batch that reaches Redis too late is not applied. Shared with the reply callbacks.
-    clock: Rc<Cell<RedisClock>>,
+    /// Redis's clock as the script replies tell it (per cluster node): each batch carries its
+    /// deadline in it, so a batch that reaches Redis too late is not applied. Shared with the
+    /// reply callbacks.
+    clocks: Rc<RefCell<Vec<RedisClock>>>,
     /// Requests answered by `shield_limit_fail open` and `closed`: logged once, then counted.
     fail_logs: [Throttle; 2],
 }
 
 /// A batch this large goes out at once rather than at the end of the loop iteration.
 const MAX_BATCH: usize = 256;
+
+/// One slot's batch and who gets each of its answers.
+struct SlotBatch {
+    slot: u16,
+    batch: Batch,
+    sinks: Vec<Sink>,
+}
+
+/// Who gets one answer of a batch: a whole request, or one part of a request split among
+/// slots.
+enum Sink {
+    Whole(Rc<Waiter>),
+    Part(Rc<Joint>, usize),
+}
+
+/// A request split among slots, waiting for all its parts.
+struct Joint {
+    waiter: Rc<Waiter>,
+    parts: Vec<Part>,
+    /// The request's limits (zone, key, parameters), for refunds.
+    limits: Vec<(String, Vec<u8>, Limit)>,
+    answers: RefCell<Vec<Option<Result<PartAnswer, RedisError>>>>,
+}
+
+impl Joint {
+    fn deliver(&self, part: usize, answer: Result<PartAnswer, RedisError>) {
+        let mut answers = self.answers.borrow_mut();
+        answers[part] = Some(answer);
+        if answers.iter().any(Option::is_none) {
+            return;
+        }
+        let mut got = Vec::with_capacity(answers.len());
+        for a in answers.drain(..).flatten() {
+            match a {
+                Ok(a) => got.push(a),
+                // Under the fail policy; what other slots charged stays charged.
+                Err(e) => return self.waiter.deliver(Err(e)),
+            }
+        }
+        let combined = cluster::combine(&self.parts, &got, self.limits.len());
+        if !combined.refund.is_empty() {
+            if let Some(w) = worker() {
+                for &i in &combined.refund {
+                    let part = &self.parts[i];
+                    let (keys, args) =
+                        cluster::refund_args(part.limits.iter().zip(&got[i].after).map(|(&l, after)| {
+                            let (zone, key, limit) = &self.limits[l];
+                            cluster::Refund { zone, key, limit: *limit, after: *after }
+                        }));
+                    w.refunds.push((part.slot, w.refund_script.evalsha(&keys, &args)));
+                }
+                post_batch(w);
+            }
+        }
+        self.waiter.deliver(Ok(combined.reply));
+    }
+}
 
 static mut WORKER: Option<Worker> = None;
 
@@ -69,13 +137,16 @@ pub fn init_process() {
         *ptr::addr_of_mut!(WORKER) = Some(Worker {
             script: Box::leak(Box::new(Script::new(script::LIMIT_SCRIPT))),
             ban_script: Box::leak(Box::new(Script::new(script::BAN_SCRIPT))),
+            refund_script: Box::leak(Box::new(Script::new(cluster::REFUND_SCRIPT))),
             cache: vec![Slot::default(); 4096],
             cache_secret: random_key(),
-            batch: Batch::default(),
-            waiters: Vec::new(),
+            batches: Vec::new(),
+            by_slot: HashMap::new(),
+            queued: 0,
+            refunds: Vec::new(),
             batch_ev,
             header_buf: Vec::with_capacity(256),
-            clock: Rc::default(),
+            clocks: Rc::default(),
             fail_logs: [Throttle::default(); 2],
         });
     }
@@ -85,70 +156,149 @@ extern "C" fn batch_handler(ev: *mut ngx_event_t) {
     // SAFETY: the event's log is the cycle's.
     guard(unsafe { (*ev).log }, "limit batch", (), || {
         if let Some(w) = worker() {
-            send_batch(w);
+            send_batches(w);
         }
     })
 }
 
-/// Adds a request's Redis limits and bans to the worker's batch; the returned waiter gets
-/// the answer. The batch goes out at the end of this turn of the event loop, or at once when
-/// it is full.
+/// Adds a request's Redis limits and bans to the worker's batch (on a cluster: its slot's
+/// batch, or, split, to several); the returned waiter gets the answer. The batches go out at
+/// the end of this turn of the event loop, or at once when they are full.
 pub(super) fn enqueue<'a>(
     w: &mut Worker,
     r: *mut ngx_http_request_t,
     limits: impl Iterator<Item = LimitKey<'a>> + Clone,
     bans: impl Iterator<Item = BanKey<'a>> + Clone,
 ) -> Rc<Waiter> {
-    w.batch.push(limits, bans);
-    let waiter = Rc::new(Waiter { request: Cell::new(r), reply: RefCell::new(None) });
-    w.waiters.push(waiter.clone());
-    if w.batch.len() >= MAX_BATCH {
-        send_batch(w);
-    } else if w.batch_ev.posted() == 0 {
-        // SAFETY: the boxed event lives as long as the worker; posted events run on this
-        // thread once the current event-loop iteration has handled its ready events.
-        unsafe { ngx_post_event(&mut *w.batch_ev, ptr::addr_of_mut!(ngx_posted_events)) };
+    let waiter = Rc::new(Waiter { request: core::cell::Cell::new(r), reply: RefCell::new(None) });
+    if !redis::client().is_some_and(|c| c.is_cluster()) {
+        push(w, 0, limits, bans, Sink::Whole(waiter.clone()));
+    } else {
+        let limit_slots: Vec<u16> = limits.clone().map(|l| script::key_slot(l.key)).collect();
+        let ban_slots: Vec<u16> = bans.clone().map(|b| script::key_slot(b.key)).collect();
+        match cluster::split(&limit_slots, &ban_slots) {
+            None => {
+                let slot = limit_slots.first().or(ban_slots.first()).copied().unwrap_or(0);
+                push(w, slot, limits, bans, Sink::Whole(waiter.clone()));
+            }
+            Some(parts) => {
+                let (limits, bans): (Vec<LimitKey>, Vec<BanKey>) = (limits.collect(), bans.collect());
+                let joint = Rc::new(Joint {
+                    waiter: waiter.clone(),
+                    parts: parts.clone(),
+                    limits: limits.iter().map(|l| (l.zone.to_string(), l.key.to_vec(), l.limit)).collect(),
+                    answers: RefCell::new(vec![None; parts.len()]),
+                });
+                for (i, p) in parts.iter().enumerate() {
+                    let part_limits = p.limits.iter().map(|&j| limits[j]);
+                    let part_bans = p.bans.iter().map(|&j| bans[j]);
+                    push(w, p.slot, part_limits, part_bans, Sink::Part(joint.clone(), i));
+                }
+            }
+        }
+    }
+    w.queued += 1;
+    if w.queued >= MAX_BATCH {
+        send_batches(w);
+    } else {
+        post_batch(w);
     }
     waiter
 }
 
-/// Sends the pending batch as one EVALSHA; the reply is split among the batch's requests.
-fn send_batch(w: &mut Worker) {
-    if w.batch.is_empty() {
-        return;
+fn push<'a>(
+    w: &mut Worker,
+    slot: u16,
+    limits: impl Iterator<Item = LimitKey<'a>> + Clone,
+    bans: impl Iterator<Item = BanKey<'a>> + Clone,
+    sink: Sink,
+) {
+    let i = match w.by_slot.get(&slot) {
+        Some(&i) => i,
+        None => {
+            w.batches.push(SlotBatch { slot, batch: Batch::default(), sinks: Vec::new() });
+            w.by_slot.insert(slot, w.batches.len() - 1);
+            w.batches.len() - 1
+        }
+    };
+    w.batches[i].batch.push(limits, bans);
+    w.batches[i].sinks.push(sink);
+}
+
+fn post_batch(w: &mut Worker) {
+    if w.batch_ev.posted() == 0 {
+        // SAFETY: the boxed event lives as long as the worker; posted events run on this
+        // thread once the current event-loop iteration has handled its ready events.
+        unsafe { ngx_post_event(&mut *w.batch_ev, ptr::addr_of_mut!(ngx_posted_events)) };
     }
-    let batch = core::mem::take(&mut w.batch);
-    let waiters = core::mem::take(&mut w.waiters);
+}
+
+/// Sends every pending batch as one EVALSHA each (pipelined, per node on a cluster), and the
+/// pending refunds; each reply is split among its batch's requests.
+fn send_batches(w: &mut Worker) {
+    let batches = core::mem::take(&mut w.batches);
+    w.by_slot.clear();
+    w.queued = 0;
+    let refunds = core::mem::take(&mut w.refunds);
     let Some(client) = redis::client() else { return };
+    for b in batches {
+        send_batch(w, client, b);
+    }
+    for (slot, evalsha) in refunds {
+        let _ = client.send_to_slot(slot, &evalsha, Bound::SIMPLE, Some(w.refund_script), Box::new(|_| {}));
+    }
+}
+
+fn send_batch(w: &Worker, client: &mut redis::Redis, b: SlotBatch) {
+    let SlotBatch { slot, batch, sinks } = b;
+    let node = client.node_of_slot(slot);
     // The client answers Timeout at this deadline; the script drops the batch after it.
     let deadline_ms = client_now_ms() + client.timeout_ms();
-    let evalsha = batch.command(w.script, 0, w.clock.get().deadline_us(deadline_ms));
+    let deadline_us = w.clocks.borrow().get(node).map_or(0, |c| c.deadline_us(deadline_ms));
+    let evalsha = batch.command(w.script, 0, deadline_us);
     let bound = batch.reply_bound();
-    let clock = w.clock.clone();
+    let clocks = w.clocks.clone();
+    let split = sinks.iter().any(|s| matches!(s, Sink::Part(..)));
     let callback = Box::new(move |reply: Result<Reply, RedisError>| {
         if let Some(redis_us) = reply.as_ref().ok().and_then(script::reply_time) {
-            let mut c = clock.get();
-            c.observe(redis_us, client_now_ms());
-            clock.set(c);
-        }
-        let answers = reply.and_then(|r| {
-            batch.decode(&r).map_err(|e| match e {
-                // Its requests were answered by the fail policy; nothing was charged.
-                BatchError::Late(_) => RedisError::Timeout,
-                BatchError::Malformed(_) => {
-                    // SAFETY: the cycle log is valid in a running worker.
-                    ngx_log_error!(NGX_LOG_ERR, unsafe { (*ngx::ffi::ngx_cycle).log }, "shield: {e}");
-                    RedisError::Protocol("unexpected script reply")
+            let mut clocks = clocks.borrow_mut();
+            if node < crate::redis::cluster::MAX_NODES {
+                if clocks.len() <= node {
+                    clocks.resize(node + 1, RedisClock::default());
                 }
-            })
-        });
-        match answers {
-            Ok(answers) => waiters.iter().zip(answers).for_each(|(w, a)| w.deliver(Ok(a))),
-            Err(e) => waiters.iter().for_each(|w| w.deliver(Err(e.clone()))),
+                clocks[node].observe(redis_us, client_now_ms());
+            }
+        }
+        let checked = |e: BatchError| match e {
+            // Its requests were answered by the fail policy; nothing was charged.
+            BatchError::Late(_) => RedisError::Timeout,
+            BatchError::Malformed(_) => {
+                // SAFETY: the cycle log is valid in a running worker.
+                ngx_log_error!(NGX_LOG_ERR, unsafe { (*ngx::ffi::ngx_cycle).log }, "shield: {e}");
+                RedisError::Protocol("unexpected script reply")
+            }
+        };
+        if !split {
+            match reply.and_then(|r| batch.decode(&r).map_err(checked)) {
+                Ok(answers) => sinks.iter().zip(answers).for_each(|(s, a)| deliver(s, Ok((a, 0, Vec::new())))),
+                Err(e) => sinks.iter().for_each(|s| deliver(s, Err(e.clone()))),
+            }
+            return;
+        }
+        match reply.and_then(|r| batch.decode_detailed(&r).map_err(checked)) {
+            Ok((now, answers)) => sinks.iter().zip(answers).for_each(|(s, (a, after))| deliver(s, Ok((a, now, after)))),
+            Err(e) => sinks.iter().for_each(|s| deliver(s, Err(e.clone()))),
         }
     });
-    if let Err((e, callback)) = client.send(&evalsha, bound, Some(w.script), callback) {
+    if let Err((e, callback)) = client.send_to_slot(slot, &evalsha, bound, Some(w.script), callback) {
         callback(Err(e));
+    }
+}
+
+fn deliver(sink: &Sink, answer: Result<(LimitReply, u64, Vec<crate::limit::State>), RedisError>) {
+    match sink {
+        Sink::Whole(w) => w.deliver(answer.map(|(reply, ..)| reply)),
+        Sink::Part(joint, i) => joint.deliver(*i, answer.map(|(reply, now, after)| PartAnswer { reply, now, after })),
     }
 }
 

@@ -443,7 +443,7 @@ pub fn log_phase(r: &mut ngx_http_request_t) {
                 // Fire and forget: the response is already on its way; the callback holds
                 // nothing of the request.
                 let sent = redis::client()
-                    .map(|c| c.send(&evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
+                    .map(|c| c.send(&keys[1], &evalsha, Bound::SIMPLE, Some(w.ban_script), Box::new(|_| {})).is_ok());
                 if sent == Some(true) {
                     continue;
                 }

@@ -48,9 +48,31 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A caller waiting for a reply.
 struct Waiter {
     callback: Callback,
-    /// For an EVALSHA: its script and a copy of the command, to send as EVAL when Redis
-    /// answers NOSCRIPT (after a restart or SCRIPT FLUSH).
-    on_noscript: Option<(&'static Script, Vec<u8>)>,
+    /// For an EVALSHA: its script, to send as EVAL when Redis answers NOSCRIPT (after a
+    /// restart or SCRIPT FLUSH).
+    script: Option<&'static Script>,
+    /// A copy of the command, kept for an EVALSHA (the NOSCRIPT fallback) and, in a cluster,
+    /// for every command (a redirection sends it elsewhere).
+    command: Option<Vec<u8>>,
+    /// Redirections followed so far (a cluster bounds them, see `cluster.rs`), and the slot
+    /// the command was routed by.
+    hops: u8,
+    slot: u16,
+}
+
+/// A command a cluster node redirected (`-MOVED`, `-ASK`, `-TRYAGAIN`): not executed, so the
+/// cluster sends it again, to the node the redirection names, with the same caller and the
+/// same deadline.
+pub struct Resend {
+    pub redirect: crate::redis::cluster::Redirect,
+    pub error: String,
+    pub command: Vec<u8>,
+    pub bound: Bound,
+    pub script: Option<&'static Script>,
+    pub callback: Callback,
+    pub queued_at: u64,
+    pub hops: u8,
+    pub slot: u16,
 }
 
 pub struct Client {
@@ -82,22 +104,35 @@ pub struct Client {
     pub on_latency: Option<Box<dyn Fn(u64)>>,
     /// Called once per failure: the connection failing, or an error reply.
     pub on_error: Option<ErrorHook>,
+    /// A cluster node's client: redirections go to this hook instead of the caller.
+    pub on_redirect: Option<Box<dyn Fn(Resend)>>,
 }
 
 /// What the owner of the client does with each failure (count it, log it).
 pub type ErrorHook = Box<dyn Fn(&RedisError)>;
 
-fn now() -> u64 {
+/// How a command sent again after a redirection differs from a new one.
+#[derive(Default, Clone, Copy)]
+pub struct Resent {
+    /// When it was first queued: its deadline does not move.
+    pub queued_at: Option<u64>,
+    /// `-ASK`: send `ASKING` just before it.
+    pub asking: bool,
+    pub hops: u8,
+    pub slot: u16,
+}
+
+pub(super) fn now() -> u64 {
     // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
     unsafe { ngx_current_msec as u64 }
 }
 
-fn cycle_log() -> *mut ngx_log_t {
+pub(super) fn cycle_log() -> *mut ngx_log_t {
     // SAFETY: ngx_cycle is valid in a running worker.
     unsafe { (*ngx_cycle).log }
 }
 
-fn exiting() -> bool {
+pub(super) fn exiting() -> bool {
     // SAFETY: plain flags nginx sets on this thread (or from its signal handler).
     unsafe { ngx::ffi::ngx_exiting != 0 || ngx::ffi::ngx_quit != 0 || ngx::ffi::ngx_terminate != 0 }
 }
@@ -148,6 +183,7 @@ impl Client {
             outage: OutageLog::default(),
             on_latency: None,
             on_error: None,
+            on_redirect: None,
         });
         let this: *mut Client = &mut *c;
         for (ev, handler) in [
@@ -197,6 +233,19 @@ impl Client {
         script: Option<&'static Script>,
         callback: Callback,
     ) -> Result<(), (RedisError, Callback)> {
+        self.send_at(command, bound, script, callback, Resent::default())
+    }
+
+    /// `send`, for a command sent again after a redirection: its deadline stays the one it got
+    /// when first queued (`queued_at`), and `asking` sends `ASKING` first.
+    pub fn send_at(
+        &mut self,
+        command: &[u8],
+        bound: Bound,
+        script: Option<&'static Script>,
+        callback: Callback,
+        resent: Resent,
+    ) -> Result<(), (RedisError, Callback)> {
         if self.probing {
             return Err((RedisError::Down, callback));
         }
@@ -207,8 +256,20 @@ impl Client {
             // The connection is to a sentinel: nothing but its question goes there.
             return Err((RedisError::Down, callback));
         }
-        let on_noscript = script.map(|s| (s, command.to_vec()));
-        self.queue(Kind::Command, command, bound, Some(Waiter { callback, on_noscript }));
+        let keep = script.is_some() || self.on_redirect.is_some();
+        let waiter =
+            Waiter { callback, script, command: keep.then(|| command.to_vec()), hops: resent.hops, slot: resent.slot };
+        let at = resent.queued_at.unwrap_or_else(now);
+        if resent.asking {
+            self.out.extend_from_slice(crate::redis::cluster::ASKING);
+            self.pending.push(Kind::Setup, None, Bound::SIMPLE, at);
+        }
+        self.out.extend_from_slice(command);
+        self.pending.push(Kind::Command, Some(waiter), bound, at);
+        if resent.queued_at.is_some() || self.deadline_ev.timer_set() == 0 {
+            // A resent command's deadline may come before the one the timer is set for.
+            self.arm_deadline();
+        }
         self.schedule_flush();
         Ok(())
     }
@@ -368,12 +429,35 @@ impl Client {
             }
             (Kind::Command, reply) => {
                 let Some(mut waiter) = p.waiter.take() else { return true }; // timed out already
+                if let (Reply::Error(e), Some(hook)) = (&reply, &self.on_redirect) {
+                    if let Some(redirect) = crate::redis::cluster::redirect(e) {
+                        if let Some(command) = waiter.command.take() {
+                            hook(Resend {
+                                redirect,
+                                error: e.clone(),
+                                command,
+                                bound: p.bound,
+                                script: waiter.script,
+                                callback: waiter.callback,
+                                queued_at: p.queued_at,
+                                hops: waiter.hops,
+                                slot: waiter.slot,
+                            });
+                            return true;
+                        }
+                    }
+                }
                 let noscript = matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT"));
-                if let Some(retry) =
-                    waiter.on_noscript.take().filter(|_| noscript).and_then(|(s, cmd)| s.eval_for(&cmd))
-                {
-                    // Same caller, same deadline: only the command changes.
+                let retry = match (waiter.script.filter(|_| noscript), &waiter.command) {
+                    (Some(s), Some(cmd)) => s.eval_for(cmd),
+                    _ => None,
+                };
+                if let Some(retry) = retry {
+                    // Same caller, same deadline: only the command changes (and is kept, should
+                    // a cluster redirect the EVAL).
+                    waiter.script = None;
                     self.out.extend_from_slice(&retry);
+                    waiter.command = Some(retry);
                     p.waiter = Some(waiter);
                     self.pending.requeue(p);
                     self.schedule_flush();

@@ -12,6 +12,7 @@
 //!   feature.
 
 mod client;
+mod cluster;
 mod connection;
 mod tls;
 mod worker;
@@ -20,7 +21,7 @@ use crate::parse::{self, ConfError};
 
 pub use client::Client;
 pub use tls::{set_string as set_ssl_string, set_verify as set_ssl_verify};
-pub use worker::{client, exit_process, health, init_process, postconfiguration, set_redis, RedisMain};
+pub use worker::{client, exit_process, health, init_process, postconfiguration, set_redis, Redis, RedisMain};
 
 /// Where and how to reach Redis; resolved at configuration time.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct Target {
     /// `address` is the primary's, once known).
     pub sentinels: Vec<SocketAddress>,
     pub master: Option<String>,
+    /// `redis+cluster://`: the nodes to ask for the slot map first.
+    pub seeds: Vec<std::net::SocketAddr>,
 }
 
 /// Bounds of `timeout=`: a reply is waited for at least 1 ms and at most a minute.
@@ -85,8 +88,13 @@ impl Target {
         for (host, port) in &url.sentinels {
             sentinels.push(SocketAddress::inet(&resolve(host, *port)?));
         }
+        let mut seeds = Vec::new();
+        for (host, port) in &url.seeds {
+            seeds.push(resolve(host, *port)?);
+        }
         let name = match &url.master {
             Some(master) => format!("\"{master}\" (via sentinel)"),
+            None if !seeds.is_empty() => format!("cluster via {}", seeds[0]),
             None => name,
         };
         Ok(Target {
@@ -101,6 +109,7 @@ impl Target {
             tls: None,
             sentinels,
             master: url.master,
+            seeds,
         })
     }
 }
