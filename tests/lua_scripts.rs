@@ -352,8 +352,7 @@ fn a_refund_takes_back_exactly_one_charge() {
             // Another request charges the key after the one to refund.
             charge(&mut c, &script, l, key.as_bytes());
             if key == &refunded {
-                let (keys, args) =
-                    refund_args([Refund { zone: "z", key: key.as_bytes(), limit: l, after: after[0] }]);
+                let (keys, args) = refund_args([Refund { zone: "z", key: key.as_bytes(), limit: l, after: after[0] }]);
                 assert_eq!(c.eval(&refund, &keys, &args), Reply::Integer(1));
             }
         }
