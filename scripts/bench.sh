@@ -76,6 +76,30 @@ scenario bare_many no /index.html "$MANY" "" bare_many
 scenario shield_local_many yes /index.html "$MANY" "shield_limit_zone \$http_x_api_key zone=b:10m rate=1000000r/s backend=local; shield_limit zone=b burst=1000 nodelay;" bare_many
 scenario shield_redis_many yes /index.html "$MANY" "shield_redis redis://127.0.0.1:$REDIS_PORT timeout=100ms; shield_limit_zone \$http_x_api_key zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;" bare_many
 
+# The same limits on a 3-primary Redis Cluster (no replicas, so redis-server CPU compares with
+# the single Redis's): one client key (one slot, one node) and 10,000 (every node, a batch
+# split per slot). "redis us/req" sums every redis-server of the run.
+CLUSTER_PORTS=()
+if [[ -z "${ONLY:-}" || " $ONLY " == *cluster* ]]; then
+    for i in 1 2 3; do
+        p="$(free_port $((18600 + i * 101)))"; CLUSTER_PORTS+=("$p"); d="$WORK/cluster-$p"; mkdir -p "$d"
+        (cd "$d" && redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
+            --save "" --appendonly no --daemonize yes --pidfile "$d/redis.pid" --logfile "$d/log" >/dev/null)
+    done
+    trap 'kill "$(cat "$WORK/redis.pid" 2>/dev/null)" $(cat "$WORK"/cluster-*/redis.pid 2>/dev/null) 2>/dev/null || true' EXIT
+    for p in "${CLUSTER_PORTS[@]}"; do
+        for _ in $(seq 50); do [ "$(redis-cli -p "$p" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") --cluster-yes >/dev/null
+    for _ in $(seq 100); do
+        [ "$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | tr -d '\r' | awk -F: '/cluster_state/ {print $2}')" = ok ] && break
+        sleep 0.1
+    done
+    CLUSTER_URL="redis+cluster://127.0.0.1:${CLUSTER_PORTS[0]},127.0.0.1:${CLUSTER_PORTS[1]}"
+    scenario shield_cluster yes /index.html "" "shield_redis $CLUSTER_URL timeout=100ms; shield_limit_zone \$binary_remote_addr zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;"
+    scenario shield_cluster_many yes /index.html "$MANY" "shield_redis $CLUSTER_URL timeout=100ms; shield_limit_zone \$http_x_api_key zone=b:10m rate=1000000r/s; shield_limit zone=b burst=1000 nodelay;" bare_many
+fi
+
 # JWT verification per request: one bearer token (RS256 or ES256) on every request, verified by
 # shield_jwt with the per-worker token cache (a keyed hash, a lookup and a compare) and without it (a
 # signature check each time). Ratios are to bare_jwt: bare nginx receiving the same header.
@@ -152,6 +176,7 @@ start_nginx() { # name -> pid
 # CPU time a process has spent so far, in ns (/proc/PID/schedstat: exact, unlike the 10 ms
 # ticks of /proc/PID/stat); 0 when it is gone.
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat" 2>/dev/null || echo 0; }
+redis_cpu_ns() { local p t=0; for p in "$@"; do t=$((t + $(cpu_ns "$p"))); done; echo "$t"; }
 worker_pid() { pgrep -P "$(cat "$WORK/$1/pid")" | head -1; }
 stop_nginx() { kill "$(cat "$WORK/$1/pid")" 2>/dev/null || true; wait "$(cat "$WORK/$1/pid")" 2>/dev/null || true; }
 
@@ -162,10 +187,10 @@ for round in $(seq "$ROUNDS"); do
         eval "path=\$S_PATH_$name; lua=\$S_LUA_$name"
         args=(-t1 -c"$CONNS" -d"${SECS}s" --latency)
         [ -n "$lua" ] && args+=(-s "$lua")
-        wpid="$(worker_pid "$name")"; rpid="$(cat "$WORK/redis.pid")"
-        w0="$(cpu_ns "$wpid")"; r0="$(cpu_ns "$rpid")"
+        wpid="$(worker_pid "$name")"; rpids="$(cat "$WORK/redis.pid" "$WORK"/cluster-*/redis.pid 2>/dev/null)"
+        w0="$(cpu_ns "$wpid")"; r0="$(redis_cpu_ns $rpids)"
         out="$(wrk "${args[@]}" "http://127.0.0.1:$port$path")"
-        w1="$(cpu_ns "$wpid")"; r1="$(cpu_ns "$rpid")"
+        w1="$(cpu_ns "$wpid")"; r1="$(redis_cpu_ns $rpids)"
         total="$(awk '/requests in/ {print $1}' <<<"$out")"
         # CPU microseconds per request of the nginx worker and of redis-server during the run
         # (redis-server's idle cron costs it ~0.1 ms/s whatever the scenario).

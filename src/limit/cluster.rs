@@ -119,9 +119,10 @@ pub fn combine(parts: &[Part], answers: &[PartAnswer], n_limits: usize) -> Combi
 /// window: the start of the window charged) and the window (sliding window, µs).
 ///
 /// - GCRA: while the TAT right after the charge is still ahead of now, every request since
-///   found the TAT ahead of its own time (the TAT never falls), so each added its increment
-///   to a TAT that included this charge: subtracting it is exact. Once that TAT is behind
-///   now, the charge has drained away on its own: nothing to take back.
+///   found the TAT ahead of its own time (only refunds lower it, each by a charge that was
+///   added), so each added its increment to a TAT that included this charge: subtracting it
+///   is exact, in whatever order the refunds of one batch come. Once that TAT is behind now,
+///   the charge has drained away on its own: nothing to take back.
 /// - Sliding window: a window's count is a sum, so the charge comes off the window it went
 ///   to, whether that is still the current one or, rolled, the previous one; older, it no
 ///   longer counts.
@@ -135,7 +136,7 @@ for i = 1, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if v and ARGV[b + 1] == '0' then
     local tat = tonumber(v)
-    if tat and mark >= now and tat >= mark then
+    if tat and mark >= now then
       tat = tat - charge
       if tat > now then
         redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', floor((tat - now) / 1000) + 1000)
