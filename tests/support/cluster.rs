@@ -207,6 +207,8 @@ impl RedisCluster {
                 .arg(dir.path().join("nodes.conf"))
                 .args(["--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no"])
                 .args(["--appendonly", "no", "--save", ""])
+                // A replica's first sync starts at once (7.0 waits 5 s for more replicas).
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(dir.path())
                 .arg("--logfile")

@@ -170,7 +170,8 @@ pub(super) fn enqueue<'a>(
     limits: impl Iterator<Item = LimitKey<'a>> + Clone,
     bans: impl Iterator<Item = BanKey<'a>> + Clone,
 ) -> Rc<Waiter> {
-    let waiter = Rc::new(Waiter { request: core::cell::Cell::new(r), reply: RefCell::new(None) });
+    let waiter =
+        Rc::new(Waiter { request: core::cell::Cell::new(r), reply: RefCell::new(None), split: Default::default() });
     if !redis::client().is_some_and(|c| c.is_cluster()) {
         push(w, 0, limits, bans, Sink::Whole(waiter.clone()));
     } else {
@@ -182,6 +183,7 @@ pub(super) fn enqueue<'a>(
                 push(w, slot, limits, bans, Sink::Whole(waiter.clone()));
             }
             Some(parts) => {
+                waiter.split.set(true);
                 let (limits, bans): (Vec<LimitKey>, Vec<BanKey>) = (limits.collect(), bans.collect());
                 let joint = Rc::new(Joint {
                     waiter: waiter.clone(),

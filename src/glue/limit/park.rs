@@ -20,6 +20,8 @@ use crate::limit::script::LimitReply;
 pub(super) struct Waiter {
     pub(super) request: Cell<*mut ngx_http_request_t>,
     pub(super) reply: RefCell<Option<Result<LimitReply, RedisError>>>,
+    /// Split among Redis Cluster slots (see `limit/cluster.rs`).
+    pub(super) split: Cell<bool>,
 }
 
 impl Waiter {

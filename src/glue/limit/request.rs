@@ -88,7 +88,10 @@ pub fn preaccess(r: &mut ngx_http_request_t) -> ngx_int_t {
                 Ok(LimitReply::Decisions(d)) => Ok(merge_local(mcf, limits, bans, d)),
                 Err(e) => Err(e),
             };
-            finish(r, lc, mcf, limits, bans, verdict)
+            // A request split among cluster slots may be rejected by a limit whose state holds
+            // charges about to be refunded: such a rejection is not remembered.
+            let remember = !waiter.split.get();
+            finish_with(r, lc, mcf, limits, bans, verdict, remember)
         }
         Phase::Start => start(r, lc, mcf),
     }
@@ -247,6 +250,19 @@ fn finish(
     bans: &[AppliedBan],
     verdict: Result<Verdict, RedisError>,
 ) -> ngx_int_t {
+    finish_with(r, lc, mcf, limits, bans, verdict, true)
+}
+
+/// `finish`; `remember`: Redis rejections go to the worker's rejection cache.
+fn finish_with(
+    r: &mut ngx_http_request_t,
+    lc: &LimitLoc,
+    mcf: &'static MainConf,
+    limits: &[Applied],
+    bans: &[AppliedBan],
+    verdict: Result<Verdict, RedisError>,
+    remember: bool,
+) -> ngx_int_t {
     let rp: *mut ngx_http_request_t = r;
     let policy = lc.policy();
     let zones = &mcf.limits.zones;
@@ -285,7 +301,7 @@ fn finish(
             }
         }
         Verdict::Decisions(decisions) => {
-            if decisions.iter().any(|d| d.outcome == Outcome::Rejected) {
+            if remember && decisions.iter().any(|d| d.outcome == Outcome::Rejected) {
                 remember_rejections(mcf, limits, decisions);
             }
             for (a, d) in limits.iter().zip(decisions.iter()) {

@@ -55,6 +55,9 @@ impl Target {
     /// [timeout=50ms];` — the directive's arguments after its name.
     pub fn from_directive(args: &[&str]) -> Result<Target, ConfError> {
         let url = crate::redis::url::parse(args[0])?;
+        if url.tls && !url.seeds.is_empty() {
+            return Err(ConfError::Other(format!("\"{}\": TLS to a Redis Cluster is not supported yet", args[0])));
+        }
         let mut timeout_ms = DEFAULT_TIMEOUT_MS;
         for arg in &args[1..] {
             match parse::param(arg) {
