@@ -17,6 +17,10 @@ cd "$ROOT"
 name=$1; mod=$2; snip=$3; n=$4; shift 4
 [ "$mod" = yes ] && so="$(build_module debian)"
 d="$BUILD/callgrind/$name"; rm -rf "$d"; mkdir -p "$d/html"; echo hello >"$d/html/index.html"
+# The response cache's bodies, as in scripts/bench.sh: /1k.txt and /64k.txt, dated in the past
+# (the Last-Modified heuristic makes them storable).
+head -c 1024 /dev/zero | tr '\0' a >"$d/html/1k.txt"; head -c 65536 /dev/zero | tr '\0' b >"$d/html/64k.txt"
+touch -d 2020-01-01 "$d/html/1k.txt" "$d/html/64k.txt"
 port=$(for p in $(seq 19400 19500); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; break; }; done)
 { [ "$mod" = yes ] && echo "load_module $so;"
   echo "daemon off; master_process off; worker_processes 1; error_log $d/error.log warn; pid $d/nginx.pid;"

@@ -209,3 +209,54 @@ fn a_stale_entry_is_revalidated_and_the_304_merged() {
     assert_eq!((again.header("X-Cache"), &again.body), (Some("HIT"), &first.body));
     assert_eq!(hits(&origin, "/reval"), 2);
 }
+
+/// How many times Redis ran `command` (INFO commandstats).
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Large entries keep a node-local copy that Redis checks on every hit: B's hits are served
+/// from B's copy (Redis answers the check, not the 48 KB value), and a purge or a newer store
+/// through A is seen by B's very next request, as without copies.
+#[test]
+fn local_copies_of_large_entries_follow_redis() {
+    let origin = origin();
+    let redis = Redis::start();
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let a = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let b = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let first = get(a.port, "/mid", &[]);
+    assert_eq!(first.header("X-Cache"), Some("MISS"));
+    wait_stores(a.port, 1);
+    // B's first hit moves the value and keeps a copy; the next ones only check it.
+    assert_eq!(get(b.port, "/mid", &[]).body, first.body);
+    // (The first check loads the script: NOSCRIPT, then EVAL.)
+    assert_eq!(get(b.port, "/mid", &[]).body, first.body);
+    let (gets, scripts) = (calls(&redis, "get"), calls(&redis, "evalsha") + calls(&redis, "eval"));
+    for _ in 0..5 {
+        let r = get(b.port, "/mid", &[]);
+        assert_eq!((r.header("X-Cache"), &r.body), (Some("HIT"), &first.body));
+    }
+    assert_eq!(calls(&redis, "get"), gets, "no GET of the value: the copy was served");
+    assert_eq!(calls(&redis, "evalsha") + calls(&redis, "eval"), scripts + 5, "one check per hit");
+    // A purge through A: B does not serve its copy.
+    let purge = http_request(a.port, "PURGE", "/mid", &[], None);
+    assert_eq!(purge.status, 200);
+    let fresh = get(b.port, "/mid", &[]);
+    assert_eq!(fresh.header("X-Cache"), Some("MISS"), "the purge is seen through B's copy");
+    assert_ne!(fresh.body, first.body);
+    wait_stores(b.port, 1);
+    // B stored a newer value: A's copy (of its own older store) is not served either.
+    let on_a = get(a.port, "/mid", &[]);
+    assert_eq!((on_a.header("X-Cache"), &on_a.body), (Some("HIT"), &fresh.body), "A gets B's newer store");
+    assert_eq!(hits(&origin, "/mid"), 2);
+}
