@@ -122,6 +122,41 @@ scenario static_64k no /64k.txt "" "" static_64k
 scenario cache_shm_64k yes /64k.txt "" "$CACHE_SHM" static_64k
 scenario cache_redis_64k yes /64k.txt "" "$CACHE_REDIS" static_64k
 
+# The peers an operator would pick instead, hits of the same files: nginx's own proxy_cache
+# (an origin server in the same nginx, the cache on disk, hits read through the page cache),
+# and OpenResty-style srcache + Lua + Redis (Debian: libnginx-mod-http-srcache-filter,
+# libnginx-mod-http-lua, lua-nginx-redis; skipped when not installable). Both store on the
+# first request; every later one is a hit.
+ORIGIN_PORT="$(free_port 18680)"
+PROXY_CACHE="proxy_cache_path $WORK/proxy_cache levels=1:2 keys_zone=pc:10m; server { listen 127.0.0.1:$ORIGIN_PORT; root $WORK/html; }"
+PROXY_LOC="proxy_pass http://127.0.0.1:$ORIGIN_PORT; proxy_http_version 1.1; proxy_cache pc; proxy_cache_valid 200 1h;"
+for size in 1k 64k; do
+    scenario "proxy_cache_$size" no "/$size.txt" "" "$PROXY_CACHE" "static_$size"
+    eval "S_LOC_proxy_cache_$size=\$PROXY_LOC"
+done
+SRCACHE_MODULE=/usr/lib/nginx/modules/ngx_http_srcache_filter_module.so
+if [ ! -f "$SRCACHE_MODULE" ] || [ ! -f /usr/share/lua/5.1/nginx/redis.lua ]; then
+    sudo="$(need_root)"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libnginx-mod-http-srcache-filter lua-nginx-redis libnginx-mod-http-lua >/dev/null 2>&1 || true
+fi
+if [ -f "$SRCACHE_MODULE" ] && [ -f /usr/share/lua/5.1/nginx/redis.lua ]; then
+    SRC_REDIS="local redis = require 'nginx.redis'; local r = redis:new(); r:set_timeout(100);
+        if not r:connect('127.0.0.1', $REDIS_PORT) then return ngx.exit(404) end"
+    SRCACHE_SRV="location = /sc_get { internal; content_by_lua_block { $SRC_REDIS
+            local v = r:get(ngx.var.args); r:set_keepalive(10000, 100)
+            if not v or v == ngx.null then return ngx.exit(404) end
+            ngx.print(v) } }
+        location = /sc_put { internal; client_body_buffer_size 128k; client_max_body_size 1m; content_by_lua_block {
+            ngx.req.read_body(); local body = ngx.req.get_body_data()
+            if not body then return ngx.exit(500) end
+            $SRC_REDIS
+            r:set(ngx.var.args, body, 'EX', 3600); r:set_keepalive(10000, 100) } }"
+    for size in 1k 64k; do
+        scenario "srcache_redis_$size" srcache "/$size.txt" "" "lua_package_path '/usr/share/lua/5.1/?.lua;;';" "static_$size"
+        eval "S_LOC_srcache_redis_$size='set \$key sc:\$uri; srcache_fetch GET /sc_get \$key; srcache_store PUT /sc_put \$key; srcache_store_statuses 200;'"
+        eval "S_SRV_srcache_redis_$size=\$SRCACHE_SRV"
+    done
+fi
+
 # What operators hand-write today: OpenResty-style Lua with a pipelined INCR + PEXPIRE per
 # request over a cosocket (Debian's lua module; a minimal RESP client inline, since
 # lua-resty-redis is not packaged). Skipped when the module is not installable.
@@ -159,13 +194,15 @@ start_nginx() { # name -> pid
     {
         [ "$mod" = yes ] && echo "load_module $so;"
         [ "$mod" = lua ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module $LUA_MODULE;"
+        [ "$mod" = srcache ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module $LUA_MODULE; load_module $SRCACHE_MODULE;"
         echo "daemon off; worker_processes 1; error_log $dir/error.log warn; pid $dir/nginx.pid; $user_line"
         echo "events { worker_connections 4096; }"
         echo "http { access_log off; keepalive_requests 100000;"
         echo "  client_body_temp_path $dir/cb; proxy_temp_path $dir/px; fastcgi_temp_path $dir/fc; uwsgi_temp_path $dir/uw; scgi_temp_path $dir/sc;"
         echo "  include /etc/nginx/mime.types;"
         echo "  $conf"
-        echo "  server { listen 127.0.0.1:$port; root $WORK/html; location / { } location /api/ { return 200 \"ok\\n\"; } }"
+        eval "loc=\${S_LOC_$name:-}; srv=\${S_SRV_$name:-}"
+        echo "  server { listen 127.0.0.1:$port; root $WORK/html; location / { $loc } location /api/ { return 200 \"ok\\n\"; } $srv }"
         echo "}"
     } >"$dir/nginx.conf"
     /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
@@ -187,7 +224,7 @@ for round in $(seq "$ROUNDS"); do
         eval "path=\$S_PATH_$name; lua=\$S_LUA_$name"
         args=(-t1 -c"$CONNS" -d"${SECS}s" --latency)
         [ -n "$lua" ] && args+=(-s "$lua")
-        wpid="$(worker_pid "$name")"; rpids="$(cat "$WORK/redis.pid" "$WORK"/cluster-*/redis.pid 2>/dev/null)"
+        wpid="$(worker_pid "$name")"; rpids="$(cat "$WORK/redis.pid" "$WORK"/cluster-*/redis.pid 2>/dev/null || true)"
         w0="$(cpu_ns "$wpid")"; r0="$(redis_cpu_ns $rpids)"
         out="$(wrk "${args[@]}" "http://127.0.0.1:$port$path")"
         w1="$(cpu_ns "$wpid")"; r1="$(redis_cpu_ns $rpids)"
