@@ -222,6 +222,85 @@ fn mutual_tls_needs_the_client_certificate() {
     assert_eq!(four_statuses(&with, "frank"), [200, 200, 200, 429], "{}", with.error_log());
 }
 
+/// A `redis-sentinel` that listens with TLS only and reaches the primary with TLS
+/// (`tls-replication yes`), watching `primary` (its TLS port).
+struct TlsSentinel {
+    port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl TlsSentinel {
+    fn start(pki: &Pki, primary: &TlsRedis) -> TlsSentinel {
+        let (port, dir) = (free_port(), TempDir::new());
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {dir}\ntls-cert-file {cert}\ntls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\ntls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 1000\n",
+                dir = dir.path().display(),
+                cert = pki.path("server.pem").display(),
+                key = pki.path("server.key").display(),
+                ca = pki.path("ca.pem").display(),
+                primary = primary.tls,
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-sentinel");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-sentinel did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        TlsSentinel { port, child, _dir: dir }
+    }
+}
+
+impl Drop for TlsSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rediss+sentinel://`: TLS to the sentinel as to the primary it names, both verified; a
+/// sentinel whose certificate does not verify follows the fail policy with a clear line.
+#[test]
+fn rediss_sentinel_is_tls_to_the_sentinels_and_the_primary() {
+    let pki = Pki::new();
+    let redis = TlsRedis::start(&pki, false);
+    let sentinel = TlsSentinel::start(&pki, &redis);
+    let conf = |ca: &str| {
+        Nginx::start(&format!(
+            r#"
+            shield_redis rediss+sentinel://127.0.0.1:{port}/mymaster timeout=1s;
+            shield_redis_ssl_trusted_certificate {ca};
+            shield_limit_zone $arg_k zone=z:1m rate=1r/m;
+            shield_limit_fail closed;
+            server {{
+                listen 127.0.0.1:%%PORT%%;
+                root %%HTML%%;
+                location / {{ shield_limit zone=z burst=2 nodelay; }}
+            }}"#,
+            port = sentinel.port,
+        ))
+    };
+    let nginx = conf(&pki.path("ca.pem").display().to_string());
+    assert_eq!(four_statuses(&nginx, "grace"), [200, 200, 200, 429], "{}", nginx.error_log());
+    assert!(redis.keys().unwrap().iter().any(|k| k.contains("grace")), "decided on the primary");
+    let untrusted = conf(&pki.path("other-ca.pem").display().to_string());
+    assert_eq!(four_statuses(&untrusted, "heidi"), [503, 503, 503, 503]);
+    let log = untrusted.error_log();
+    assert!(log.contains("asking sentinel #1") && log.contains("TLS certificate verify failed"), "{log}");
+}
+
 #[test]
 fn bad_tls_configurations_fail_nginx_t() {
     let pki = Pki::new();

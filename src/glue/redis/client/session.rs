@@ -58,9 +58,10 @@ impl Client {
         }
     }
 
-    /// The socket is connected: start TLS if configured, else the session is ready.
+    /// The socket is connected: start TLS if configured (`rediss://`; with Sentinel,
+    /// `rediss+sentinel://`, to the sentinels as to the primary), else the session is ready.
     pub(super) fn on_connected(&mut self) {
-        if let (Some(tls), Some(conn), false) = (&self.target.tls, &self.conn, self.discovering) {
+        if let (Some(tls), Some(conn)) = (&self.target.tls, &self.conn) {
             match tls::start(conn.raw(), tls, Some(tls_handler)) {
                 Handshake::Again => return, // tls_handler continues
                 Handshake::Done => return self.on_handshake(),
