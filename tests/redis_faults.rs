@@ -485,3 +485,74 @@ fn shield_redis_parameters_are_bounded_at_nginx_t() {
     let (ok, out) = support::nginx_test_config(&format!("shield_redis unix:///tmp/r.sock timeout=60s; {srv}"));
     assert!(ok, "{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// a hostile cluster node
+
+/// nginx with one Redis-backed limit on a "cluster" whose only seed is the fake.
+fn nginx_on_cluster(port: u16) -> Nginx {
+    Nginx::builder()
+        .var("REDIS", port)
+        .http(
+            r#"
+        shield_redis redis+cluster://127.0.0.1:%%REDIS%% timeout=300ms;
+        shield_limit_zone $http_x_client zone=api:1m rate=100r/h;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            root %%HTML%%;
+            location /closed/ { alias %%HTML%%/; shield_limit zone=api burst=99 nodelay; shield_limit_fail closed; }
+        }"#,
+        )
+        .start()
+}
+
+/// `CLUSTER SLOTS`: every slot on the node at `port`, named by `ip`.
+fn slot_map(ip: &str, port: u16) -> Vec<u8> {
+    format!("*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n${}\r\n{ip}\r\n:{port}\r\n", ip.len()).into_bytes()
+}
+
+/// A node whose map names itself and that answers every command with `-MOVED` to itself: a
+/// redirection loop a real cluster never makes. Each request follows a bounded number of
+/// redirections, then the fail policy, at once; nothing hangs and the worker keeps answering.
+#[test]
+fn a_node_that_redirects_forever_gets_the_fail_policy() {
+    let me = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let port = me.clone();
+    let fake = FakeRedis::start(move |name| {
+        let p = port.load(Ordering::Relaxed);
+        match name {
+            "CLUSTER" => Answer::Reply(slot_map("127.0.0.1", p)),
+            _ => Answer::Reply(format!("-MOVED 1234 127.0.0.1:{p}\r\n").into_bytes()),
+        }
+    });
+    me.store(fake.port, Ordering::Relaxed);
+    let nginx = nginx_on_cluster(fake.port);
+    nginx.allow_log("MOVED");
+    assert!(
+        eventually(30, || fake.seen.commands.lock().unwrap().iter().any(|c| c == "CLUSTER")),
+        "the map was asked for"
+    );
+    thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        let start = Instant::now();
+        let r = get(&nginx, "/closed/index.html", &format!("c{i}"));
+        assert_eq!(r.status, 503, "the fail policy");
+        assert!(start.elapsed() < Duration::from_millis(1500), "answered at once: {:?}", start.elapsed());
+    }
+    let scripts = fake.seen.commands.lock().unwrap().iter().filter(|c| c.starts_with("EVAL")).count();
+    assert!((5..=5 * 6 + 6).contains(&scripts), "at most 1 + 5 redirections per request: {scripts} scripts");
+}
+
+/// A slot map that names a node by host name (a DNS lookup would block the worker) is refused
+/// with a clear line; requests follow the fail policy.
+#[test]
+fn a_slot_map_naming_a_host_is_refused() {
+    let fake = FakeRedis::start(|name| match name {
+        "CLUSTER" => Answer::Reply(slot_map("redis.internal", 7000)),
+        _ => Answer::Reply(b"-ERR unexpected\r\n".to_vec()),
+    });
+    let nginx = nginx_on_cluster(fake.port);
+    nginx.allow_log("not an IP address");
+    assert!(eventually(30, || nginx.error_log().contains("named a node \"redis.internal\", not an IP address")));
+    assert_eq!(get(&nginx, "/closed/index.html", "d").status, 503);
+}
