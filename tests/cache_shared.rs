@@ -209,3 +209,72 @@ fn a_stale_entry_is_revalidated_and_the_304_merged() {
     assert_eq!((again.header("X-Cache"), &again.body), (Some("HIT"), &first.body));
     assert_eq!(hits(&origin, "/reval"), 2);
 }
+
+fn shared_pair(origin: &support::Upstream, redis: &Redis) -> (Nginx, Nginx) {
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let node = || Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    (node(), node())
+}
+
+/// Purge by tag through Redis: stored on A, purged on A, gone on B; entries with other tags
+/// stay hits. The tag's set has an expiry at least as long as its entries'.
+#[test]
+fn a_tag_purge_on_one_node_drops_the_tags_entries_on_every_node() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    get(a.port, "/tagged/1?t=a,b", &[]);
+    get(a.port, "/tagged/2?t=b+c", &[]);
+    get(a.port, "/tagged/3?t=c", &[]);
+    get(a.port, "/vary?t=b", &[("X-Lang", "en")]);
+    wait_stores(a.port, 5);
+    for p in ["/tagged/1?t=a,b", "/tagged/2?t=b+c", "/tagged/3?t=c"] {
+        assert_eq!(get(b.port, p, &[]).header("X-Cache"), Some("HIT"), "{p} on B");
+    }
+    let ttl: i64 = redis.command(&["PTTL", "shield:cache:c:tag:b"]).trim_start_matches(':').parse().unwrap();
+    assert!((59_000..=60_000).contains(&ttl), "the tag's set expires with its longest entry: {ttl}");
+    assert_eq!(redis.command(&["ZCARD", "shield:cache:c:tag:b"]), ":2");
+    let purge = http_request(a.port, "PURGE", "/purge?tag=b", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":2}\n"));
+    assert_eq!(get(b.port, "/tagged/1?t=a,b", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(b.port, "/tagged/2?t=b+c", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(b.port, "/tagged/3?t=c", &[]).header("X-Cache"), Some("HIT"), "another tag stays");
+    assert_eq!(get(b.port, "/vary?t=b", &[("X-Lang", "en")]).header("X-Cache"), Some("HIT"), "untagged stays");
+    assert_eq!(redis.command(&["EXISTS", "shield:cache:c:tag:b"]), ":0", "a hard purge drops the set");
+    assert_eq!((hits(&origin, "/tagged/1"), hits(&origin, "/tagged/2"), hits(&origin, "/tagged/3")), (2, 2, 1));
+    // Soft, by tag on B: A's next request revalidates (the 304 answers), never a plain hit.
+    let first = get(a.port, "/soft/soft-etag", &[]);
+    wait_stores(a.port, 6);
+    assert_eq!(get(b.port, "/soft/soft-etag", &[]).header("X-Cache"), Some("HIT"));
+    let soft = http_request(b.port, "PURGE", "/purge-soft?tag=soft", &[], None);
+    assert_eq!((soft.status, soft.body_str()), (200, "{\"purged\":true,\"entries\":1}\n"));
+    let r = get(a.port, "/soft/soft-etag", &[]);
+    assert_eq!((r.header("X-Cache"), &r.body), (Some("REVALIDATED"), &first.body), "{r:?}");
+    assert_eq!(hits(&origin, "/soft-etag"), 2);
+    // Soft by URL on A: B revalidates.
+    wait_stores(a.port, 7);
+    assert_eq!(http_request(a.port, "PURGE", "/soft/soft-etag", &[], None).status, 200);
+    assert_eq!(get(b.port, "/soft/soft-etag", &[]).header("X-Cache"), Some("REVALIDATED"));
+}
+
+/// RFC 9111 §4.4 across nodes: POST through A answered 201 with `Location: /cached/b` (and a
+/// same-origin `Content-Location`) drops those entries for B too.
+#[test]
+fn a_post_invalidates_its_location_on_every_node() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    for p in ["/cached/b", "/cached/c", "/cached/d"] {
+        get(b.port, p, &[]);
+    }
+    wait_stores(b.port, 3);
+    assert_eq!(get(a.port, "/cached/b", &[]).header("X-Cache"), Some("HIT"));
+    assert_eq!(http_request(a.port, "POST", "/created", &[], Some(b"x")).status, 201);
+    assert_eq!(get(b.port, "/cached/b", &[]).header("X-Cache"), Some("MISS"), "Location");
+    assert_eq!(get(a.port, "/cached/c", &[]).header("X-Cache"), Some("MISS"), "Content-Location");
+    assert_eq!(get(b.port, "/cached/d", &[]).header("X-Cache"), Some("HIT"));
+    assert_eq!(hits(&origin, "/cached/b"), 2);
+}

@@ -28,10 +28,11 @@ impl Default for Limits {
     }
 }
 
+/// Why a tag header was refused; the discriminant indexes the metric's `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagError {
-    TooMany,
-    TooLong,
+    TooMany = 0,
+    TooLong = 1,
 }
 
 impl TagError {
@@ -76,25 +77,46 @@ fn trim_controls(tag: &[u8]) -> &[u8] {
     &tag[start..end]
 }
 
-/// A shared-memory tag node's member list: `u16` length-prefixed keys, appended.
-pub fn members(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// A shared-memory tag node's member list: per member its expiry (Unix seconds, `i64`) and its
+/// key (`u16` length-prefixed), appended.
+pub fn members(list: &[u8]) -> impl Iterator<Item = (&[u8], i64)> {
     let mut rest = list;
     core::iter::from_fn(move || {
-        if rest.len() < 2 {
-            return None;
-        }
-        let n = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
-        let m = rest.get(2..2 + n)?;
-        rest = &rest[2 + n..];
-        Some(m)
+        let expires = i64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let n = usize::from(u16::from_le_bytes(rest.get(8..10)?.try_into().ok()?));
+        let m = rest.get(10..10 + n)?;
+        rest = &rest[10 + n..];
+        Some((m, expires))
     })
 }
 
-/// Appends `key` to a member list (keys are at most `entry::MAX_KEY` bytes, well below 64 KB).
-pub fn push_member(list: &mut Vec<u8>, key: &[u8]) {
+/// Appends a member (keys are at most `entry::MAX_KEY` bytes, well below 64 KB).
+pub fn push_member(list: &mut Vec<u8>, key: &[u8], expires: i64) {
     let n = key.len().min(usize::from(u16::MAX));
+    list.extend_from_slice(&expires.to_le_bytes());
     list.extend_from_slice(&(n as u16).to_le_bytes());
     list.extend_from_slice(&key[..n]);
+}
+
+/// The member list with `key` added (expiring at `expires`, or later if it was there with a
+/// later expiry) and the members expired by `now` dropped; `None` when it would exceed `cap`
+/// members (the caller does not store the entry: it would escape a purge of the tag).
+pub fn add_member(list: &[u8], key: &[u8], expires: i64, now: i64, cap: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(list.len() + key.len() + 10);
+    let (mut n, mut expires) = (0, expires);
+    for (m, e) in members(list) {
+        if m == key {
+            expires = expires.max(e);
+        } else if e > now {
+            push_member(&mut out, m, e);
+            n += 1;
+        }
+    }
+    if n >= cap {
+        return None;
+    }
+    push_member(&mut out, key, expires);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -133,12 +155,28 @@ mod tests {
     #[test]
     fn member_lists_round_trip_and_tolerate_truncation() {
         let mut list = Vec::new();
-        for k in [&b"k1"[..], b"", b"a longer key"] {
-            push_member(&mut list, k);
+        for (i, k) in [&b"k1"[..], b"", b"a longer key"].into_iter().enumerate() {
+            push_member(&mut list, k, i as i64);
         }
-        assert_eq!(members(&list).collect::<Vec<_>>(), [&b"k1"[..], b"", b"a longer key"]);
+        assert_eq!(members(&list).collect::<Vec<_>>(), [(&b"k1"[..], 0), (&b""[..], 1), (&b"a longer key"[..], 2)]);
         for n in 0..list.len() {
             assert!(members(&list[..n]).count() <= 3);
         }
+    }
+
+    #[test]
+    fn adding_drops_expired_members_keeps_the_later_expiry_and_respects_the_cap() {
+        let mut list = Vec::new();
+        push_member(&mut list, b"old", 100);
+        push_member(&mut list, b"live", 300);
+        let added = add_member(&list, b"new", 400, 200, 2).unwrap();
+        assert_eq!(members(&added).collect::<Vec<_>>(), [(&b"live"[..], 300), (&b"new"[..], 400)]);
+        assert_eq!(add_member(&added, b"third", 400, 200, 2), None, "full: two live members");
+        let again = add_member(&added, b"live", 250, 200, 2).unwrap();
+        assert_eq!(
+            members(&again).collect::<Vec<_>>(),
+            [(&b"new"[..], 400), (&b"live"[..], 300)],
+            "a member counts once"
+        );
     }
 }
