@@ -239,11 +239,11 @@ fn a_tag_purge_on_one_node_drops_the_tags_entries_on_every_node() {
     assert_eq!(redis.command(&["ZCARD", "shield:cache:c:tag:b"]), ":2");
     let purge = http_request(a.port, "PURGE", "/purge?tag=b", &[], None);
     assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":2}\n"));
+    assert_eq!(redis.command(&["EXISTS", "shield:cache:c:tag:b"]), ":0", "a hard purge drops the set");
     assert_eq!(get(b.port, "/tagged/1?t=a,b", &[]).header("X-Cache"), Some("MISS"));
     assert_eq!(get(b.port, "/tagged/2?t=b+c", &[]).header("X-Cache"), Some("MISS"));
     assert_eq!(get(b.port, "/tagged/3?t=c", &[]).header("X-Cache"), Some("HIT"), "another tag stays");
     assert_eq!(get(b.port, "/vary?t=b", &[("X-Lang", "en")]).header("X-Cache"), Some("HIT"), "untagged stays");
-    assert_eq!(redis.command(&["EXISTS", "shield:cache:c:tag:b"]), ":0", "a hard purge drops the set");
     assert_eq!((hits(&origin, "/tagged/1"), hits(&origin, "/tagged/2"), hits(&origin, "/tagged/3")), (2, 2, 1));
     // Soft, by tag on B: A's next request revalidates (the 304 answers), never a plain hit.
     let first = get(a.port, "/soft/soft-etag", &[]);
