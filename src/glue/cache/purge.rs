@@ -136,7 +136,7 @@ pub fn begin(
     let name = keys::redis_name(&zone.name, key);
     let (cmd, script) = if p.soft {
         let script = super::tags::soft_script();
-        (script.evalsha(&[name.clone()], &[]), Some(script))
+        (script.evalsha(core::slice::from_ref(&name), &[]), Some(script))
     } else {
         let mut cmd = Vec::with_capacity(96);
         encode_command(&mut cmd, &[b"DEL", &name]);

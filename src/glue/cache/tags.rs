@@ -82,7 +82,7 @@ static mut SCRIPTS: Option<&'static Scripts> = None;
 fn scripts() -> &'static Scripts {
     // SAFETY: nginx workers are single-threaded; set once, then only read.
     unsafe {
-        *(*ptr::addr_of_mut!(SCRIPTS)).get_or_insert_with(|| {
+        (*ptr::addr_of_mut!(SCRIPTS)).get_or_insert_with(|| {
             Box::leak(Box::new(Scripts {
                 add: Script::new(ADD_SCRIPT),
                 members: Script::new(MEMBERS_SCRIPT),
@@ -189,11 +189,12 @@ pub fn store(mcf: &'static MainConf, zone: &'static CacheZone, key: &[u8], plan:
     }
     let Some(client) = redis::client() else { return mcf.add(zone.slots.store_failures, 1) };
     // Once every tag answered: the entry is stored if every one recorded it.
+    type Puts = (Vec<(Vec<u8>, Vec<u8>)>, Option<Leadership>);
     struct Pending {
         left: Cell<usize>,
         ok: Cell<bool>,
         full: Cell<bool>,
-        job: RefCell<Option<(Vec<(Vec<u8>, Vec<u8>)>, Option<Leadership>)>>,
+        job: RefCell<Option<Puts>>,
     }
     let pending = Rc::new(Pending {
         left: Cell::new(tags.len()),
@@ -206,7 +207,7 @@ pub fn store(mcf: &'static MainConf, zone: &'static CacheZone, key: &[u8], plan:
     let cap = zone.max_tag_entries.to_string();
     for tag in &tags {
         let name = keys::redis_tag_name(&zone.name, tag);
-        let cmd = scripts().add.evalsha(&[name.clone()], &[member.clone(), ttl_ms.clone(), cap.clone()]);
+        let cmd = scripts().add.evalsha(core::slice::from_ref(&name), &[member.clone(), ttl_ms.clone(), cap.clone()]);
         let p = pending.clone();
         let callback = Box::new(move |reply: Result<Reply, RedisError>| {
             match reply {
@@ -279,7 +280,7 @@ pub fn purge(
     let tag_purged = zone.slots.tag_purged;
     for tag in tag_list {
         let name = keys::redis_tag_name(zone_name, tag);
-        let cmd = scripts().members.evalsha(&[name.clone()], &[if soft { "0" } else { "1" }.to_string()]);
+        let cmd = scripts().members.evalsha(core::slice::from_ref(&name), &[if soft { "0" } else { "1" }.to_string()]);
         let g2 = g.clone();
         let callback = Box::new(move |reply: Result<Reply, RedisError>| {
             match reply {
@@ -345,7 +346,7 @@ fn drop_members(
         let name = keys::redis_name_of(zone, &String::from_utf8_lossy(&m));
         let mut cmd = Vec::with_capacity(96);
         let script = if soft {
-            cmd = soft_script().evalsha(&[name.clone()], &[]);
+            cmd = soft_script().evalsha(core::slice::from_ref(&name), &[]);
             Some(soft_script())
         } else {
             crate::redis::resp::encode_command(&mut cmd, &[b"DEL", &name]);
