@@ -3,6 +3,8 @@
 
 #[path = "support/cache_origin.rs"]
 mod cache_origin;
+#[path = "support/cluster.rs"]
+mod cluster;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -277,4 +279,54 @@ fn a_post_invalidates_its_location_on_every_node() {
     assert_eq!(get(a.port, "/cached/c", &[]).header("X-Cache"), Some("MISS"), "Content-Location");
     assert_eq!(get(b.port, "/cached/d", &[]).header("X-Cache"), Some("HIT"));
     assert_eq!(hits(&origin, "/cached/b"), 2);
+}
+
+/// On a real Redis Cluster (three primaries): a tag's set lives on its slot, its entries on
+/// theirs; purging the tag through node A drops every entry for node B, wherever it lives.
+#[test]
+fn a_tag_purge_works_across_the_slots_of_a_redis_cluster() {
+    let cluster = cluster::RedisCluster::start();
+    let origin = origin();
+    let http = format!(
+        "shield_redis {} timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}",
+        cluster.url()
+    );
+    let node = || Nginx::builder().var("ORIGIN", origin.port).http(&http).start();
+    let (a, b) = (node(), node());
+    // The slot map comes with the first replies: wait until storing works on both.
+    let start = Instant::now();
+    for n in [&a, &b] {
+        while get(n.port, "/cached/warm", &[]).header("X-Cache") != Some("HIT") {
+            assert!(start.elapsed() < Duration::from_secs(10), "the cache never used the cluster");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let paths: Vec<String> = (0..20).map(|i| format!("/tagged/{i}?t=spread,n{i}")).collect();
+    for p in &paths {
+        get(a.port, p, &[]);
+    }
+    let primaries: Vec<u16> = cluster.primaries().iter().map(|p| p.port).collect();
+    let tag_set = "shield:cache:c:tag:spread";
+    let owner = cluster.node_of_key(tag_set);
+    let wait = Instant::now();
+    while cluster.command(owner, &["ZCARD", tag_set]) != ":20" {
+        assert!(wait.elapsed() < Duration::from_secs(5), "20 members: {}", cluster.command(owner, &["ZCARD", tag_set]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let used = primaries.iter().filter(|&&p| cluster.command(p, &["DBSIZE"]) != ":0").count();
+    assert!(used >= 2, "entries and sets spread over the primaries");
+    for p in &paths {
+        let wait = Instant::now();
+        while get(b.port, p, &[]).header("X-Cache") != Some("HIT") {
+            assert!(wait.elapsed() < Duration::from_secs(5), "{p} never a hit on B");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let purge = http_request(a.port, "PURGE", "/purge?tag=spread", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":20}\n"));
+    for p in &paths {
+        assert_eq!(get(b.port, p, &[]).header("X-Cache"), Some("MISS"), "{p} on B");
+    }
+    assert_eq!(get(b.port, "/cached/warm", &[]).header("X-Cache"), Some("HIT"), "untagged stays");
 }
