@@ -484,29 +484,3 @@ pub extern "C" fn set_use_stale(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, co
         set_once(&mut lc.response_cache.use_stale, statuses)
     })
 }
-
-/// `shield_cache_tags_header name [max_tags=32] [max_length=128] | off;`
-pub extern "C" fn set_tags_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        if args[0] == "off" {
-            if let Some(a) = args.get(1) {
-                return Err(ConfError::InvalidParameter(a.to_string()));
-            }
-            return set_once(&mut lc.response_cache.tags, None);
-        }
-        let name = parse::header_name(args[0])?.to_ascii_lowercase();
-        let mut limits = Limits::default();
-        for arg in &args[1..] {
-            match parse::param(arg) {
-                Some(("max_tags", v)) => {
-                    limits.max_tags = parse::bounded("max_tags", v, 1, tags::MAX_TAGS as u64)? as usize
-                }
-                Some(("max_length", v)) => {
-                    limits.max_len = parse::bounded("max_length", v, 1, tags::MAX_TAG_LEN as u64)? as usize
-                }
-                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
-            }
-        }
-        set_once(&mut lc.response_cache.tags, Some(TagsHeader { name, limits }))
-    })
-}

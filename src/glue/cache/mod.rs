@@ -11,7 +11,7 @@
 //!   workers and nodes;
 //! - `purge`: `shield_cache_purge`, dropping an entry by URL (`PURGE` in a cached location) or
 //!   by exact key (a purge endpoint), on every node sharing the backend;
-//! - `tags`: `shield_cache_tags_header`, the tag index (a sorted set per tag in Redis, a tag
+//! - `tags`: `shield_cache_tags_header` (the directive and its index), the tag index (a sorted set per tag in Redis, a tag
 //!   node in the zone), purging by tag, and the work that must not run inside a Redis reply's
 //!   callback, run from a posted event instead;
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
@@ -33,13 +33,15 @@ mod stale;
 mod store;
 mod tags;
 
+pub use tags::set_tags_header;
+
 use std::rc::Rc;
 
 use ngx::ffi::{ngx_conf_t, ngx_http_request_t};
 
 pub use directives::{
-    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge, set_strip_set_cookie, set_tags_header,
-    set_use_stale, set_valid, set_zone, CacheLoc, CacheMain,
+    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge, set_strip_set_cookie, set_use_stale,
+    set_valid, set_zone, CacheLoc, CacheMain,
 };
 
 use crate::cache::entry::Builder;

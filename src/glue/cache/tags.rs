@@ -16,21 +16,24 @@
 //! answered) is queued with [`later`] and runs from a posted event: a reply's callback runs
 //! inside the client, which must not be re-entered.
 
+use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_event_t, ngx_post_event, ngx_posted_events};
+use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_event_t, ngx_post_event, ngx_posted_events};
 
 use super::coalesce::{Leadership, Outcome};
-use super::directives::{Backend, CacheZone};
+use super::directives::{Backend, CacheZone, TagsHeader};
 use super::store::{self, Waiter};
 use super::{shm, Plan};
 use crate::cache::keys;
+use crate::cache::tags::{self, Limits};
 use crate::glue::redis::{self, RedisError};
-use crate::glue::util::guard;
-use crate::glue::MainConf;
+use crate::glue::util::{directive, guard, set_once};
+use crate::glue::{LocConf, MainConf};
 use crate::limit::script::Script;
+use crate::parse::{self, ConfError};
 use crate::redis::resp::{Bound, Reply};
 
 /// KEYS: the tag's set. ARGV: member, its entry's lifetime in ms, the cap. 1 when recorded,
@@ -94,6 +97,32 @@ fn scripts() -> &'static Scripts {
 
 pub fn soft_script() -> &'static Script {
     &scripts().soft
+}
+
+/// `shield_cache_tags_header name [max_tags=32] [max_length=128] | off;`
+pub extern "C" fn set_tags_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        if args[0] == "off" {
+            if let Some(a) = args.get(1) {
+                return Err(ConfError::InvalidParameter(a.to_string()));
+            }
+            return set_once(&mut lc.response_cache.tags, None);
+        }
+        let name = parse::header_name(args[0])?.to_ascii_lowercase();
+        let mut limits = Limits::default();
+        for arg in &args[1..] {
+            match parse::param(arg) {
+                Some(("max_tags", v)) => {
+                    limits.max_tags = parse::bounded("max_tags", v, 1, tags::MAX_TAGS as u64)? as usize
+                }
+                Some(("max_length", v)) => {
+                    limits.max_len = parse::bounded("max_length", v, 1, tags::MAX_TAG_LEN as u64)? as usize
+                }
+                _ => return Err(ConfError::InvalidParameter(arg.to_string())),
+            }
+        }
+        set_once(&mut lc.response_cache.tags, Some(TagsHeader { name, limits }))
+    })
 }
 
 // --- work run after the current Redis callbacks ---------------------------------------------
