@@ -330,3 +330,32 @@ fn a_tag_purge_works_across_the_slots_of_a_redis_cluster() {
     }
     assert_eq!(get(b.port, "/cached/warm", &[]).header("X-Cache"), Some("HIT"), "untagged stays");
 }
+
+/// An entry revalidated by a 304 (here: 1 s, then an hour) is recorded again in its tags'
+/// index with its new lifetime: the index never expires before the entry, a purge still finds it.
+#[test]
+fn a_revalidated_entry_stays_in_its_tags_index_for_its_new_lifetime() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    let set = "shield:cache:c:tag:rv";
+    let score = || -> f64 {
+        let reply = redis.command(&["ZRANGE", set, "0", "-1", "WITHSCORES"]);
+        reply.lines().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("one member: {reply}"))
+    };
+    get(a.port, "/tag-reval", &[]);
+    wait_stores(a.port, 1);
+    let before = score();
+    wait_until_stale();
+    let r = get(a.port, "/tag-reval", &[]);
+    assert_eq!(r.header("X-Cache"), Some("REVALIDATED"), "{r:?}");
+    wait_stores(a.port, 2);
+    let after = score();
+    assert!(after - before > 3_000_000.0, "the member's expiry follows the entry's: {before} -> {after}");
+    let ttl: i64 = redis.command(&["PTTL", set]).trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 3_590_000, "the set lives as long as the entry: {ttl}");
+    assert_eq!(get(b.port, "/tag-reval", &[]).header("X-Cache"), Some("HIT"));
+    let purge = http_request(b.port, "PURGE", "/purge?tag=rv", &[], None);
+    assert_eq!(purge.body_str(), "{\"purged\":true,\"entries\":1}\n");
+    assert_eq!(get(a.port, "/tag-reval", &[]).header("X-Cache"), Some("MISS"));
+}

@@ -55,6 +55,17 @@ pub fn origin() -> Upstream {
                     body = Vec::new();
                 }
             }
+            "/tag-reval" => {
+                h("ETag", "\"t1\"");
+                h("Cache-Tag", "rv");
+                if header("if-none-match") == "\"t1\"" {
+                    h("Cache-Control", "max-age=3600");
+                    status = 304;
+                    body = Vec::new();
+                } else {
+                    h("Cache-Control", "max-age=1");
+                }
+            }
             "/soft-flaky" => {
                 let first = {
                     let mut seen = SEEN.lock().unwrap();

@@ -184,6 +184,41 @@ pub fn store(mcf: &'static MainConf, zone: &'static CacheZone, key: &[u8], plan:
             key.to_vec()
         }
     };
+    put_all(mcf, zone, puts, &entry_key, keep_for, tags, leader);
+}
+
+/// A revalidated entry (the origin's 304 merged into `fields`) stored again under `key`, its
+/// tags (as the merged fields list them) recorded again with its new lifetime, so the index
+/// never expires before the entry. Not stored when the tags break the location's bounds.
+pub fn restore(
+    mcf: &'static MainConf,
+    zone: &'static CacheZone,
+    lc: &super::CacheLoc,
+    key: &[u8],
+    data: &[u8],
+    keep_for: u32,
+    fields: &crate::cache::revalidate::Fields<'_>,
+) {
+    let tags = match lc.tags.as_ref().and_then(Option::as_ref) {
+        Some(t) => match tags::parse(crate::cache::revalidate::values(fields, t.name.as_bytes()), t.limits) {
+            Ok(list) => list.into_iter().map(<[u8]>::to_vec).collect(),
+            Err(e) => return mcf.add(zone.slots.tag_rejects[e as usize], 1),
+        },
+        None => Vec::new(),
+    };
+    put_all(mcf, zone, vec![(key.to_vec(), data.to_vec())], key, keep_for, tags, None);
+}
+
+/// Stores `puts` (the last one the tagged entry, `entry_key`), recording `tags` first.
+fn put_all(
+    mcf: &'static MainConf,
+    zone: &'static CacheZone,
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    entry_key: &[u8],
+    keep_for: u32,
+    tags: Vec<Vec<u8>>,
+    leader: Option<Leadership>,
+) {
     let done = move |leader: Option<Leadership>| {
         if let Some(l) = leader {
             l.release(Outcome::Retry);
@@ -231,7 +266,7 @@ pub fn store(mcf: &'static MainConf, zone: &'static CacheZone, key: &[u8], plan:
         full: Cell::new(false),
         job: RefCell::new(Some((puts, leader))),
     });
-    let member = keys::hash(&entry_key);
+    let member = keys::hash(entry_key);
     let ttl_ms = (u64::from(keep_for) * 1000).to_string();
     let cap = zone.max_tag_entries.to_string();
     for tag in &tags {
