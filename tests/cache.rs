@@ -1,5 +1,6 @@
 //! The response cache on one node: RFC 9111 rules, Vary, HEAD, conditional requests, large
-//! bodies, invalidation, purge, eviction, reload and directive errors — real nginx and the
+//! bodies, invalidation (with `Location`/`Content-Location`), purge (by URL, key and tag; hard
+//! and soft), tag bounds, eviction, reload and directive errors — real nginx and the
 //! harness's origin, which counts its requests and sets the headers each case needs.
 
 #[path = "support/cache_origin.rs"]

@@ -1,5 +1,6 @@
 //! The response cache shared by nodes through a real redis-server, coalescing
-//! (`shield_cache_lock`) and stale entries standing in for a failing origin.
+//! (`shield_cache_lock`), stale entries standing in for a failing origin, purge by tag (also on
+//! a real Redis Cluster) and soft purge across nodes, and `Location` invalidation.
 
 #[path = "support/cache_origin.rs"]
 mod cache_origin;

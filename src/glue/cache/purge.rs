@@ -145,7 +145,7 @@ pub fn begin(
     let waiter = Waiter::new(rp);
     let callback = store::deliver_to(&waiter, |reply| match reply {
         Reply::Integer(n) => Ok(Some(u64::from(n > 0).to_string().into_bytes())),
-        _ => Err(RedisError::Protocol("DEL answered with no integer")),
+        _ => Err(RedisError::Protocol("a purge answered with no integer")),
     });
     if client.send(&name, &cmd, Bound::SIMPLE, script, callback).is_err() {
         return respond(r, c, None);
