@@ -1,5 +1,6 @@
 //! The response cache on one node: RFC 9111 rules, Vary, HEAD, conditional requests, large
-//! bodies, invalidation, purge, eviction, reload and directive errors — real nginx and the
+//! bodies, invalidation (with `Location`/`Content-Location`), purge (by URL, key and tag; hard
+//! and soft), tag bounds, eviction, reload and directive errors — real nginx and the
 //! harness's origin, which counts its requests and sets the headers each case needs.
 
 #[path = "support/cache_origin.rs"]
@@ -262,6 +263,21 @@ fn bad_directive_values_fail_nginx_t() {
     assert_config_error(&format!("{zone} {}", server("shield_cache_use_stale error off;")), "\"off\"");
     assert_config_error(&format!("{zone} {}", server("shield_cache_purge zone=x;")), "unknown zone \"x\"");
     assert_config_error(&format!("{zone} {}", server("shield_cache_purge yes;")), "invalid parameter \"yes\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_purge off soft;")), "invalid parameter \"soft\"");
+    assert_config_error(&format!("{zone} {}", server("shield_cache_purge on hard;")), "invalid parameter \"hard\"");
+    let tags = |args: &str| format!("{zone} {}", server(&format!("shield_cache_tags_header {args};")));
+    assert_config_error(&tags("Cache-Tag max_tags=0"), "invalid max_tags \"0\", it must be between 1 and 128");
+    assert_config_error(&tags("Cache-Tag max_tags=129"), "between 1 and 128");
+    assert_config_error(
+        &tags("Cache-Tag max_length=1025"),
+        "invalid max_length \"1025\", it must be between 1 and 1024",
+    );
+    assert_config_error(&tags("Cache-Tag max_length=x"), "invalid max_length \"x\"");
+    assert_config_error(&tags("Cache-Tag size=1"), "invalid parameter \"size=1\"");
+    assert_config_error(&tags("\"Cache Tag\""), "invalid header name");
+    assert_config_error(&tags("off max_tags=1"), "invalid parameter \"max_tags=1\"");
+    assert_config_error("shield_cache_zone zone=c:1m max_tag_entries=0;", "invalid max_tag_entries \"0\"");
+    assert_config_error("shield_cache_zone zone=c:1m max_tag_entries=1000001;", "between 1 and 1000000");
 }
 
 #[test]
@@ -283,7 +299,9 @@ fn purge_by_url_and_by_key() {
     assert_eq!(get(nginx.port, "/purge?key=httplocalhost%2Fetag", &[]).status, 405);
     assert_eq!(http_request(nginx.port, "PURGE", "/purge", &[], None).status, 400);
     assert_eq!(hits(&origin, "/max-age"), 2);
-    assert!(http_get(nginx.port, "/metrics").body_str().contains("shield_cache_purges_total{zone=\"c\"} 3\n"));
+    let metrics = http_get(nginx.port, "/metrics").body_str().to_string();
+    assert!(metrics.contains("shield_cache_purges_total{zone=\"c\",kind=\"url\",mode=\"hard\"} 2\n"), "{metrics}");
+    assert!(metrics.contains("shield_cache_purges_total{zone=\"c\",kind=\"key\",mode=\"hard\"} 1\n"), "{metrics}");
 }
 
 /// A zone far smaller than what is stored keeps working: the least recently used entries
@@ -302,4 +320,144 @@ fn the_zone_evicts_least_recently_used_entries() {
     assert!(metrics.body_str().contains("shield_cache_store_failures_total{zone=\"c\"} 0\n"));
     assert_eq!(get(nginx.port, "/mid?19", &[]).header("X-Cache"), Some("HIT"), "the newest stays");
     assert_eq!(get(nginx.port, "/mid?0", &[]).header("X-Cache"), Some("MISS"), "the oldest was evicted");
+}
+
+/// `shield_cache_tags_header`: the origin tags entries; a purge by tag drops exactly the
+/// entries carrying one of the tags (here, in the zone; `cache_shared.rs` does it in Redis).
+#[test]
+fn purge_by_tag_drops_every_entry_with_the_tag_and_only_those() {
+    let origin = origin();
+    let nginx = start(&origin);
+    get(nginx.port, "/tagged/1?t=a,b", &[]);
+    get(nginx.port, "/tagged/2?t=b+c", &[]);
+    get(nginx.port, "/tagged/3?t=c", &[]);
+    get(nginx.port, "/vary", &[("X-Lang", "en")]);
+    wait_stores(nginx.port, 5);
+    for p in ["/tagged/1?t=a,b", "/tagged/2?t=b+c", "/tagged/3?t=c"] {
+        assert_eq!(get(nginx.port, p, &[]).header("X-Cache"), Some("HIT"), "{p}");
+    }
+    let purge = http_request(nginx.port, "PURGE", "/purge?tag=b", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":2}\n"));
+    assert_eq!(get(nginx.port, "/tagged/1?t=a,b", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(nginx.port, "/tagged/2?t=b+c", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(nginx.port, "/tagged/3?t=c", &[]).header("X-Cache"), Some("HIT"), "another tag stays");
+    assert_eq!(get(nginx.port, "/vary", &[("X-Lang", "en")]).header("X-Cache"), Some("HIT"), "untagged stays");
+    // Several tags at once, URL-encoded; a tag nobody carries is a 404.
+    wait_stores(nginx.port, 7);
+    let both = http_request(nginx.port, "DELETE", "/purge?tag=a%20c", &[], None);
+    assert_eq!((both.status, both.body_str()), (200, "{\"purged\":true,\"entries\":3}\n"));
+    let none = http_request(nginx.port, "PURGE", "/purge?tag=nope", &[], None);
+    assert_eq!((none.status, none.body_str()), (404, "{\"purged\":false,\"entries\":0}\n"));
+    assert_eq!(http_request(nginx.port, "PURGE", "/purge?tag=", &[], None).status, 400);
+    assert_eq!(http_request(nginx.port, "PURGE", "/purge?tag=a&key=x", &[], None).status, 400);
+    assert_eq!((hits(&origin, "/tagged/1"), hits(&origin, "/tagged/2"), hits(&origin, "/tagged/3")), (2, 2, 1));
+    let metrics = http_get(nginx.port, "/metrics").body_str().to_string();
+    assert!(metrics.contains("shield_cache_purges_total{zone=\"c\",kind=\"tag\",mode=\"hard\"} 3\n"), "{metrics}");
+    assert!(metrics.contains("shield_cache_tag_purged_entries_total{zone=\"c\"} 5\n"), "{metrics}");
+}
+
+/// Tag headers beyond the location's bounds are not stored (they would escape a purge); the
+/// `Surrogate-Key` spelling works the same.
+#[test]
+fn tag_headers_beyond_their_bounds_are_not_stored() {
+    let origin = origin();
+    let nginx = start(&origin);
+    get(nginx.port, "/skeyed/ok?t=s1+s2", &[]);
+    wait_stores(nginx.port, 1);
+    assert_eq!(get(nginx.port, "/skeyed/ok?t=s1+s2", &[]).header("X-Cache"), Some("HIT"));
+    for p in ["/skeyed/many?t=s1+s2+s3", "/skeyed/long?t=toolongtag"] {
+        let r = get(nginx.port, p, &[]);
+        assert_eq!(r.header("Cache-Status"), Some("nginx-shield; fwd=uri-miss; fwd-status=200"), "{p}");
+        assert_eq!(get(nginx.port, p, &[]).header("X-Cache"), Some("MISS"), "{p}");
+    }
+    let metrics = http_get(nginx.port, "/metrics").body_str().to_string();
+    for reason in ["too_many", "too_long"] {
+        let want = format!("shield_cache_tag_rejects_total{{zone=\"c\",reason=\"{reason}\"}} 2\n");
+        assert!(metrics.contains(&want), "{want} in {metrics}");
+    }
+    let purge = http_request(nginx.port, "PURGE", "/purge?tag=s2", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":1}\n"));
+    assert_eq!(get(nginx.port, "/skeyed/ok?t=s1+s2", &[]).header("X-Cache"), Some("MISS"));
+}
+
+/// A tag indexes at most `max_tag_entries` live entries: past that, a new entry with the tag
+/// is not stored.
+#[test]
+fn a_full_tag_refuses_new_entries() {
+    let origin = origin();
+    let http = format!(
+        "shield_cache_zone zone=c:1m max_entry=64k max_tag_entries=2;\n server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let nginx = support::Nginx::builder().var("ORIGIN", origin.port).http(&http).start();
+    get(nginx.port, "/tagged/1?t=x", &[]);
+    get(nginx.port, "/tagged/2?t=x", &[]);
+    wait_stores(nginx.port, 2);
+    get(nginx.port, "/tagged/3?t=x", &[]);
+    assert_eq!(get(nginx.port, "/tagged/3?t=x", &[]).header("X-Cache"), Some("MISS"), "not stored");
+    assert_eq!(get(nginx.port, "/tagged/1?t=x", &[]).header("X-Cache"), Some("HIT"), "a member re-stored counts once");
+    let metrics = http_get(nginx.port, "/metrics").body_str().to_string();
+    assert!(metrics.contains("shield_cache_tag_rejects_total{zone=\"c\",reason=\"full\"} 2\n"), "{metrics}");
+    let purge = http_request(nginx.port, "PURGE", "/purge?tag=x", &[], None);
+    assert_eq!(purge.body_str(), "{\"purged\":true,\"entries\":2}\n");
+}
+
+/// Soft purge: the entry is stale at once, never served as fresh again: the next request
+/// revalidates it (its validator goes to the origin, whose 304 refreshes it), or, the origin
+/// failing, it may still answer (`shield_cache_use_stale`).
+#[test]
+fn soft_purge_marks_entries_stale_instead_of_dropping_them() {
+    let origin = origin();
+    let nginx = start(&origin);
+    let first = get(nginx.port, "/soft/soft-etag", &[]);
+    get(nginx.port, "/soft/cached/x", &[]);
+    get(nginx.port, "/soft/soft-flaky", &[]);
+    wait_stores(nginx.port, 3);
+    // By URL, in a location with `shield_cache_purge on soft`.
+    let purge = http_request(nginx.port, "PURGE", "/soft/soft-etag", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true}\n"));
+    let r = get(nginx.port, "/soft/soft-etag", &[]);
+    assert_eq!((r.header("X-Cache"), &r.body), (Some("REVALIDATED"), &first.body), "{r:?}");
+    assert_eq!(r.header("X-Revalidated"), Some("yes"));
+    wait_stores(nginx.port, 4);
+    assert_eq!(get(nginx.port, "/soft/soft-etag", &[]).header("X-Cache"), Some("HIT"), "fresh again after the 304");
+    // No validator: the stale entry is fetched anew.
+    let x = get(nginx.port, "/soft/cached/x", &[]);
+    assert_eq!(x.header("X-Cache"), Some("HIT"));
+    let purge = http_request(nginx.port, "PURGE", "/purge-soft?key=httplocalhost%2Fsoft%2Fcached%2Fx", &[], None);
+    assert_eq!(purge.status, 200);
+    let x2 = get(nginx.port, "/soft/cached/x", &[]);
+    assert_eq!(x2.header("X-Cache"), Some("EXPIRED"));
+    assert_ne!(x2.body, x.body);
+    // By tag: the failing origin's entry answers stale, never as a hit.
+    let purge = http_request(nginx.port, "PURGE", "/purge-soft?tag=soft", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":2}\n"));
+    let flaky = get(nginx.port, "/soft/soft-flaky", &[]);
+    assert_eq!((flaky.status, flaky.header("X-Cache")), (200, Some("STALE")), "{flaky:?}");
+    assert_eq!(get(nginx.port, "/soft/soft-etag", &[]).header("X-Cache"), Some("REVALIDATED"));
+    assert_eq!((hits(&origin, "/soft-etag"), hits(&origin, "/cached/x"), hits(&origin, "/soft-flaky")), (3, 2, 2));
+    let metrics = http_get(nginx.port, "/metrics").body_str().to_string();
+    assert!(metrics.contains("shield_cache_purges_total{zone=\"c\",kind=\"url\",mode=\"soft\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("shield_cache_purges_total{zone=\"c\",kind=\"tag\",mode=\"soft\"} 1\n"), "{metrics}");
+}
+
+/// RFC 9111 §4.4: a successful unsafe request invalidates the same-origin URIs of its
+/// `Location` and `Content-Location` too, never another origin's.
+#[test]
+fn a_successful_post_invalidates_its_location_and_content_location() {
+    let origin = origin();
+    let nginx = start(&origin);
+    for p in ["/cached/b", "/cached/c", "/cached/d"] {
+        get(nginx.port, p, &[]);
+    }
+    wait_stores(nginx.port, 3);
+    let post = http_request(nginx.port, "POST", "/created-elsewhere", &[], Some(b"x"));
+    assert_eq!(post.status, 201);
+    assert_eq!(get(nginx.port, "/cached/d", &[]).header("X-Cache"), Some("HIT"), "other.example is another origin");
+    let post = http_request(nginx.port, "POST", "/created", &[], Some(b"x"));
+    assert_eq!(post.status, 201);
+    assert_eq!(get(nginx.port, "/cached/b", &[]).header("X-Cache"), Some("MISS"), "Location");
+    assert_eq!(get(nginx.port, "/cached/c", &[]).header("X-Cache"), Some("MISS"), "Content-Location");
+    assert_eq!(get(nginx.port, "/cached/d", &[]).header("X-Cache"), Some("HIT"));
+    let metrics = http_get(nginx.port, "/metrics").body_str().to_string();
+    assert!(metrics.contains("shield_cache_invalidations_total{zone=\"c\"} 4\n"), "{metrics}");
 }

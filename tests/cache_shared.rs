@@ -1,8 +1,11 @@
 //! The response cache shared by nodes through a real redis-server, coalescing
-//! (`shield_cache_lock`) and stale entries standing in for a failing origin.
+//! (`shield_cache_lock`), stale entries standing in for a failing origin, purge by tag (also on
+//! a real Redis Cluster) and soft purge across nodes, and `Location` invalidation.
 
 #[path = "support/cache_origin.rs"]
 mod cache_origin;
+#[path = "support/cluster.rs"]
+mod cluster;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -259,4 +262,166 @@ fn local_copies_of_large_entries_follow_redis() {
     let on_a = get(a.port, "/mid", &[]);
     assert_eq!((on_a.header("X-Cache"), &on_a.body), (Some("HIT"), &fresh.body), "A gets B's newer store");
     assert_eq!(hits(&origin, "/mid"), 2);
+    // B holds a copy of the current store; a soft purge through A rewrites the entry in place
+    // in Redis: B's copy must not pass for current (the entry is stale now: refetched).
+    assert_eq!(get(b.port, "/mid", &[]).header("X-Cache"), Some("HIT"));
+    let key: String = on_a
+        .header("X-Key")
+        .expect("the cache key")
+        .bytes()
+        .map(|c| if c.is_ascii_alphanumeric() { (c as char).to_string() } else { format!("%{c:02X}") })
+        .collect();
+    let soft = http_request(a.port, "PURGE", &format!("/purge-soft?key={key}"), &[], None);
+    assert_eq!(soft.status, 200, "{}", soft.body_str());
+    let after = get(b.port, "/mid", &[]);
+    assert_ne!(after.header("X-Cache"), Some("HIT"), "B's copy of a soft-purged entry is not fresh");
+    assert_eq!(hits(&origin, "/mid"), 3);
+}
+
+fn shared_pair(origin: &support::Upstream, redis: &Redis) -> (Nginx, Nginx) {
+    let http = format!(
+        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
+    );
+    let node = || Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    (node(), node())
+}
+
+/// Purge by tag through Redis: stored on A, purged on A, gone on B; entries with other tags
+/// stay hits. The tag's set has an expiry at least as long as its entries'.
+#[test]
+fn a_tag_purge_on_one_node_drops_the_tags_entries_on_every_node() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    get(a.port, "/tagged/1?t=a,b", &[]);
+    get(a.port, "/tagged/2?t=b+c", &[]);
+    get(a.port, "/tagged/3?t=c", &[]);
+    get(a.port, "/vary?t=b", &[("X-Lang", "en")]);
+    wait_stores(a.port, 5);
+    for p in ["/tagged/1?t=a,b", "/tagged/2?t=b+c", "/tagged/3?t=c"] {
+        assert_eq!(get(b.port, p, &[]).header("X-Cache"), Some("HIT"), "{p} on B");
+    }
+    let ttl: i64 = redis.command(&["PTTL", "shield:cache:c:tag:b"]).trim_start_matches(':').parse().unwrap();
+    assert!((59_000..=60_000).contains(&ttl), "the tag's set expires with its longest entry: {ttl}");
+    assert_eq!(redis.command(&["ZCARD", "shield:cache:c:tag:b"]), ":2");
+    let purge = http_request(a.port, "PURGE", "/purge?tag=b", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":2}\n"));
+    assert_eq!(redis.command(&["EXISTS", "shield:cache:c:tag:b"]), ":0", "a hard purge drops the set");
+    assert_eq!(get(b.port, "/tagged/1?t=a,b", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(b.port, "/tagged/2?t=b+c", &[]).header("X-Cache"), Some("MISS"));
+    assert_eq!(get(b.port, "/tagged/3?t=c", &[]).header("X-Cache"), Some("HIT"), "another tag stays");
+    assert_eq!(get(b.port, "/vary?t=b", &[("X-Lang", "en")]).header("X-Cache"), Some("HIT"), "untagged stays");
+    assert_eq!((hits(&origin, "/tagged/1"), hits(&origin, "/tagged/2"), hits(&origin, "/tagged/3")), (2, 2, 1));
+    // Soft, by tag on B: A's next request revalidates (the 304 answers), never a plain hit.
+    let first = get(a.port, "/soft/soft-etag", &[]);
+    wait_stores(a.port, 6);
+    assert_eq!(get(b.port, "/soft/soft-etag", &[]).header("X-Cache"), Some("HIT"));
+    let soft = http_request(b.port, "PURGE", "/purge-soft?tag=soft", &[], None);
+    assert_eq!((soft.status, soft.body_str()), (200, "{\"purged\":true,\"entries\":1}\n"));
+    let r = get(a.port, "/soft/soft-etag", &[]);
+    assert_eq!((r.header("X-Cache"), &r.body), (Some("REVALIDATED"), &first.body), "{r:?}");
+    assert_eq!(hits(&origin, "/soft-etag"), 2);
+    // Soft by URL on A: B revalidates.
+    wait_stores(a.port, 7);
+    assert_eq!(http_request(a.port, "PURGE", "/soft/soft-etag", &[], None).status, 200);
+    assert_eq!(get(b.port, "/soft/soft-etag", &[]).header("X-Cache"), Some("REVALIDATED"));
+}
+
+/// RFC 9111 §4.4 across nodes: POST through A answered 201 with `Location: /cached/b` (and a
+/// same-origin `Content-Location`) drops those entries for B too.
+#[test]
+fn a_post_invalidates_its_location_on_every_node() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    for p in ["/cached/b", "/cached/c", "/cached/d"] {
+        get(b.port, p, &[]);
+    }
+    wait_stores(b.port, 3);
+    assert_eq!(get(a.port, "/cached/b", &[]).header("X-Cache"), Some("HIT"));
+    assert_eq!(http_request(a.port, "POST", "/created", &[], Some(b"x")).status, 201);
+    assert_eq!(get(b.port, "/cached/b", &[]).header("X-Cache"), Some("MISS"), "Location");
+    assert_eq!(get(a.port, "/cached/c", &[]).header("X-Cache"), Some("MISS"), "Content-Location");
+    assert_eq!(get(b.port, "/cached/d", &[]).header("X-Cache"), Some("HIT"));
+    assert_eq!(hits(&origin, "/cached/b"), 2);
+}
+
+/// On a real Redis Cluster (three primaries): a tag's set lives on its slot, its entries on
+/// theirs; purging the tag through node A drops every entry for node B, wherever it lives.
+#[test]
+fn a_tag_purge_works_across_the_slots_of_a_redis_cluster() {
+    let cluster = cluster::RedisCluster::start();
+    let origin = origin();
+    let http = format!(
+        "shield_redis {} timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
+         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}",
+        cluster.url()
+    );
+    let node = || Nginx::builder().var("ORIGIN", origin.port).http(&http).start();
+    let (a, b) = (node(), node());
+    // The slot map comes with the first replies: wait until storing works on both.
+    let start = Instant::now();
+    for n in [&a, &b] {
+        while get(n.port, "/cached/warm", &[]).header("X-Cache") != Some("HIT") {
+            assert!(start.elapsed() < Duration::from_secs(10), "the cache never used the cluster");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let paths: Vec<String> = (0..20).map(|i| format!("/tagged/{i}?t=spread,n{i}")).collect();
+    for p in &paths {
+        get(a.port, p, &[]);
+    }
+    let primaries: Vec<u16> = cluster.primaries().iter().map(|p| p.port).collect();
+    let tag_set = "shield:cache:c:tag:spread";
+    let owner = cluster.node_of_key(tag_set);
+    let wait = Instant::now();
+    while cluster.command(owner, &["ZCARD", tag_set]) != ":20" {
+        assert!(wait.elapsed() < Duration::from_secs(5), "20 members: {}", cluster.command(owner, &["ZCARD", tag_set]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let used = primaries.iter().filter(|&&p| cluster.command(p, &["DBSIZE"]) != ":0").count();
+    assert!(used >= 2, "entries and sets spread over the primaries");
+    for p in &paths {
+        let wait = Instant::now();
+        while get(b.port, p, &[]).header("X-Cache") != Some("HIT") {
+            assert!(wait.elapsed() < Duration::from_secs(5), "{p} never a hit on B");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let purge = http_request(a.port, "PURGE", "/purge?tag=spread", &[], None);
+    assert_eq!((purge.status, purge.body_str()), (200, "{\"purged\":true,\"entries\":20}\n"));
+    for p in &paths {
+        assert_eq!(get(b.port, p, &[]).header("X-Cache"), Some("MISS"), "{p} on B");
+    }
+    assert_eq!(get(b.port, "/cached/warm", &[]).header("X-Cache"), Some("HIT"), "untagged stays");
+}
+
+/// An entry revalidated by a 304 (here: 1 s, then an hour) is recorded again in its tags'
+/// index with its new lifetime: the index never expires before the entry, a purge still finds it.
+#[test]
+fn a_revalidated_entry_stays_in_its_tags_index_for_its_new_lifetime() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    let set = "shield:cache:c:tag:rv";
+    let score = || -> f64 {
+        let reply = redis.command(&["ZRANGE", set, "0", "-1", "WITHSCORES"]);
+        reply.lines().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("one member: {reply}"))
+    };
+    get(a.port, "/tag-reval", &[]);
+    wait_stores(a.port, 1);
+    let before = score();
+    wait_until_stale();
+    let r = get(a.port, "/tag-reval", &[]);
+    assert_eq!(r.header("X-Cache"), Some("REVALIDATED"), "{r:?}");
+    wait_stores(a.port, 2);
+    let after = score();
+    assert!(after - before > 3_000_000.0, "the member's expiry follows the entry's: {before} -> {after}");
+    let ttl: i64 = redis.command(&["PTTL", set]).trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 3_590_000, "the set lives as long as the entry: {ttl}");
+    assert_eq!(get(b.port, "/tag-reval", &[]).header("X-Cache"), Some("HIT"));
+    let purge = http_request(b.port, "PURGE", "/purge?tag=rv", &[], None);
+    assert_eq!(purge.body_str(), "{\"purged\":true,\"entries\":1}\n");
+    assert_eq!(get(a.port, "/tag-reval", &[]).header("X-Cache"), Some("MISS"));
 }

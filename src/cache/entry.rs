@@ -148,6 +148,26 @@ pub fn variants(key: &[u8], names: &[String]) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Soft purge: the entry made stale in place (its lifetime set to 0), everything else kept, so
+/// the next request revalidates it (or, the origin failing, may be served it stale) but is
+/// never served it as fresh. False for anything but a response entry (a `Vary` marker has no
+/// freshness of its own: the caller drops it). Redis does the same in `SOFT_PURGE_SCRIPT`.
+pub fn mark_stale(bytes: &mut [u8]) -> bool {
+    let Some(at) = lifetime_offset(bytes) else { return false };
+    bytes[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    true
+}
+
+/// Where a response entry's lifetime is: after magic, kind, key length, key, status and
+/// `stored_at`.
+fn lifetime_offset(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < 7 || bytes[..4] != MAGIC || bytes[4] != KIND_RESPONSE {
+        return None;
+    }
+    let at = 7 + usize::from(u16::from_le_bytes([bytes[5], bytes[6]])) + 2 + 8;
+    (bytes.len() >= at + 4).then_some(at)
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -294,6 +314,26 @@ mod tests {
         assert!(Builder::new(b"k", 200, &stored(), split.into_iter(), 1024).is_none());
         let bad_name: [(&[u8], &[u8]); 1] = [(b"X Y", b"a")];
         assert!(Builder::new(b"k", 200, &stored(), bad_name.into_iter(), 1024).is_none());
+    }
+
+    #[test]
+    fn mark_stale_zeroes_the_lifetime_and_nothing_else() {
+        let mut bytes = sample();
+        assert!(mark_stale(&mut bytes));
+        let Some(Entry::Response(e)) = decode(&bytes, 1024) else { panic!("not a response") };
+        assert_eq!(e.stored.freshness.lifetime, 0);
+        assert_eq!(
+            (e.stored.stored_at, e.stored.freshness.stale_if_error, e.body),
+            (1_700_000_000, 9, &b"hello world"[..])
+        );
+        let now = e.stored.stored_at;
+        assert!(matches!(e.stored.reuse(now, &Default::default()), crate::cache::policy::Reuse::Stale { .. }));
+        let mut marker = variants(b"k", &["x-lang".into()]).unwrap();
+        assert!(!mark_stale(&mut marker), "a Vary marker is no response");
+        for n in 0..sample().len() {
+            let mut cut = sample()[..n].to_vec();
+            let _ = mark_stale(&mut cut); // never out of bounds
+        }
     }
 
     #[test]

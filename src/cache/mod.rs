@@ -8,12 +8,16 @@
 //! - `vary`: `Vary` names and the secondary key;
 //! - `entry`: the stored entry's binary format, shared by every backend and node;
 //! - `keys`: variant keys and Redis key names;
+//! - `tags`: cache tags (purge by tag) and their bounds;
+//! - `invalidate`: the URIs an unsafe request invalidates (RFC 9111 §4.4);
 //! - `status`: `$shield_cache_status` and `Cache-Status`.
 
 pub mod control;
 pub mod entry;
+pub mod invalidate;
 pub mod keys;
 pub mod policy;
 pub mod revalidate;
 pub mod status;
+pub mod tags;
 pub mod vary;

@@ -6,8 +6,8 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE123, NGX_CONF_TAKE2, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SERVER_TOKENS_OFF, NGX_HTTP_SRV_CONF,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -218,7 +218,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
 
 use super::{cache, filter, headers, identity, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 72] = [
+pub static mut COMMANDS: [ngx_command_t; 73] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -293,7 +293,8 @@ pub static mut COMMANDS: [ngx_command_t; 72] = [
     command(ngx_string!("shield_cache_no_store"), NGX_CONF_1MORE, cache::set_no_store),
     command(ngx_string!("shield_cache_strip_set_cookie"), NGX_CONF_FLAG, cache::set_strip_set_cookie),
     command(ngx_string!("shield_cache_lock"), NGX_CONF_TAKE12, cache::set_lock),
-    command(ngx_string!("shield_cache_purge"), NGX_CONF_TAKE1, cache::set_purge),
+    command(ngx_string!("shield_cache_purge"), NGX_CONF_TAKE12, cache::set_purge),
+    command(ngx_string!("shield_cache_tags_header"), NGX_CONF_TAKE123, cache::set_tags_header),
     command(ngx_string!("shield_cache_use_stale"), NGX_CONF_1MORE, cache::set_use_stale),
     ngx_command_t::empty(),
 ];

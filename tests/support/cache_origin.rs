@@ -24,7 +24,62 @@ pub fn origin() -> Upstream {
         let mut h = |k: &str, v: &str| headers.push((k.into(), v.into()));
         let mut body = format!("{path} #{n}").into_bytes();
         let mut status = 200;
+        // `?t=a,b`: the tags (`+` for a space).
+        let query_tags = req.path.split_once("?t=").map(|(_, t)| t.replace('+', " ")).unwrap_or_default();
         match path.as_str() {
+            p if p.starts_with("/tagged/") => {
+                h("Cache-Control", "max-age=60");
+                h("Cache-Tag", &query_tags);
+            }
+            p if p.starts_with("/skeyed/") => {
+                h("Cache-Control", "max-age=60");
+                h("Surrogate-Key", &query_tags);
+            }
+            p if p.starts_with("/cached/") => h("Cache-Control", "max-age=60"),
+            "/created" => {
+                status = 201;
+                h("Location", "/cached/b");
+                h("Content-Location", "http://localhost/cached/c");
+            }
+            "/created-elsewhere" => {
+                status = 201;
+                h("Location", "http://other.example/cached/d");
+            }
+            "/soft-etag" => {
+                h("Cache-Control", "max-age=60");
+                h("ETag", "\"s1\"");
+                h("Cache-Tag", "soft");
+                if header("if-none-match") == "\"s1\"" {
+                    h("X-Revalidated", "yes");
+                    status = 304;
+                    body = Vec::new();
+                }
+            }
+            "/tag-reval" => {
+                h("ETag", "\"t1\"");
+                h("Cache-Tag", "rv");
+                if header("if-none-match") == "\"t1\"" {
+                    h("Cache-Control", "max-age=3600");
+                    status = 304;
+                    body = Vec::new();
+                } else {
+                    h("Cache-Control", "max-age=1");
+                }
+            }
+            "/soft-flaky" => {
+                let first = {
+                    let mut seen = SEEN.lock().unwrap();
+                    let first = !seen.contains(&path);
+                    seen.push(path.clone());
+                    first
+                };
+                h("Cache-Control", "max-age=60");
+                h("Cache-Tag", "soft");
+                if !first {
+                    status = 503;
+                    body = b"origin failed".to_vec();
+                }
+            }
             "/max-age" | "/head" | "/post" => h("Cache-Control", "max-age=60"),
             "/s-maxage" => h("Cache-Control", "s-maxage=60, max-age=0"),
             "/expires" => h("Expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
@@ -109,8 +164,23 @@ pub const LOCATIONS: &str = r#"
                 shield_cache zone=c;
                 shield_cache_bypass $http_x_no_cache;
                 shield_cache_purge on;
+                shield_cache_tags_header Cache-Tag;
                 add_header X-Cache $shield_cache_status always;
                 add_header X-Key $shield_cache_key always;
+            }
+            location /skeyed/ {
+                proxy_pass http://127.0.0.1:%%ORIGIN%%;
+                shield_cache zone=c;
+                shield_cache_tags_header Surrogate-Key max_tags=2 max_length=8;
+                add_header X-Cache $shield_cache_status always;
+            }
+            location /soft/ {
+                proxy_pass http://127.0.0.1:%%ORIGIN%%/;
+                shield_cache zone=c;
+                shield_cache_purge on soft;
+                shield_cache_use_stale http_503;
+                shield_cache_tags_header Cache-Tag;
+                add_header X-Cache $shield_cache_status always;
             }
             location /strip/ {
                 proxy_pass http://127.0.0.1:%%ORIGIN%%/;
@@ -162,6 +232,7 @@ pub const LOCATIONS: &str = r#"
                 add_header X-Cache $shield_cache_status always;
             }
             location = /purge { shield_cache_purge zone=c; }
+            location = /purge-soft { shield_cache_purge zone=c soft; }
             location = /metrics { shield_status; }"#;
 
 pub fn start(origin: &Upstream) -> Nginx {

@@ -16,15 +16,14 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
-use super::coalesce::Outcome;
 use super::directives::CacheZone;
 use super::lookup::{any_true, request_values};
 use super::{store, CacheCtx, Plan};
 use crate::cache::control::ResponseControl;
-use crate::cache::entry::{self, Builder};
+use crate::cache::entry::Builder;
 use crate::cache::policy::{self, Exchange, Stored};
 use crate::cache::status::CacheStatus;
-use crate::cache::{keys, vary};
+use crate::cache::{invalidate, keys, tags, vary};
 use crate::glue::util::{guard, headers, pool_str, push_header, static_str};
 use crate::glue::{MainConf, RequestCtx, Shield};
 
@@ -94,6 +93,11 @@ fn on_response(
         if (200..400).contains(&status) {
             store::delete(mcf, zone, &c.key);
             mcf.add(zone.slots.invalidations, 1);
+            // And the same-origin URIs of its Location and Content-Location.
+            for key in invalidated_keys(r, &c.key) {
+                store::delete(mcf, zone, &key);
+                mcf.add(zone.slots.invalidations, 1);
+            }
         }
         return Some(());
     }
@@ -114,6 +118,23 @@ fn on_response(
     let value = pool_str(r.pool, CacheStatus::Forwarded(why).header(Some(status), stored).as_bytes())?;
     push_header(&mut r.headers_out.headers, static_str("Cache-Status"), value)?;
     Some(())
+}
+
+/// The keys of the same-origin URIs in the response's `Location` and `Content-Location`
+/// (RFC 9111 §4.4), other than the request's own.
+fn invalidated_keys(r: &ngx_http_request_t, key: &[u8]) -> Vec<Vec<u8>> {
+    // SAFETY: the request line and Host live in the request pool; the connection is live.
+    let (uri, host, https) = unsafe {
+        let host = r.headers_in.host.as_ref().map(|h| h.value.as_bytes()).unwrap_or_default();
+        (r.unparsed_uri.as_bytes(), host, !(*r.connection).ssl.is_null())
+    };
+    let values = response_values(r, b"location").into_iter().chain(response_values(r, b"content-location"));
+    let scheme = if https { "https" } else { "http" };
+    invalidate::targets(scheme, host, uri, values)
+        .iter()
+        .filter(|t| t.as_slice() != uri)
+        .filter_map(|t| invalidate::key_for(key, uri, t))
+        .collect()
 }
 
 /// The response's values of a header.
@@ -207,12 +228,24 @@ fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &C
     let stored = Stored { stored_at: now, freshness };
     let fields = content_type.into_iter().chain(kept.iter().copied());
     let builder = Builder::new(entry_key, x.status, &stored, fields, zone.max_entry)?;
+    let tags = match lc.tags.as_ref().and_then(Option::as_ref) {
+        Some(t) => match tags::parse(response_values(r, t.name.as_bytes()), t.limits) {
+            Ok(list) => list.into_iter().map(<[u8]>::to_vec).collect(),
+            Err(e) => {
+                // Stored without some of its tags, it would escape their purge.
+                let mcf = Shield::main_conf(r)?;
+                mcf.add(zone.slots.tag_rejects[e as usize], 1);
+                return None;
+            }
+        },
+        None => Vec::new(),
+    };
     // An entry with a validator stays past its lifetime too: it can be revalidated (a 304
     // instead of the whole body).
     let has_validator =
         kept.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"etag") || n.eq_ignore_ascii_case(b"last-modified"));
     let grace = if has_validator { policy::USE_STALE_GRACE } else { grace(lc) };
-    c.plan = Some(Plan { builder, variants, keep_for: freshness.keep_for(grace), body_done: false });
+    c.plan = Some(Plan { builder, variants, keep_for: freshness.keep_for(grace), body_done: false, tags });
     Some(())
 }
 
@@ -308,17 +341,6 @@ fn finish(r: &mut ngx_http_request_t) {
     let Some(plan) = c.plan.take() else { return };
     let (Some(lc), Some(mcf)) = (Shield::location_conf(r), Shield::main_conf(r)) else { return };
     let Some(zone) = lc.response_cache.zone().map(|zi| &*mcf.response_cache.zones[zi]) else { return };
-    let data = plan.builder.finish();
-    match &plan.variants {
-        Some((names, vkey)) => {
-            if let Some(marker) = entry::variants(&c.key, names) {
-                store::put(mcf, zone, &c.key, &marker, plan.keep_for);
-                store::put(mcf, zone, vkey, &data, plan.keep_for);
-            }
-        }
-        None => store::put(mcf, zone, &c.key, &data, plan.keep_for),
-    }
-    if let Some(leader) = c.leader.take() {
-        leader.release(Outcome::Retry);
-    }
+    // Recording the tags (if any) first; the flight ends once the entry is on its way.
+    super::tags::store(mcf, zone, &c.key, plan, c.leader.take());
 }

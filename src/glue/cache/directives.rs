@@ -10,6 +10,7 @@ use ngx::http::HttpModuleMainConf;
 
 use super::shm::{zone_init, ShmCache};
 use crate::cache::policy::{Rules, Valid, MAX_LIFETIME};
+use crate::cache::tags::{self, Limits};
 use crate::glue::util::{directive, pool_str, set_once, ComplexValue};
 use crate::glue::{LocConf, MainConf, Shield};
 use crate::parse::{self, ConfError};
@@ -41,7 +42,11 @@ pub struct ZoneSlots {
     pub stored_bytes: usize,
     pub invalidations: usize,
     pub stale: usize,
-    pub purges: usize,
+    /// `shield_cache_purges_total` by kind (url, key, tag) and mode (hard, soft).
+    pub purges: [[usize; 2]; 3],
+    pub tag_purged: usize,
+    /// `shield_cache_tag_rejects_total` by reason (too_many, too_long, full).
+    pub tag_rejects: [usize; 3],
     pub backend_errors: usize,
     pub collapsed: usize,
 }
@@ -50,6 +55,8 @@ pub struct CacheZone {
     pub name: String,
     /// Entries larger than this (head and body) are not stored.
     pub max_entry: usize,
+    /// Entries one tag indexes (`max_tag_entries=`).
+    pub max_tag_entries: usize,
     /// Explicit `backend=`; otherwise Redis when `shield_redis` is set.
     pub backend: Option<Backend>,
     /// Set by zone_init.
@@ -78,10 +85,23 @@ pub struct CacheMain {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Purge {
     Off,
-    /// `PURGE` requests of this cached location drop their own entry.
-    ByUrl,
-    /// This location is a purge endpoint for the zone: `?key=` names the entry.
-    Endpoint(usize),
+    /// `PURGE` requests of this cached location drop their own entry (`soft`: mark it stale).
+    ByUrl {
+        soft: bool,
+    },
+    /// This location is a purge endpoint for the zone: `?key=` names the entry, `?tag=` the
+    /// tags whose entries go.
+    Endpoint {
+        zone: usize,
+        soft: bool,
+    },
+}
+
+/// `shield_cache_tags_header`: the response header listing an entry's tags, and its bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagsHeader {
+    pub name: String,
+    pub limits: Limits,
 }
 
 #[derive(Default)]
@@ -99,6 +119,8 @@ pub struct CacheLoc {
     pub purge: Option<Purge>,
     /// `shield_cache_lock`: the lock's timeout in ms, `Some(None)` for `off`.
     pub lock: Option<Option<u64>>,
+    /// `shield_cache_tags_header`; `Some(None)` is `off`.
+    pub tags: Option<Option<TagsHeader>>,
     /// Resolved at merge.
     pub rules: Rules,
 }
@@ -127,6 +149,9 @@ impl CacheLoc {
         self.strip_set_cookie = self.strip_set_cookie.or(prev.strip_set_cookie);
         self.lock = self.lock.or(prev.lock);
         self.purge = self.purge.or(prev.purge);
+        if self.tags.is_none() {
+            self.tags.clone_from(&prev.tags);
+        }
         if self.use_stale.is_none() {
             self.use_stale.clone_from(&prev.use_stale);
         }
@@ -145,7 +170,7 @@ impl CacheLoc {
     /// The zone this location caches in, or purges (a purge endpoint).
     pub fn zone(&self) -> Option<usize> {
         match self.purge {
-            Some(Purge::Endpoint(z)) => Some(z),
+            Some(Purge::Endpoint { zone, .. }) => Some(zone),
             _ => self.zone.flatten(),
         }
     }
@@ -188,7 +213,27 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
             "Stale entries served because the origin failed (stale-if-error, shield_cache_use_stale).",
             z,
         ),
-        purges: reg.counter("shield_cache_purges_total", "Entries dropped by shield_cache_purge.", z),
+        purges: ["url", "key", "tag"].map(|kind| {
+            ["hard", "soft"].map(|mode| {
+                reg.counter(
+                    "shield_cache_purges_total",
+                    "Purge requests (shield_cache_purge), by what they name and whether they drop or mark stale.",
+                    &[("zone", zone), ("kind", kind), ("mode", mode)],
+                )
+            })
+        }),
+        tag_purged: reg.counter(
+            "shield_cache_tag_purged_entries_total",
+            "Entries dropped or marked stale by purges by tag.",
+            z,
+        ),
+        tag_rejects: ["too_many", "too_long", "full"].map(|reason| {
+            reg.counter(
+                "shield_cache_tag_rejects_total",
+                "Responses not stored because of their tags (too many, one too long, a tag's index full).",
+                &[("zone", zone), ("reason", reason)],
+            )
+        }),
         backend_errors: reg.counter(
             "shield_cache_backend_errors_total",
             "Lookups answered as misses because the Redis backend failed.",
@@ -197,10 +242,11 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
     }
 }
 
-/// `shield_cache_zone zone=name:size [max_entry=1m] [backend=redis|local];`
+/// `shield_cache_zone zone=name:size [max_entry=1m] [max_tag_entries=10000] [backend=redis|local];`
 pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |cf, mcf: &mut MainConf, args| {
         let (mut name, mut size, mut max_entry, mut backend) = (None, 0, None, None);
+        let mut max_tag_entries = tags::DEFAULT_TAG_ENTRIES;
         for arg in args {
             match parse::param(arg) {
                 Some(("zone", v)) => {
@@ -221,6 +267,9 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *
                     }
                     max_entry = Some(n);
                 }
+                Some(("max_tag_entries", v)) => {
+                    max_tag_entries = parse::bounded("max_tag_entries", v, 1, tags::MAX_TAG_ENTRIES as u64)? as usize;
+                }
                 Some(("backend", "redis")) => backend = Some(Backend::Redis),
                 Some(("backend", "local")) => backend = Some(Backend::Local),
                 _ => return Err(ConfError::InvalidParameter(arg.to_string())),
@@ -239,8 +288,15 @@ pub extern "C" fn set_zone(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *
             return Err(format!("zone \"{name}\" is duplicate").into());
         }
         let slots = zone_slots(&mut mcf.registry, &name);
-        let mut zone =
-            Box::new(CacheZone { name: name.clone(), max_entry, backend, shm: ptr::null_mut(), pool: None, slots });
+        let mut zone = Box::new(CacheZone {
+            name: name.clone(),
+            max_entry,
+            max_tag_entries,
+            backend,
+            shm: ptr::null_mut(),
+            pool: None,
+            slots,
+        });
         // nginx keeps this pointer (it does not copy the name): it must live in the cycle's pool.
         let mut shm_name = pool_str(cf.pool, format!("shield_cache_{name}").as_bytes()).ok_or("out of memory")?;
         // SAFETY: cf is live; the module address tags the zone.
@@ -382,11 +438,16 @@ pub extern "C" fn set_lock(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *
     })
 }
 
-/// `shield_cache_purge on | off | zone=name;`
+/// `shield_cache_purge on | off | zone=name [soft];`
 pub extern "C" fn set_purge(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |cf, lc: &mut LocConf, args| {
+        let soft = match args.get(1) {
+            None => false,
+            Some(&"soft") if args[0] != "off" => true,
+            Some(a) => return Err(ConfError::InvalidParameter(a.to_string())),
+        };
         let purge = match parse::param(args[0]) {
-            None if args[0] == "on" => Purge::ByUrl,
+            None if args[0] == "on" => Purge::ByUrl { soft },
             None if args[0] == "off" => Purge::Off,
             Some(("zone", name)) => {
                 let mcf = main_conf(cf)?;
@@ -394,7 +455,7 @@ pub extern "C" fn set_purge(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: 
                     mcf.response_cache.zones.iter().position(|z| z.name == name).ok_or_else(|| {
                         format!("unknown zone \"{name}\" (declare it with shield_cache_zone before use)")
                     })?;
-                Purge::Endpoint(i)
+                Purge::Endpoint { zone: i, soft }
             }
             _ => return Err(ConfError::InvalidParameter(args[0].to_string())),
         };

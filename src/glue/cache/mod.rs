@@ -11,6 +11,9 @@
 //!   workers and nodes;
 //! - `purge`: `shield_cache_purge`, dropping an entry by URL (`PURGE` in a cached location) or
 //!   by exact key (a purge endpoint), on every node sharing the backend;
+//! - `tags`: `shield_cache_tags_header` (the directive and its index), the tag index (a sorted set per tag in Redis, a tag
+//!   node in the zone), purging by tag, and the work that must not run inside a Redis reply's
+//!   callback, run from a posted event instead;
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
 //!   finds the entry and decides hit or forward, and the content handler that serves a hit;
 //! - `revalidate`: a stale entry's validators sent to the origin, its 304 merged (REVALIDATED);
@@ -28,6 +31,9 @@ mod revalidate;
 mod shm;
 mod stale;
 mod store;
+mod tags;
+
+pub use tags::set_tags_header;
 
 use std::rc::Rc;
 
@@ -106,6 +112,8 @@ struct Plan {
     variants: Option<(Vec<String>, Vec<u8>)>,
     keep_for: u32,
     body_done: bool,
+    /// The entry's tags (`shield_cache_tags_header`), recorded in the tag index on store.
+    tags: Vec<Vec<u8>>,
 }
 
 /// Per-request cache state, part of `RequestCtx`.
@@ -134,6 +142,10 @@ pub struct CacheCtx {
     body_sent: bool,
     /// A purge's result: whether an entry was there.
     purged: Option<bool>,
+    /// A purge by tag's result: the entries it dropped (or marked stale).
+    purged_entries: Option<u64>,
+    /// The purge is by tag (its answer counts entries).
+    tag_purge: bool,
     /// Waited in a flight: looks up once more, never coalesces again.
     collapsed: bool,
     /// This request holds the key's lock and fetches for its flight.

@@ -64,7 +64,7 @@ pub fn on_304(
         None => (c.entry.clone(), false),
     };
     if storable {
-        store::put(mcf, zone, old.key, &bytes, freshness.keep_for(grace(lc)));
+        super::tags::restore(mcf, zone, lc, old.key, &bytes, freshness.keep_for(grace(lc)), &merged);
     }
     c.entry = bytes;
     let Some(Entry::Response(e)) = entry::decode(&c.entry, zone.max_entry) else { return Some(false) };

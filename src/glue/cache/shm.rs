@@ -20,6 +20,7 @@ use ngx::ffi::{
 use ngx::ngx_log_error;
 
 use super::directives::CacheZone;
+use crate::cache::{entry, keys, tags};
 use crate::glue::util::guard;
 use crate::limit::shm_table::HashKey;
 
@@ -171,23 +172,43 @@ impl<'z> Locked<'z> {
         self.c.entries -= 1;
     }
 
-    /// Evicts the least recently used entry; false when there is none.
+    /// Evicts the least recently used entry; false when there is none. A tag's node whose
+    /// entries are still there goes to the front instead (hits do not touch it), unless every
+    /// node is such a tag node: then it goes, and its entries with it, so none escapes a purge.
     fn evict_one(&mut self) -> bool {
         let sentinel = ptr::addr_of_mut!(self.c.lru);
-        // SAFETY: the list is well formed; its tail is a live node unless it is the sentinel.
-        let tail = unsafe { (*sentinel).lru_prev };
-        if ptr::eq(tail, sentinel) {
-            return false;
-        }
-        // SAFETY: as above.
-        let key = unsafe { node_key(tail) }.to_vec();
-        match self.find(&key) {
-            Some((link, node)) => {
-                self.remove(link, node);
-                true
+        for round in 0..=self.c.entries {
+            // SAFETY: the list is well formed; its tail is a live node unless it is the sentinel.
+            let tail = unsafe { (*sentinel).lru_prev };
+            if ptr::eq(tail, sentinel) {
+                return false;
             }
-            None => false,
+            // SAFETY: as above.
+            let key = unsafe { node_key(tail) }.to_vec();
+            if key.starts_with(&keys::shm_tag_key(b"")) {
+                // SAFETY: as above.
+                let list = unsafe { node_data(tail) }.to_vec();
+                let live = tags::members(&list).any(|(m, _)| self.find(m).is_some());
+                if live && round < self.c.entries {
+                    Self::unlink_lru(tail);
+                    self.push_front(tail);
+                    continue;
+                }
+                for (m, _) in tags::members(&list) {
+                    if let Some((link, node)) = self.find(m) {
+                        self.remove(link, node);
+                    }
+                }
+            }
+            return match self.find(&key) {
+                Some((link, node)) => {
+                    self.remove(link, node);
+                    true
+                }
+                None => false,
+            };
         }
+        false
     }
 }
 
@@ -198,6 +219,18 @@ impl<'z> Locked<'z> {
 unsafe fn node_key<'a>(node: *mut Node) -> &'a [u8] {
     // SAFETY: the caller's contract; the key follows the node header.
     unsafe { core::slice::from_raw_parts(node.add(1).cast::<u8>(), (*node).key_len as usize) }
+}
+
+/// The data bytes of a node.
+///
+/// # Safety
+/// `node` is a live node written by `put`.
+unsafe fn node_data<'a>(node: *mut Node) -> &'a mut [u8] {
+    // SAFETY: the caller's contract; the data follows the key.
+    unsafe {
+        let data = node.add(1).cast::<u8>().add((*node).key_len as usize);
+        core::slice::from_raw_parts_mut(data, (*node).data_len as usize)
+    }
 }
 
 /// The entry stored under `key`, unless it expired (`now` in Unix seconds).
@@ -294,4 +327,99 @@ pub fn delete(zone: &CacheZone, key: &[u8]) -> bool {
         }
         None => false,
     }
+}
+
+/// Why a tagged entry was not stored.
+pub enum TagFailure {
+    /// A tag's node holds `max_tag_entries` live entries already.
+    Full,
+    /// No room in the zone, even after eviction.
+    NoRoom,
+}
+
+/// Stores `data` under `key` until `expires` and records `key` in each tag's node, all under
+/// one lock: either the entry is stored and every tag's node lists it, or nothing is stored.
+pub fn put_tagged(
+    zone: &CacheZone,
+    key: &[u8],
+    data: &[u8],
+    expires: i64,
+    tag_list: &[Vec<u8>],
+) -> Result<(), TagFailure> {
+    let Some(mut l) = Locked::new(zone) else { return Err(TagFailure::NoRoom) };
+    let now = store_now();
+    let mut nodes = Vec::with_capacity(tag_list.len());
+    for tag in tag_list {
+        let tk = keys::shm_tag_key(tag);
+        // SAFETY: nodes found under the lock are live.
+        let (old, old_expires) = match l.find(&tk) {
+            Some((_, n)) => unsafe { (node_data(n).to_vec(), (*n).expires) },
+            None => (Vec::new(), 0),
+        };
+        let list = tags::add_member(&old, key, expires, now, zone.max_tag_entries).ok_or(TagFailure::Full)?;
+        nodes.push((tk, list, expires.max(old_expires)));
+    }
+    if let Some((link, node)) = l.find(key) {
+        l.remove(link, node);
+    }
+    if !l.insert(key, data, expires) {
+        return Err(TagFailure::NoRoom);
+    }
+    for (tk, list, until) in nodes {
+        if let Some((link, node)) = l.find(&tk) {
+            l.remove(link, node);
+        }
+        if !l.insert(&tk, &list, until) {
+            if let Some((link, node)) = l.find(key) {
+                l.remove(link, node);
+            }
+            return Err(TagFailure::NoRoom);
+        }
+    }
+    Ok(())
+}
+
+/// Soft purge: marks the entry under `key` stale (a `Vary` marker is dropped); whether there
+/// was one.
+pub fn mark_stale(zone: &CacheZone, key: &[u8]) -> bool {
+    let Some(mut l) = Locked::new(zone) else { return false };
+    mark_locked(&mut l, key)
+}
+
+fn mark_locked(l: &mut Locked<'_>, key: &[u8]) -> bool {
+    let Some((link, node)) = l.find(key) else { return false };
+    // SAFETY: node is live under the lock.
+    if !entry::mark_stale(unsafe { node_data(node) }) {
+        l.remove(link, node);
+    }
+    true
+}
+
+/// Drops (or, `soft`, marks stale) every entry carrying one of `tag_list`; how many there were.
+/// A hard purge drops the tags' nodes too; a soft one keeps them (the entries are still there).
+pub fn purge_tags(zone: &CacheZone, tag_list: &[Vec<u8>], soft: bool) -> u64 {
+    let Some(mut l) = Locked::new(zone) else { return 0 };
+    let mut n = 0;
+    for tag in tag_list {
+        let Some((link, node)) = l.find(&keys::shm_tag_key(tag)) else { continue };
+        // SAFETY: node is live under the lock.
+        let list = unsafe { node_data(node) }.to_vec();
+        if !soft {
+            l.remove(link, node);
+        }
+        for (m, _) in tags::members(&list) {
+            let done = match soft {
+                true => mark_locked(&mut l, m),
+                false => match l.find(m) {
+                    Some((link, node)) => {
+                        l.remove(link, node);
+                        true
+                    }
+                    None => false,
+                },
+            };
+            n += u64::from(done);
+        }
+    }
+    n
 }

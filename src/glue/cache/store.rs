@@ -98,6 +98,11 @@ fn local_name(key: &[u8]) -> Vec<u8> {
     n
 }
 
+/// A new stamp, as text (the soft purge's script writes it over the old one).
+pub fn new_stamp_string() -> String {
+    String::from_utf8_lossy(&new_stamp()).into_owned()
+}
+
 /// A new random stamp.
 fn new_stamp() -> [u8; STAMP] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
