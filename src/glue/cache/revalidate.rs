@@ -64,7 +64,7 @@ pub fn on_304(
         None => (c.entry.clone(), false),
     };
     if storable {
-        store::put(mcf, zone, old.key, &bytes, freshness.keep_for(grace(lc)));
+        store::put(mcf, zone, old.key, &bytes, freshness.keep_for(grace(lc), x.validator));
     }
     c.entry = bytes;
     let Some(Entry::Response(e)) = entry::decode(&c.entry, zone.max_entry) else { return Some(false) };
