@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_origin::{get, hits, storm, wait_stores, wait_until_stale};
-use support::{http_get, CannedResponse, Nginx, Redis, Upstream};
+use support::{assert_config_error, http_get, http_request, CannedResponse, Nginx, Redis, Upstream};
 
 /// What the tests switch on the origin while it runs.
 #[derive(Default)]
@@ -310,4 +310,42 @@ fn no_cache_is_stored_and_revalidated_before_every_reuse_local() {
 fn no_cache_is_stored_and_revalidated_before_every_reuse_redis() {
     let redis = Redis::start();
     no_cache_is_stored_and_revalidated_before_every_reuse(Some(&redis));
+}
+
+/// A HEAD that finds a stale entry gets it (headers only), and its refresh is a GET: the
+/// refreshed entry has a body.
+#[test]
+fn a_head_on_a_stale_entry_refreshes_it_with_a_get() {
+    let (origin, _) = origin();
+    let nodes = nodes(&origin, None);
+    let port = nodes[0].port;
+    let first = get(port, "/swr", &[]);
+    wait_stores(port, 1);
+    wait_until_stale();
+    let head = http_request(port, "HEAD", "/swr", &[], None);
+    assert_eq!((head.status, head.header("X-Cache")), (200, Some("STALE")), "{head:?}");
+    assert_eq!(head.header("Content-Length"), Some(first.body.len().to_string().as_str()));
+    assert!(head.body.is_empty());
+    wait_stores(port, 2);
+    assert_eq!(origin.requests().last().map(|q| q.method.clone()).as_deref(), Some("GET"));
+    let fresh = get(port, "/swr", &[]);
+    assert_eq!(fresh.header("X-Cache"), Some("HIT"));
+    assert!(fresh.body_str().starts_with("/swr #") && fresh.body != first.body, "{fresh:?}");
+}
+
+#[test]
+fn bad_background_update_and_use_stale_values_fail_nginx_t() {
+    let conf =
+        |loc: &str| format!("shield_cache_zone zone=c:1m; server {{ listen 127.0.0.1:1; location / {{ {loc} }} }}");
+    assert_config_error(&conf("shield_cache_background_update maybe;"), "maybe");
+    assert_config_error(
+        &conf("shield_cache_background_update on; shield_cache_background_update off;"),
+        "\"shield_cache_background_update\" directive is duplicate",
+    );
+    assert_config_error(&conf("shield_cache_use_stale updating off;"), "\"off\"");
+    assert_config_error(&conf("shield_cache_use_stale updated;"), "\"updated\"");
+    let (ok, out) = support::nginx_test_config(&conf(
+        "shield_cache zone=c; shield_cache_use_stale updating error; shield_cache_background_update on;",
+    ));
+    assert!(ok, "{out}");
 }
