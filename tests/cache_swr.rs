@@ -42,6 +42,12 @@ fn origin() -> (Upstream, Arc<Knobs>) {
         match path.as_str() {
             "/swr" | "/swr-fail" | "/fg-swr" => h("Cache-Control", "max-age=1, stale-while-revalidate=30"),
             "/plain" => h("Cache-Control", "max-age=1"),
+            "/vary-swr" => {
+                h("Cache-Control", "max-age=1, stale-while-revalidate=30");
+                h("Vary", "X-Lang");
+                let lang = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-lang")).map(|(_, v)| v.clone());
+                body = format!("{path} {} #{n}", lang.unwrap_or_default()).into_bytes();
+            }
             "/etag-swr" | "/short-swr" | "/no-cache" => {
                 let (etag, cc) = match path.as_str() {
                     "/etag-swr" => ("\"e1\"", "max-age=1, stale-while-revalidate=30"),
@@ -348,4 +354,28 @@ fn bad_background_update_and_use_stale_values_fail_nginx_t() {
         "shield_cache zone=c; shield_cache_use_stale updating error; shield_cache_background_update on;",
     ));
     assert!(ok, "{out}");
+}
+
+/// With `Vary`, each variant is refreshed on its own (its own lock), and the refresh selects
+/// the same variant as the request that started it.
+#[test]
+fn each_vary_variant_is_refreshed_on_its_own() {
+    let (origin, _) = origin();
+    let nodes = nodes(&origin, None);
+    let port = nodes[0].port;
+    let en = get(port, "/vary-swr", &[("X-Lang", "en")]);
+    let fr = get(port, "/vary-swr", &[("X-Lang", "fr")]);
+    wait_stores(port, 4); // two variants, the marker stored with each
+    wait_until_stale();
+    let stale_en = get(port, "/vary-swr", &[("X-Lang", "en")]);
+    let stale_fr = get(port, "/vary-swr", &[("X-Lang", "fr")]);
+    assert_eq!((stale_en.header("X-Cache"), &stale_en.body), (Some("STALE"), &en.body), "{stale_en:?}");
+    assert_eq!((stale_fr.header("X-Cache"), &stale_fr.body), (Some("STALE"), &fr.body), "{stale_fr:?}");
+    wait_stores(port, 8);
+    let new_en = get(port, "/vary-swr", &[("X-Lang", "en")]);
+    let new_fr = get(port, "/vary-swr", &[("X-Lang", "fr")]);
+    assert_eq!((new_en.header("X-Cache"), new_fr.header("X-Cache")), (Some("HIT"), Some("HIT")));
+    assert!(new_en.body_str().starts_with("/vary-swr en #") && new_en.body != en.body, "{new_en:?}");
+    assert!(new_fr.body_str().starts_with("/vary-swr fr #") && new_fr.body != fr.body, "{new_fr:?}");
+    assert_eq!(hits(&origin, "/vary-swr"), 4);
 }
