@@ -95,6 +95,12 @@ const LOCATIONS: &str = r#"
                 shield_cache_background_update on;
                 add_header X-Cache $shield_cache_status always;
             }
+            location /locked/ {
+                proxy_pass http://127.0.0.1:%%ORIGIN%%/;
+                shield_cache zone=c;
+                shield_cache_lock on timeout=5s;
+                add_header X-Cache $shield_cache_status always;
+            }
             location = /metrics { shield_status; }"#;
 
 /// One node on the zone's shared memory, or two nodes sharing a Redis.
@@ -393,4 +399,22 @@ fn each_vary_variant_is_refreshed_on_its_own() {
     assert!(new_en.body_str().starts_with("/vary-swr en #") && new_en.body != en.body, "{new_en:?}");
     assert!(new_fr.body_str().starts_with("/vary-swr fr #") && new_fr.body != fr.body, "{new_fr:?}");
     assert_eq!(hits(&origin, "/vary-swr"), 4);
+}
+
+/// `no-cache` with `shield_cache_lock`: concurrent requests wait for one revalidation and then
+/// revalidate themselves (the entry is never fresh); each gets the stored body, none the
+/// origin's bare 304.
+#[test]
+fn concurrent_no_cache_revalidations_under_the_lock_all_get_the_body() {
+    let (origin, knobs) = origin();
+    let nodes = nodes(&origin, None);
+    let port = nodes[0].port;
+    let first = get(port, "/locked/no-cache", &[]);
+    wait_stores(port, 1);
+    knobs.slow.store(true, Ordering::Relaxed);
+    let results = storm(vec![port], "/locked/no-cache", 6, 6);
+    assert_eq!(results.len(), 6);
+    for (status, cache, body) in &results {
+        assert_eq!((*status, cache.as_str(), body), (200, "REVALIDATED", &first.body), "{results:?}");
+    }
 }

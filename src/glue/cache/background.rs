@@ -123,7 +123,9 @@ impl Lookup<'_> {
 
     /// The stale entry's usual way: to the origin with its validators.
     fn forward_stale(&mut self) -> ngx_int_t {
-        let Some(conditional) = super::revalidate::add_validators(self.r, &self.c.entry, self.zone.max_entry) else {
+        let Some(conditional) =
+            super::revalidate::add_validators(self.r, &self.c.entry, self.zone.max_entry, self.c.revalidating)
+        else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
         self.c.revalidating = conditional;

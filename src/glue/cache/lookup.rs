@@ -325,7 +325,9 @@ impl Lookup<'_> {
                 }
                 // Kept: should the origin fail, it may answer instead (see `stale`); its
                 // validators go to the origin, whose 304 it then answers (see `revalidate`).
-                let Some(conditional) = super::revalidate::add_validators(self.r, &bytes, self.zone.max_entry) else {
+                let Some(conditional) =
+                    super::revalidate::add_validators(self.r, &bytes, self.zone.max_entry, self.c.revalidating)
+                else {
                     return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
                 };
                 self.c.revalidating = conditional;
