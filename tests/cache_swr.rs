@@ -42,6 +42,16 @@ fn origin() -> (Upstream, Arc<Knobs>) {
         match path.as_str() {
             "/swr" | "/swr-fail" | "/fg-swr" => h("Cache-Control", "max-age=1, stale-while-revalidate=30"),
             "/plain" => h("Cache-Control", "max-age=1"),
+            "/no-cache-lm" => {
+                const LM: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
+                h("Cache-Control", "no-cache");
+                h("Last-Modified", LM);
+                let ims = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("if-modified-since"));
+                if ims.is_some_and(|(_, v)| v == LM) {
+                    status = 304;
+                    body = Vec::new();
+                }
+            }
             "/vary-swr" => {
                 h("Cache-Control", "max-age=1, stale-while-revalidate=30");
                 h("Vary", "X-Lang");
@@ -326,6 +336,15 @@ fn no_cache_is_stored_and_revalidated_before_every_reuse(redis: Option<&Redis>) 
         })
         .count();
     assert_eq!(conditional, 3, "every reuse was a conditional request");
+    // With Last-Modified only: If-Modified-Since.
+    std::thread::sleep(Duration::from_millis(300)); // the revalidations' stores are counted
+    let before = counter(port, "shield_cache_stores_total");
+    let lm = get(port, "/no-cache-lm", &[]);
+    wait_stores_on(&[port], before + 1);
+    let r = get(port, "/no-cache-lm", &[]);
+    assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("REVALIDATED"), &lm.body), "{r:?}");
+    assert_eq!(r.header("Last-Modified"), Some("Mon, 01 Jan 2024 00:00:00 GMT"));
+    assert_eq!(hits(&origin, "/no-cache-lm"), 2);
 }
 
 #[test]
