@@ -437,3 +437,24 @@ fn concurrent_no_cache_revalidations_under_the_lock_all_get_the_body() {
         assert_eq!((*status, cache.as_str(), body), (200, "REVALIDATED", &first.body), "{results:?}");
     }
 }
+
+/// The origin unreachable: the refresh ends with nginx's own 502, which is not stored and
+/// releases the lock; the stale entry keeps answering and each stale request tries again.
+#[test]
+fn an_unreachable_origin_keeps_the_stale_entry_answering() {
+    let (origin, _) = origin();
+    let nodes = nodes(&origin, None);
+    let port = nodes[0].port;
+    nodes[0].allow_log("connect() failed");
+    let first = get(port, "/swr", &[]);
+    wait_stores(port, 1);
+    drop(origin);
+    wait_until_stale();
+    for _ in 0..3 {
+        let r = get(port, "/swr", &[]);
+        assert_eq!((r.status, r.header("X-Cache"), &r.body), (200, Some("STALE"), &first.body), "{r:?}");
+        std::thread::sleep(Duration::from_millis(200)); // the refresh failed and let go of the lock
+    }
+    assert_eq!(counter(port, "shield_cache_background_updates_total"), 3);
+    assert_eq!(counter(port, "shield_cache_stores_total"), 1);
+}
