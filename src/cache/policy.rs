@@ -8,7 +8,8 @@ use super::control::{RequestControl, ResponseControl};
 const HEURISTIC_STATUSES: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 /// The Last-Modified heuristic gives 10% of the document's age, at most a day.
 pub const HEURISTIC_CAP: u32 = 86_400;
-/// How long past its lifetime an entry is kept where `shield_cache_use_stale` may serve it.
+/// How long past its lifetime an entry is kept where `shield_cache_use_stale` may serve it,
+/// or where it has a validator (it can be revalidated: a 304 instead of the whole body).
 pub const USE_STALE_GRACE: u32 = 600;
 /// No entry is kept longer than a year, whatever the response says.
 pub const MAX_LIFETIME: u32 = 365 * 86_400;
@@ -58,6 +59,8 @@ pub struct Exchange {
     pub request_authorization: bool,
     pub set_cookie: bool,
     pub vary_star: bool,
+    /// The response has a validator (`ETag` or `Last-Modified`).
+    pub validator: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +72,8 @@ pub enum NotStored {
     Authorization,
     SetCookie,
     VaryStar,
-    /// `no-cache`: storable, but every reuse needs revalidation, which this cache does not
-    /// do yet; storing would only cost memory.
+    /// `no-cache` without a validator: every reuse needs revalidation, which without a
+    /// validator is a whole new response; storing would only cost memory.
     NoCache,
     /// No explicit freshness, no heuristic and no `shield_cache_valid` for the status, or a
     /// lifetime of zero without a stale window.
@@ -94,7 +97,7 @@ pub struct Freshness {
     pub initial_age: u32,
     pub stale_while_revalidate: u32,
     pub stale_if_error: u32,
-    /// `must-revalidate` / `proxy-revalidate` / `s-maxage`: never served stale.
+    /// `must-revalidate` / `proxy-revalidate` / `s-maxage` / `no-cache`: never served stale.
     pub must_revalidate: bool,
     pub source: Source,
 }
@@ -102,10 +105,12 @@ pub struct Freshness {
 impl Freshness {
     /// Seconds the store keeps the entry: while fresh, then through its stale windows, or
     /// `grace` (a location that serves stale on errors keeps entries that long past their
-    /// lifetime).
-    pub fn keep_for(&self, grace: u32) -> u32 {
+    /// lifetime); an entry with a validator (`revalidatable`) is kept [`USE_STALE_GRACE`]
+    /// past its lifetime even when it may never be served stale, to be revalidated.
+    pub fn keep_for(&self, grace: u32, revalidatable: bool) -> u32 {
         let windows = self.stale_while_revalidate.max(self.stale_if_error).max(grace);
         let stale = if self.must_revalidate { 0 } else { windows };
+        let stale = if revalidatable { stale.max(USE_STALE_GRACE) } else { stale };
         self.lifetime.saturating_add(stale).saturating_sub(self.initial_age).clamp(1, MAX_LIFETIME)
     }
 }
@@ -132,11 +137,15 @@ pub fn assess(x: &Exchange, rules: &Rules, now: i64) -> Result<Freshness, NotSto
     if x.vary_star {
         return Err(NotStored::VaryStar);
     }
-    if c.no_cache {
+    // RFC 9111 §5.2.2.4: storable, but never reused without a successful revalidation: stored
+    // already stale (lifetime 0) and never served stale.
+    if c.no_cache && !x.validator {
         return Err(NotStored::NoCache);
     }
     let date = x.date.unwrap_or(now);
-    let (lifetime, source) = if let Some(s) = c.s_maxage {
+    let (lifetime, source) = if c.no_cache {
+        (0, Source::MaxAge)
+    } else if let Some(s) = c.s_maxage {
         (s, Source::SMaxage)
     } else if let Some(m) = c.max_age {
         (m, Source::MaxAge)
@@ -157,11 +166,11 @@ pub fn assess(x: &Exchange, rules: &Rules, now: i64) -> Result<Freshness, NotSto
         stale_while_revalidate: c.stale_while_revalidate.unwrap_or(0),
         stale_if_error: c.stale_if_error.unwrap_or(0),
         // s-maxage implies proxy-revalidate for a shared cache (RFC 9111 §5.2.2.10).
-        must_revalidate: c.must_revalidate || c.proxy_revalidate || c.s_maxage.is_some(),
+        must_revalidate: c.must_revalidate || c.proxy_revalidate || c.s_maxage.is_some() || c.no_cache,
         source,
     };
     let stale_window = !f.must_revalidate && (f.stale_while_revalidate > 0 || f.stale_if_error > 0);
-    if f.lifetime <= f.initial_age && !stale_window {
+    if f.lifetime <= f.initial_age && !stale_window && !c.no_cache {
         return Err(NotStored::NoFreshness);
     }
     Ok(f)
@@ -220,6 +229,30 @@ impl Stored {
         let window = ERROR_STATUSES.contains(&status) && expired_for <= self.freshness.stale_if_error;
         window || use_stale.contains(&status)
     }
+}
+
+impl Stored {
+    /// Whether the stale entry may answer at once while one refresh fetches its replacement,
+    /// and if so how long it has been stale: within the response's `stale-while-revalidate`
+    /// window (RFC 5861 §3), or whenever the location allows it (`updating`: `shield_cache_use_stale
+    /// updating`, bounded by how long the entry is kept). Never for a response that demanded
+    /// revalidation, nor for a request that limits the age it accepts (`max-age`, `min-fresh`,
+    /// `no-cache`): only the origin can satisfy those.
+    pub fn serve_while_revalidating(&self, now: i64, request: &RequestControl, updating: bool) -> Option<u32> {
+        let limited = request.max_age.is_some() || request.min_fresh.is_some() || request.revalidate();
+        if self.freshness.must_revalidate || limited {
+            return None;
+        }
+        let Reuse::Stale { expired_for, .. } = self.reuse(now, &RequestControl::default()) else { return None };
+        let swr = self.freshness.stale_while_revalidate;
+        (updating || (swr > 0 && expired_for <= swr)).then_some(expired_for)
+    }
+}
+
+/// Whether a background refresh's response replaces the stale entry: never a server error
+/// (the stale entry is worth more than a stored 5xx; it keeps answering within its window).
+pub fn refresh_replaces(status: u16) -> bool {
+    status < 500
 }
 
 #[cfg(test)]
@@ -281,7 +314,7 @@ mod tests {
         let r = Rules::default();
         assert_eq!(assess(&ok("no-store, max-age=60"), &r, NOW), Err(NotStored::NoStore));
         assert_eq!(assess(&ok("private, max-age=60"), &r, NOW), Err(NotStored::Private));
-        assert_eq!(assess(&ok("no-cache, max-age=60"), &r, NOW), Err(NotStored::NoCache));
+        assert_eq!(assess(&ok("no-cache, max-age=60"), &r, NOW), Err(NotStored::NoCache), "no validator");
         assert_eq!(assess(&ok("max-age=0"), &r, NOW), Err(NotStored::NoFreshness));
         for status in [100, 101, 206, 304, 600] {
             assert_eq!(assess(&Exchange { status, ..ok("max-age=60") }, &r, NOW), Err(NotStored::Status));
@@ -347,11 +380,57 @@ mod tests {
     #[test]
     fn keep_for_covers_stale_windows_unless_must_revalidate() {
         let f = assess(&ok("max-age=60, stale-while-revalidate=30, stale-if-error=100"), &Rules::default(), NOW);
-        assert_eq!(f.unwrap().keep_for(0), 160);
-        let f = assess(&ok("max-age=60, stale-if-error=100, must-revalidate"), &Rules::default(), NOW);
-        assert_eq!(f.unwrap().keep_for(USE_STALE_GRACE), 60, "not even for use_stale");
+        assert_eq!(f.unwrap().keep_for(0, false), 160);
+        let f = assess(&ok("max-age=60, stale-if-error=100, must-revalidate"), &Rules::default(), NOW).unwrap();
+        assert_eq!(f.keep_for(USE_STALE_GRACE, false), 60, "not even for use_stale");
+        assert_eq!(f.keep_for(0, true), 60 + USE_STALE_GRACE, "but to be revalidated");
         let f = assess(&ok("max-age=0, stale-if-error=100"), &Rules::default(), NOW).unwrap();
-        assert_eq!(f.keep_for(0), 100, "a stale window alone is worth storing");
-        assert_eq!(f.keep_for(USE_STALE_GRACE), 600);
+        assert_eq!(f.keep_for(0, false), 100, "a stale window alone is worth storing");
+        assert_eq!(f.keep_for(USE_STALE_GRACE, false), 600);
+    }
+
+    #[test]
+    fn no_cache_with_a_validator_is_stored_stale_and_never_served_stale() {
+        let x = Exchange { validator: true, ..ok("no-cache, max-age=60, stale-while-revalidate=30") };
+        let f = assess(&x, &Rules::default(), NOW).unwrap();
+        assert_eq!((f.lifetime, f.must_revalidate), (0, true));
+        assert_eq!(f.keep_for(0, true), USE_STALE_GRACE, "kept to be revalidated");
+        let stored = Stored { stored_at: NOW, freshness: f };
+        let none = RequestControl::default();
+        assert!(matches!(stored.reuse(NOW, &none), Reuse::Stale { .. }), "revalidated before every reuse");
+        assert_eq!(stored.serve_while_revalidating(NOW + 1, &none, true), None, "not even with updating");
+        assert!(!stored.serve_on_error(NOW + 1, 503, &[503]));
+        let plain = Exchange { validator: true, ..ok("no-cache") };
+        assert_eq!(assess(&plain, &Rules::default(), NOW).map(|f| f.lifetime), Ok(0));
+    }
+
+    #[test]
+    fn stale_while_revalidate_window_and_use_stale_updating() {
+        let f = |cc| Stored { stored_at: NOW, freshness: assess(&ok(cc), &Rules::default(), NOW).unwrap() };
+        let none = RequestControl::default();
+        let swr = f("max-age=10, stale-while-revalidate=20");
+        assert_eq!(swr.serve_while_revalidating(NOW + 5, &none, false), None, "fresh: a plain hit");
+        assert_eq!(swr.serve_while_revalidating(NOW + 10, &none, false), Some(0), "just stale");
+        assert_eq!(swr.serve_while_revalidating(NOW + 30, &none, false), Some(20), "the window's last second");
+        assert_eq!(swr.serve_while_revalidating(NOW + 31, &none, false), None, "past the window");
+        assert_eq!(swr.serve_while_revalidating(NOW + 31, &none, true), Some(21), "updating has no window");
+        let plain = f("max-age=10");
+        assert_eq!(plain.serve_while_revalidating(NOW + 11, &none, false), None, "no window without the directive");
+        assert_eq!(plain.serve_while_revalidating(NOW + 11, &none, true), Some(1));
+        let strict = f("max-age=10, stale-while-revalidate=20, must-revalidate");
+        assert_eq!(strict.serve_while_revalidating(NOW + 11, &none, true), None, "must-revalidate");
+        for request in [
+            RequestControl { max_age: Some(100), ..Default::default() },
+            RequestControl { min_fresh: Some(1), ..Default::default() },
+            RequestControl { no_cache: true, ..Default::default() },
+        ] {
+            assert_eq!(swr.serve_while_revalidating(NOW + 11, &request, false), None, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_never_stores_a_server_error() {
+        assert!(refresh_replaces(200) && refresh_replaces(404) && refresh_replaces(304));
+        assert!(!refresh_replaces(500) && !refresh_replaces(503));
     }
 }

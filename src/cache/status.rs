@@ -31,6 +31,13 @@ pub enum CacheStatus {
     Stale {
         expired_for: u32,
     },
+    /// The stale entry answered at once while one refresh fetches its replacement
+    /// (`stale-while-revalidate`, `shield_cache_use_stale updating`): `started`, this request
+    /// started the refresh; otherwise one was already under way.
+    WhileRevalidating {
+        expired_for: u32,
+        started: bool,
+    },
 }
 
 impl CacheStatus {
@@ -39,7 +46,8 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit { .. } => "HIT",
             CacheStatus::Collapsed(_) => "COLLAPSED",
-            CacheStatus::Stale { .. } => "STALE",
+            CacheStatus::Stale { .. } | CacheStatus::WhileRevalidating { started: true, .. } => "STALE",
+            CacheStatus::WhileRevalidating { started: false, .. } => "UPDATING",
             CacheStatus::Revalidated => "REVALIDATED",
             CacheStatus::Forwarded(Forward::UriMiss | Forward::VaryMiss) => "MISS",
             CacheStatus::Forwarded(Forward::Stale) => "EXPIRED",
@@ -60,6 +68,12 @@ impl CacheStatus {
             CacheStatus::Stale { expired_for } => {
                 let st = fwd_status.map(|s| format!("; fwd-status={s}")).unwrap_or_default();
                 format!("nginx-shield; hit; fwd=stale{st}; ttl=-{expired_for}")
+            }
+            // A hit (this request was not forwarded), stale by `ttl`; the detail says why it
+            // could be served (RFC 9211 §2.8 leaves `detail` to the cache).
+            CacheStatus::WhileRevalidating { expired_for, started } => {
+                let detail = if *started { "stale-while-revalidate" } else { "updating" };
+                format!("nginx-shield; hit; ttl=-{expired_for}; detail={detail}")
             }
             CacheStatus::Forwarded(f) => {
                 let mut s = format!("nginx-shield; fwd={}", f.token());
@@ -107,6 +121,16 @@ mod tests {
         assert_eq!(
             (collapsed.variable(), collapsed.header(None, false).as_str()),
             ("COLLAPSED", "nginx-shield; fwd=uri-miss; collapsed")
+        );
+        let started = CacheStatus::WhileRevalidating { expired_for: 3, started: true };
+        assert_eq!(
+            (started.variable(), started.header(None, false).as_str()),
+            ("STALE", "nginx-shield; hit; ttl=-3; detail=stale-while-revalidate")
+        );
+        let updating = CacheStatus::WhileRevalidating { expired_for: 0, started: false };
+        assert_eq!(
+            (updating.variable(), updating.header(None, false).as_str()),
+            ("UPDATING", "nginx-shield; hit; ttl=-0; detail=updating")
         );
     }
 }

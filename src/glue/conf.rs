@@ -218,7 +218,7 @@ const fn main_command(name: ngx_str_t, args: u32, set: Handler) -> ngx_command_t
 
 use super::{cache, filter, headers, identity, limit, redis};
 
-pub static mut COMMANDS: [ngx_command_t; 73] = [
+pub static mut COMMANDS: [ngx_command_t; 74] = [
     command(ngx_string!("shield_headers"), NGX_CONF_FLAG, headers::directives::set_headers),
     command(ngx_string!("shield_header"), NGX_CONF_TAKE2, headers::directives::set_header),
     command(ngx_string!("shield_csp"), NGX_CONF_TAKE1, headers::directives::set_csp),
@@ -296,5 +296,6 @@ pub static mut COMMANDS: [ngx_command_t; 73] = [
     command(ngx_string!("shield_cache_purge"), NGX_CONF_TAKE12, cache::set_purge),
     command(ngx_string!("shield_cache_tags_header"), NGX_CONF_TAKE123, cache::set_tags_header),
     command(ngx_string!("shield_cache_use_stale"), NGX_CONF_1MORE, cache::set_use_stale),
+    command(ngx_string!("shield_cache_background_update"), NGX_CONF_FLAG, cache::set_background_update),
     ngx_command_t::empty(),
 ];

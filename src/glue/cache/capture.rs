@@ -63,7 +63,8 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(log, "cache header filter", NGX_ERROR as ngx_int_t, || {
         // SAFETY: as above.
         let req = unsafe { &mut *r };
-        if ptr::eq(r, req.main) && RequestCtx::peek(r).is_some_and(|c| c.cache.status.is_some() || c.cache.invalidate) {
+        let ours = |c: &RequestCtx| c.cache.status.is_some() || c.cache.invalidate;
+        if (ptr::eq(r, req.main) || super::background::is_refresh(r)) && RequestCtx::peek(r).is_some_and(ours) {
             if let (Some(ctx), Some(lc), Some(mcf)) =
                 (RequestCtx::get(r), Shield::location_conf(req), Shield::main_conf(req))
             {
@@ -102,6 +103,10 @@ fn on_response(
         return Some(());
     }
     if super::revalidate::on_304(r, c, lc, mcf, zone)? {
+        return Some(());
+    }
+    if c.refresh {
+        super::background::on_response(r, c, lc, zone);
         return Some(());
     }
     if super::stale::substitute(r, c, lc.use_stale.as_deref().unwrap_or_default(), zone.max_entry)? {
@@ -171,6 +176,7 @@ pub(super) fn exchange<'a>(
         request_authorization: !r.headers_in.authorization.is_null(),
         set_cookie: !values(b"set-cookie").is_empty(),
         vary_star: vary == vary::Vary::Uncacheable,
+        validator: last_modified.is_some() || !values(b"etag").is_empty(),
     };
     (x, vary)
 }
@@ -195,7 +201,7 @@ pub(super) fn stored_fields<'a>(r: &ngx_http_request_t) -> Vec<(&'a [u8], &'a [u
 
 /// How long past its lifetime the location keeps entries (`shield_cache_use_stale`).
 pub(super) fn grace(lc: &super::CacheLoc) -> u32 {
-    if lc.use_stale.as_ref().is_some_and(|s| !s.is_empty()) {
+    if lc.use_stale.as_ref().is_some_and(|s| !s.is_empty()) || lc.use_stale_updating {
         policy::USE_STALE_GRACE
     } else {
         0
@@ -203,7 +209,7 @@ pub(super) fn grace(lc: &super::CacheLoc) -> u32 {
 }
 
 /// Decides whether the response is stored and, if so, starts its entry in `c.plan`.
-fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &CacheZone) -> Option<()> {
+pub(super) fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &CacheZone) -> Option<()> {
     let out = &r.headers_out;
     if out.content_length_n > zone.max_entry as i64 {
         return None;
@@ -242,10 +248,8 @@ fn plan(r: &ngx_http_request_t, c: &mut CacheCtx, lc: &super::CacheLoc, zone: &C
     };
     // An entry with a validator stays past its lifetime too: it can be revalidated (a 304
     // instead of the whole body).
-    let has_validator =
-        kept.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"etag") || n.eq_ignore_ascii_case(b"last-modified"));
-    let grace = if has_validator { policy::USE_STALE_GRACE } else { grace(lc) };
-    c.plan = Some(Plan { builder, variants, keep_for: freshness.keep_for(grace), body_done: false, tags });
+    let keep_for = freshness.keep_for(grace(lc), x.validator);
+    c.plan = Some(Plan { builder, variants, keep_for, body_done: false, tags });
     Some(())
 }
 
@@ -266,6 +270,9 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -
             // SAFETY: install() saved the next filter.
             return unsafe { NEXT_BODY_FILTER.map_or(NGX_ERROR as ngx_int_t, |f| f(r, out)) };
         }
+        if !main && super::background::is_refresh(r) {
+            return super::background::body(req, chain);
+        }
         let capturing = main && RequestCtx::peek(r).is_some_and(|c| c.cache.plan.is_some());
         if capturing {
             if let Some(ctx) = RequestCtx::get(r) {
@@ -282,7 +289,7 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -
 }
 
 /// Copies the chain's bytes into the plan; drops the plan when it cannot hold them.
-fn copy(c: &mut CacheCtx, chain: *mut ngx_chain_t) {
+pub(super) fn copy(c: &mut CacheCtx, chain: *mut ngx_chain_t) {
     let Some(plan) = c.plan.as_mut() else { return };
     let mut cl = chain;
     let mut ok = true;
@@ -332,7 +339,7 @@ unsafe fn read_file(plan: &mut Plan, b: *mut ngx::ffi::ngx_buf_t) -> bool {
 }
 
 /// After the last buffer went on: stores the entry (and the variants marker).
-fn finish(r: &mut ngx_http_request_t) {
+pub(super) fn finish(r: &mut ngx_http_request_t) {
     let Some(ctx) = RequestCtx::get(r) else { return };
     let c = &mut ctx.cache;
     if !c.plan.as_ref().is_some_and(|p| p.body_done) {

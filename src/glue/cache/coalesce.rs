@@ -64,6 +64,11 @@ pub fn join(zone: usize, key: &[u8], r: *mut ngx_http_request_t) -> Option<Rc<Me
     Some(m)
 }
 
+/// Whether a flight for `key` is open in this worker (its fetch is under way).
+pub fn is_open(zone: usize, key: &[u8]) -> bool {
+    flights().contains_key(&(zone, key.to_vec()))
+}
+
 /// Opens the flight for `key` (the caller then leads or polls).
 pub fn open(zone: usize, key: &[u8]) {
     flights().insert((zone, key.to_vec()), Flight { members: Vec::new() });

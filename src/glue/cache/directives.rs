@@ -49,6 +49,8 @@ pub struct ZoneSlots {
     pub tag_rejects: [usize; 3],
     pub backend_errors: usize,
     pub collapsed: usize,
+    pub updating: usize,
+    pub background_updates: usize,
 }
 
 pub struct CacheZone {
@@ -115,6 +117,11 @@ pub struct CacheLoc {
     pub strip_set_cookie: Option<bool>,
     /// `shield_cache_use_stale`: the origin statuses a stale entry answers instead.
     pub use_stale: Option<Vec<u16>>,
+    /// `shield_cache_use_stale updating`: a stale entry answers while it is being refreshed
+    /// (set with `use_stale`, inherited with it).
+    pub use_stale_updating: bool,
+    /// `shield_cache_background_update on | off`.
+    pub background_update: Option<bool>,
     /// `shield_cache_purge`: `on` (PURGE by URL here), `zone=` (a purge endpoint by key), `off`.
     pub purge: Option<Purge>,
     /// `shield_cache_lock`: the lock's timeout in ms, `Some(None)` for `off`.
@@ -154,7 +161,9 @@ impl CacheLoc {
         }
         if self.use_stale.is_none() {
             self.use_stale.clone_from(&prev.use_stale);
+            self.use_stale_updating = prev.use_stale_updating;
         }
+        self.background_update = self.background_update.or(prev.background_update);
         self.rules = Rules {
             valid: self.valid.clone().unwrap_or_default(),
             strip_set_cookie: self.strip_set_cookie.unwrap_or(false),
@@ -165,6 +174,10 @@ impl CacheLoc {
     /// `shield_cache_lock`'s timeout, when on.
     pub fn lock_ms(&self) -> Option<u64> {
         self.lock.flatten()
+    }
+
+    pub fn background_update(&self) -> bool {
+        self.background_update.unwrap_or(false)
     }
 
     /// The zone this location caches in, or purges (a purge endpoint).
@@ -185,6 +198,7 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
     const LOOKUPS_HELP: &str = "Requests a shield_cache zone handled, by cache status.";
     let mut status = |s| reg.counter(LOOKUPS, LOOKUPS_HELP, &[("zone", zone), ("status", s)]);
     let (hits, misses, expired, bypassed) = (status("hit"), status("miss"), status("expired"), status("bypass"));
+    let updating = status("updating");
     let z = &[("zone", zone)];
     ZoneSlots {
         hits,
@@ -234,6 +248,12 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
                 &[("zone", zone), ("reason", reason)],
             )
         }),
+        updating,
+        background_updates: reg.counter(
+            "shield_cache_background_updates_total",
+            "Background refreshes of stale entries started (shield_cache_background_update).",
+            z,
+        ),
         backend_errors: reg.counter(
             "shield_cache_backend_errors_total",
             "Lookups answered as misses because the Redis backend failed.",
@@ -463,14 +483,19 @@ pub extern "C" fn set_purge(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: 
     })
 }
 
-/// `shield_cache_use_stale error | timeout | http_500 | http_502 | http_503 | http_504 ... | off;`
-/// — `error` is nginx's 502 when the origin cannot be reached, `timeout` its 504.
+/// `shield_cache_use_stale error | timeout | updating | http_500 | http_502 | http_503 | http_504 ... | off;`
+/// — `error` is nginx's 502 when the origin cannot be reached, `timeout` its 504; `updating`
+/// serves a stale entry while it is being refreshed.
 pub extern "C" fn set_use_stale(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
         let mut statuses = Vec::new();
         for arg in args {
             let status = match *arg {
                 "off" if args.len() == 1 => continue,
+                "updating" => {
+                    lc.response_cache.use_stale_updating = true;
+                    continue;
+                }
                 "error" => 502,
                 "timeout" => 504,
                 "http_500" => 500,
@@ -482,5 +507,18 @@ pub extern "C" fn set_use_stale(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, co
             statuses.push(status);
         }
         set_once(&mut lc.response_cache.use_stale, statuses)
+    })
+}
+
+/// `shield_cache_background_update on | off;` — on: a stale entry that may be served while it
+/// is refreshed (`stale-while-revalidate`, `shield_cache_use_stale updating`) answers at once
+/// and a background subrequest refreshes it.
+pub extern "C" fn set_background_update(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
+        set_once(&mut lc.response_cache.background_update, parse::flag(args[0])?)
     })
 }

@@ -57,12 +57,12 @@ extern "C" fn precontent_phase(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// One request's lookup, with everything its steps need.
-struct Lookup<'a> {
-    r: &'a mut ngx_http_request_t,
-    c: &'a mut CacheCtx,
-    lc: &'a CacheLoc,
-    mcf: &'static MainConf,
-    zone: &'static CacheZone,
+pub(super) struct Lookup<'a> {
+    pub(super) r: &'a mut ngx_http_request_t,
+    pub(super) c: &'a mut CacheCtx,
+    pub(super) lc: &'a CacheLoc,
+    pub(super) mcf: &'static MainConf,
+    pub(super) zone: &'static CacheZone,
 }
 
 /// A Redis reply as the bytes it carried; a failure is counted and is a miss (fail open).
@@ -77,7 +77,7 @@ fn bytes_of(mcf: &MainConf, zone: &CacheZone, w: &store::Waiter) -> Option<Vec<u
 }
 
 impl Lookup<'_> {
-    fn rp(&mut self) -> *mut ngx_http_request_t {
+    pub(super) fn rp(&mut self) -> *mut ngx_http_request_t {
         ptr::from_mut(self.r)
     }
 
@@ -93,6 +93,9 @@ impl Lookup<'_> {
             Phase::Locking { waiter, key, why } => {
                 waiter.request.set(ptr::null_mut());
                 let reply = waiter.reply.borrow_mut().take();
+                if self.c.swr.is_some() {
+                    return self.stale_lock_replied(key, reply);
+                }
                 match reply {
                     Some(Ok(Some(_))) => self.lead(key, why),
                     Some(Ok(None)) => self.poll_later(key, why, now_ms()),
@@ -179,18 +182,18 @@ impl Lookup<'_> {
     }
 
     /// The client answers Timeout at its deadline; this backstop only matters if it did not.
-    fn redis_wait_ms(&self) -> u64 {
+    pub(super) fn redis_wait_ms(&self) -> u64 {
         self.mcf.redis.timeout_ms().unwrap_or(1000) as u64 + 1000
     }
 
-    fn park(&mut self, ms: u64) -> ngx_int_t {
+    pub(super) fn park(&mut self, ms: u64) -> ngx_int_t {
         store::suspend(self.r, ms as ngx::ffi::ngx_msec_t);
         ngx::ffi::NGX_AGAIN as ngx_int_t
     }
 
     /// Sends the request on to the content handler (the origin); `store`: a GET's response
     /// may be stored.
-    fn forward(&mut self, why: Forward, store: bool) -> ngx_int_t {
+    pub(super) fn forward(&mut self, why: Forward, store: bool) -> ngx_int_t {
         let slots = &self.zone.slots;
         let slot = match why {
             Forward::UriMiss | Forward::VaryMiss => slots.misses,
@@ -310,9 +313,21 @@ impl Lookup<'_> {
                 NGX_DECLINED as ngx_int_t
             }
             Reuse::Stale { .. } => {
+                let now = store::now();
+                let control = request_control(self.r);
+                let updating = self.lc.use_stale_updating;
+                let swr = match entry::decode(&bytes, self.zone.max_entry) {
+                    Some(Entry::Response(e)) => e.stored.serve_while_revalidating(now, &control, updating),
+                    _ => None,
+                };
+                if let Some(expired_for) = swr {
+                    return self.stale_while_revalidating(bytes, expected, expired_for);
+                }
                 // Kept: should the origin fail, it may answer instead (see `stale`); its
                 // validators go to the origin, whose 304 it then answers (see `revalidate`).
-                let Some(conditional) = super::revalidate::add_validators(self.r, &bytes, self.zone.max_entry) else {
+                let Some(conditional) =
+                    super::revalidate::add_validators(self.r, &bytes, self.zone.max_entry, self.c.revalidating)
+                else {
                     return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
                 };
                 self.c.revalidating = conditional;
@@ -348,7 +363,7 @@ pub(super) fn any_true(r: *mut ngx_http_request_t, predicates: Option<&[crate::g
 }
 
 /// The content handler of a hit: the stored response, from the request's copy of the entry.
-unsafe extern "C" fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub(super) unsafe extern "C" fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
     let log = unsafe { (*(*r).connection).log };
     guard(log, "cache serve", NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t, || {

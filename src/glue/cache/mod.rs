@@ -17,11 +17,15 @@
 //! - `lookup`: the precontent handler (after access checks, before the content handler) that
 //!   finds the entry and decides hit or forward, and the content handler that serves a hit;
 //! - `revalidate`: a stale entry's validators sent to the origin, its 304 merged (REVALIDATED);
+//! - `background`: a stale entry answering at once while one refresh fetches its
+//!   replacement (`stale-while-revalidate`, `shield_cache_use_stale updating`,
+//!   `shield_cache_background_update`);
 //! - `stale`: a kept stale entry standing in for an origin's error (`stale-if-error`,
 //!   `shield_cache_use_stale`);
 //! - `capture`: the header and body filters, first in the chain, that copy a forwarded
 //!   response as it passes (bounded by `max_entry`) and store it once the client has it all.
 
+mod background;
 mod capture;
 mod coalesce;
 mod directives;
@@ -40,8 +44,8 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_conf_t, ngx_http_request_t};
 
 pub use directives::{
-    check, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge, set_strip_set_cookie, set_use_stale,
-    set_valid, set_zone, CacheLoc, CacheMain,
+    check, set_background_update, set_bypass, set_cache, set_key, set_lock, set_no_store, set_purge,
+    set_strip_set_cookie, set_use_stale, set_valid, set_zone, CacheLoc, CacheMain,
 };
 
 use crate::cache::entry::Builder;
@@ -150,6 +154,11 @@ pub struct CacheCtx {
     collapsed: bool,
     /// This request holds the key's lock and fetches for its flight.
     leader: Option<coalesce::Leadership>,
+    /// The lock being taken is for a stale entry that may answer while it is refreshed; the
+    /// entry's seconds past its lifetime.
+    swr: Option<u32>,
+    /// This is the background subrequest refreshing a stale entry (see `background`).
+    refresh: bool,
 }
 
 impl Drop for CacheCtx {
@@ -180,8 +189,8 @@ pub fn install(cf: &mut ngx_conf_t) -> Result<(), ()> {
     Ok(())
 }
 
-/// `$shield_cache_status`: HIT, MISS, EXPIRED, REVALIDATE or BYPASS; empty when the cache did
-/// not handle the request.
+/// `$shield_cache_status`: HIT, MISS, EXPIRED, REVALIDATE, REVALIDATED, BYPASS, COLLAPSED,
+/// STALE or UPDATING; empty when the cache did not handle the request.
 pub fn status_variable(r: *mut ngx_http_request_t) -> Option<&'static str> {
     crate::glue::RequestCtx::peek(r)?.cache.status.as_ref().map(CacheStatus::variable)
 }

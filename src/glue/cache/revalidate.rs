@@ -17,8 +17,13 @@ use crate::glue::util::{pool_str, push_header, static_str};
 use crate::glue::MainConf;
 
 /// Adds the stale entry's validators to the request (which goes to the origin); whether it
-/// did. `None` only on allocation failure.
-pub fn add_validators(r: &mut ngx_http_request_t, stale: &[u8], max_entry: usize) -> Option<bool> {
+/// did. `added`: an earlier lookup of this request did (it waited in a flight and looked up
+/// again): they are not added twice, nor mistaken for the client's own. `None` only on
+/// allocation failure.
+pub fn add_validators(r: &mut ngx_http_request_t, stale: &[u8], max_entry: usize, added: bool) -> Option<bool> {
+    if added {
+        return Some(true);
+    }
     let conditional =
         !request_values(r, b"if-none-match").is_empty() || !request_values(r, b"if-modified-since").is_empty();
     let Some(Entry::Response(e)) = entry::decode(stale, max_entry) else { return Some(false) };
@@ -64,7 +69,7 @@ pub fn on_304(
         None => (c.entry.clone(), false),
     };
     if storable {
-        super::tags::restore(mcf, zone, lc, old.key, &bytes, freshness.keep_for(grace(lc)), &merged);
+        super::tags::restore(mcf, zone, lc, old.key, &bytes, freshness.keep_for(grace(lc), x.validator), &merged);
     }
     c.entry = bytes;
     let Some(Entry::Response(e)) = entry::decode(&c.entry, zone.max_entry) else { return Some(false) };
