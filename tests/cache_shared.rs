@@ -276,6 +276,13 @@ fn local_copies_of_large_entries_follow_redis() {
     let after = get(b.port, "/mid", &[]);
     assert_ne!(after.header("X-Cache"), Some("HIT"), "B's copy of a soft-purged entry is not fresh");
     assert_eq!(hits(&origin, "/mid"), 3);
+    // Every lookup's Redis round trip is in the cache's latency histogram: B made 10.
+    let metrics = http_get(b.port, "/metrics").body_str().to_string();
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shield_cache_redis_latency_seconds_count{zone=\"c\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(count, Some(10), "{metrics}");
 }
 
 fn shared_pair(origin: &support::Upstream, redis: &Redis) -> (Nginx, Nginx) {

@@ -51,6 +51,8 @@ pub struct ZoneSlots {
     pub collapsed: usize,
     pub updating: usize,
     pub background_updates: usize,
+    /// `shield_cache_redis_latency_seconds`: from a lookup's command to its reply (ms).
+    pub redis_latency: crate::status::metrics::Histogram,
 }
 
 pub struct CacheZone {
@@ -253,6 +255,13 @@ fn zone_slots(reg: &mut Registry, zone: &str) -> ZoneSlots {
             "shield_cache_background_updates_total",
             "Background refreshes of stale entries started (shield_cache_background_update).",
             z,
+        ),
+        redis_latency: reg.histogram(
+            "shield_cache_redis_latency_seconds",
+            "Redis lookup latency of the cache (GET or the local copy's check), from command to reply.",
+            z,
+            &[1, 2, 5, 10, 25, 50, 100, 250],
+            1000,
         ),
         backend_errors: reg.counter(
             "shield_cache_backend_errors_total",

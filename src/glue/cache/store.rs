@@ -134,6 +134,12 @@ fn unstamped(mut value: Vec<u8>) -> Option<Vec<u8>> {
     Some(value)
 }
 
+/// The worker's monotonic clock, in ms.
+fn now_ms() -> u64 {
+    // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
+    unsafe { ngx::ffi::ngx_current_msec as u64 }
+}
+
 pub fn now() -> i64 {
     ngx::ffi::ngx_timeofday().sec
 }
@@ -166,7 +172,7 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
             (cmd, None)
         }
     };
-    let callback = deliver_to(&waiter, move |reply| match reply {
+    let deliver = deliver_to(&waiter, move |reply| match reply {
         // The local copy is what Redis holds.
         Reply::Integer(1) => Ok(copy.and_then(unstamped)),
         Reply::Bulk(Some(v)) => {
@@ -176,6 +182,21 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
         Reply::Bulk(None) => Ok(None),
         Reply::Error(e) => Err(RedisError::Server(e)),
         _ => Err(RedisError::Protocol("GET answered with neither a bulk nor nil")),
+    });
+    let sent_ms = now_ms();
+    let (latency, metrics): (*const crate::status::metrics::Histogram, *const MainConf) =
+        (&zone.slots.redis_latency, mcf);
+    let callback: Box<dyn FnOnce(Result<Reply, RedisError>)> = Box::new(move |reply| {
+        if reply.is_ok() {
+            // SAFETY: the zone's slots and the main configuration outlive the worker's requests.
+            let (latency, mcf) = unsafe { (&*latency, &*metrics) };
+            let ms = now_ms().saturating_sub(sent_ms);
+            let (bucket, sum, count) = latency.slots_for(ms);
+            mcf.add(bucket, 1);
+            mcf.add(sum, ms);
+            mcf.add(count, 1);
+        }
+        deliver(reply)
     });
     match client.send(&name, &cmd, get_bound(zone.max_entry), script, callback) {
         Ok(()) => Found::Later(waiter),
