@@ -164,7 +164,7 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
     let (cmd, script) = match &copy {
         Some(c) => {
             let stamp = String::from_utf8_lossy(&c[c.len() - STAMP..]).into_owned();
-            (validate_script().evalsha(&[name.clone()], &[stamp]), Some(validate_script()))
+            (validate_script().evalsha(core::slice::from_ref(&name), &[stamp]), Some(validate_script()))
         }
         None => {
             let mut cmd = Vec::with_capacity(64);
