@@ -512,6 +512,13 @@ impl<'a> Transaction<'a> {
             "REQBODY_ERROR" | "MULTIPART_STRICT_ERROR" => scalar(if p.body_error { b"1" } else { b"0" }),
             "FILES" if body_phase => p.files.clone(),
             "FILES_NAMES" if body_phase => names(&p.files),
+            "FILES_SIZES" if body_phase => p.file_sizes.clone(),
+            "FILES_COMBINED_SIZE" if body_phase => {
+                let total: u64 =
+                    p.file_sizes.iter().filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok()).sum();
+                scalar(total.to_string().as_bytes())
+            }
+            "MULTIPART_PART_HEADERS" if body_phase => p.part_headers.clone(),
             "XML" if body_phase => p.xml.clone(),
             "MATCHED_VAR" => scalar(&self.matched_var.1),
             "MATCHED_VAR_NAME" => scalar(self.matched_var.0.as_bytes()),

@@ -20,6 +20,8 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Bounds on what one request can make the parsers produce.
 const MAX_ARGS: usize = 1024;
 const MAX_JSON_DEPTH: usize = 64;
+/// Header lines kept per multipart part.
+const MAX_PART_HEADERS: usize = 16;
 
 /// Everything derived from the request once, before phase 1 (`body_processor` may still be
 /// changed by `ctl:requestBodyProcessor` before phase 2 parses the body).
@@ -29,6 +31,11 @@ pub struct Parsed {
     pub args_post: Vec<Entry>,
     pub cookies: Vec<Entry>,
     pub files: Vec<Entry>,
+    /// Per file part: field name -> its size in bytes (FILES_SIZES, FILES_COMBINED_SIZE).
+    pub file_sizes: Vec<Entry>,
+    /// Every header line of every multipart part, keyed by the part's field name
+    /// (MULTIPART_PART_HEADERS), as ModSecurity gives them.
+    pub part_headers: Vec<Entry>,
     pub xml: Vec<Entry>,
     pub body_processor: String,
     pub body_error: bool,
@@ -91,7 +98,7 @@ impl Request {
             },
             "MULTIPART" => {
                 let ct = self.header("content-type").unwrap_or_default();
-                p.body_error = !multipart(ct, &self.body, &mut p.args_post, &mut p.files);
+                p.body_error = !multipart(ct, &self.body, p);
             }
             "XML" => p.body_error = !xml_text(&self.body, &mut p.xml),
             _ => {}
@@ -140,8 +147,9 @@ fn flatten_json(prefix: &[u8], v: &serde_json::Value, depth: usize, out: &mut Ve
 }
 
 /// A minimal multipart/form-data reader: fields become arguments, file parts give FILES
-/// (field name → file name). False when the body does not follow its boundary.
-fn multipart(content_type: &[u8], body: &[u8], args: &mut Vec<Entry>, files: &mut Vec<Entry>) -> bool {
+/// (field name → file name) and their sizes, every part's header lines
+/// MULTIPART_PART_HEADERS. False when the body does not follow its boundary.
+fn multipart(content_type: &[u8], body: &[u8], p: &mut Parsed) -> bool {
     let ct = String::from_utf8_lossy(content_type);
     let Some(boundary) =
         ct.split(';').find_map(|p| p.trim().strip_prefix("boundary=")).map(|b| b.trim_matches('"').to_string())
@@ -168,17 +176,27 @@ fn multipart(content_type: &[u8], body: &[u8], args: &mut Vec<Entry>, files: &mu
         let (head, content) = (&part[..split], &part[split + 4..]);
         let content = content.strip_suffix(b"\r\n").unwrap_or(content);
         let head = String::from_utf8_lossy(head).to_string();
-        let Some(head) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")) else {
+        let Some(disposition) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+        else {
             continue;
         };
         let param = |key: &str| {
-            head.split(';')
+            disposition
+                .split(';')
                 .find_map(|p| p.trim().strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
         };
         let Some(name) = param("name") else { continue };
+        for line in head.lines().filter(|l| !l.is_empty()).take(MAX_PART_HEADERS) {
+            if p.part_headers.len() < MAX_ARGS {
+                p.part_headers.push((name.clone().into_bytes(), line.as_bytes().to_vec()));
+            }
+        }
         match param("filename") {
-            Some(file) => files.push((name.into_bytes(), file.into_bytes())),
-            None => args.push((name.into_bytes(), content.to_vec())),
+            Some(file) => {
+                p.file_sizes.push((name.clone().into_bytes(), content.len().to_string().into_bytes()));
+                p.files.push((name.into_bytes(), file.into_bytes()));
+            }
+            None => p.args_post.push((name.into_bytes(), content.to_vec())),
         }
     }
     true
@@ -280,6 +298,16 @@ mod tests {
         assert!(!p.body_error);
         assert_eq!(p.args_post, vec![(b"a".to_vec(), b"hello".to_vec())]);
         assert_eq!(p.files, vec![(b"up".to_vec(), b"x.php".to_vec())]);
+        assert_eq!(p.file_sizes, vec![(b"up".to_vec(), b"5".to_vec())]);
+        let headers: Vec<(&[u8], &[u8])> = p.part_headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        assert_eq!(
+            headers,
+            vec![
+                (&b"a"[..], &b"Content-Disposition: form-data; name=\"a\""[..]),
+                (b"up", b"Content-Disposition: form-data; name=\"up\"; filename=\"x.php\""),
+                (b"up", b"Content-Type: text/plain"),
+            ]
+        );
     }
 
     #[test]

@@ -227,6 +227,9 @@ SecRule REQUEST_HEADERS:Content-Type "@rx ^text/plain" "id:100,phase:1,pass,ctl:
 SecRule ARGS_POST:q "@streq 1" "id:101,phase:2,pass"
 SecRule XML:/* "@contains evil" "id:102,phase:2,pass"
 SecRule FILES "@endsWith .php" "id:103,phase:2,pass"
+SecRule MULTIPART_PART_HEADERS "@rx ^content-type\s*:\s*text/plain;\s*charset=utf-7" "id:104,phase:2,pass,t:lowercase"
+SecRule FILES_SIZES "@gt 4" "id:105,phase:2,pass"
+SecRule FILES_COMBINED_SIZE "@gt 100" "id:106,phase:2,pass"
 "#,
     );
     let mut r = get("/");
@@ -240,7 +243,10 @@ SecRule FILES "@endsWith .php" "id:103,phase:2,pass"
     r.headers[2].1 = b"multipart/form-data; boundary=B".to_vec();
     r.body =
         b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"s.php\"\r\n\r\n<?php\r\n--B--\r\n".to_vec();
-    assert_eq!(ids(&set, &r), vec![103]);
+    assert_eq!(ids(&set, &r), vec![103, 105], "a 5-byte file: FILES_SIZES > 4, combined not > 100");
+    // A part's own headers (CRS 922110 looks for a UTF-7 charset there).
+    r.body = b"--B\r\nContent-Disposition: form-data; name=\"t\"\r\nContent-Type: Text/Plain; Charset=UTF-7\r\n\r\n+ADw-\r\n--B--\r\n".to_vec();
+    assert_eq!(ids(&set, &r), vec![104]);
 }
 
 #[test]
