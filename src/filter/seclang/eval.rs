@@ -266,12 +266,18 @@ impl<'a> Transaction<'a> {
     /// increments in the last link for that reason.
     fn run_rule(&mut self, rule: &'a Rule) -> bool {
         self.current = Some(rule);
+        // A rule without a chain runs its setvars once per matching value, as ModSecurity
+        // does (CRS counts multipart headers that way; an anomaly score grows per match); a
+        // chain's links run theirs once, as each link matches.
+        let per_match = rule.links.len() == 1;
         for link in &rule.links {
-            if !self.link_matches(rule, link) {
+            if !self.link_matches(rule, link, per_match) {
                 return false;
             }
-            for sv in &link.actions.setvars {
-                self.setvar(sv);
+            if !per_match {
+                for sv in &link.actions.setvars {
+                    self.setvar(sv);
+                }
             }
             for ctl in &link.actions.ctls {
                 self.ctl(ctl);
@@ -284,7 +290,7 @@ impl<'a> Transaction<'a> {
         true
     }
 
-    fn link_matches(&mut self, rule: &Rule, link: &RuleLink) -> bool {
+    fn link_matches(&mut self, rule: &Rule, link: &RuleLink, per_match: bool) -> bool {
         // The parser already put SecDefaultAction's transformations in front.
         let chain: &[SecTransform] = &link.actions.transforms;
         let cache = Rc::clone(&self.cache);
@@ -348,6 +354,11 @@ impl<'a> Transaction<'a> {
                     };
                     self.matched_var = (name.clone(), value.to_vec());
                     matched_vars.push((name, value.to_vec()));
+                    if per_match {
+                        for sv in &link.actions.setvars {
+                            self.setvar(sv);
+                        }
+                    }
                     break;
                 }
             }

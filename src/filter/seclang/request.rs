@@ -171,10 +171,17 @@ fn multipart(content_type: &[u8], body: &[u8], p: &mut Parsed) -> bool {
         return false;
     }
     for part in parts.into_iter().skip(1) {
-        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
-        let Some(split) = find(part, b"\r\n\r\n") else { continue };
-        let (head, content) = (&part[..split], &part[split + 4..]);
-        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        // Lines end in CRLF, or (as ModSecurity also accepts) a bare LF.
+        let part = part.strip_prefix(b"\r\n").or_else(|| part.strip_prefix(b"\n")).unwrap_or(part);
+        let Some((split, sep)) = [&b"\r\n\r\n"[..], b"\n\n", b"\n\r\n"]
+            .iter()
+            .filter_map(|sep| find(part, sep).map(|at| (at, sep.len())))
+            .min()
+        else {
+            continue;
+        };
+        let (head, content) = (&part[..split], &part[split + sep..]);
+        let content = content.strip_suffix(b"\r\n").or_else(|| content.strip_suffix(b"\n")).unwrap_or(content);
         let head = String::from_utf8_lossy(head).to_string();
         let Some(disposition) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
         else {
@@ -308,6 +315,17 @@ mod tests {
                 (b"up", b"Content-Type: text/plain"),
             ]
         );
+    }
+
+    #[test]
+    fn multipart_with_bare_lf_lines() {
+        let body = "--XX\nContent-Disposition: form-data; name=\"u\"\nContent-Type: text/plain; charset=utf-7\n\n+ADw-\n--XX--\n";
+        let r = req("multipart/form-data; boundary=XX", body);
+        let mut p = r.parse_headers();
+        r.parse_body(&mut p);
+        assert_eq!(p.args_post, vec![(b"u".to_vec(), b"+ADw-".to_vec())]);
+        assert_eq!(p.part_headers.len(), 2);
+        assert_eq!(p.part_headers[1].1, b"Content-Type: text/plain; charset=utf-7");
     }
 
     #[test]

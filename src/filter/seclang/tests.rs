@@ -42,6 +42,30 @@ SecRule TX:score "@ge 5" "id:4,phase:2,deny,status:406"
     assert_eq!(out.matched_ids(), vec![1, 2, 3, 4]);
     assert_eq!(out.tx_number("score"), 6);
     assert_eq!(out.block, Some(eval::Block { rule_id: 4, status: 406, enforced: true }));
+    // As in ModSecurity, a rule without a chain runs its setvars once per matching value:
+    // two arguments with the attack score twice.
+    let out = evaluate(&set, &get("/?a=%3Cscript&b=%3Cscript&c=ok"));
+    assert_eq!(out.tx_number("score"), 10);
+}
+
+/// Per-match setvars with capture: each matching value's capture is what its setvar sees
+/// (CRS 922150 records every multipart part's Content-Type this way); a chain's setvars run
+/// once.
+#[test]
+fn setvars_run_per_matching_value_with_its_capture() {
+    let set = load(
+        r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.n=0"
+SecRule ARGS "@rx ^type=(.*)$" "id:2,phase:2,pass,capture,setvar:'tx.seen_%{tx.n}=%{tx.1}',setvar:tx.n=+1"
+SecRule ARGS "@rx x" "id:3,phase:2,pass,chain,setvar:tx.chained=+1"
+    SecRule ARGS "@rx x" "setvar:tx.chained=+10"
+"#,
+    );
+    let out = evaluate(&set, &get("/?a=type%3Dgif&b=type%3Dpng&c=xx&d=xy"));
+    assert_eq!(out.tx_number("n"), 2);
+    assert_eq!(out.tx.get("seen_0").map(Vec::as_slice), Some(&b"gif"[..]));
+    assert_eq!(out.tx.get("seen_1").map(Vec::as_slice), Some(&b"png"[..]));
+    assert_eq!(out.tx_number("chained"), 11, "each link of a chain once");
 }
 
 #[test]
