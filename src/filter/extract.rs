@@ -1,5 +1,5 @@
 //! Turning a request into the values the engine inspects: query arguments, cookies, and
-//! bodies (urlencoded, JSON, multipart). Parsers never panic, run in time linear in their
+//! bodies (urlencoded, JSON, multipart, XML: see `xml`). Parsers never panic, run in time linear in their
 //! input, and hand each value to a [`Sink`] as they find it, borrowed from the input (only a
 //! JSON string with escapes, a multipart name and a JSON key path are copied, and dropped
 //! once inspected): every value is seen, and memory does not grow with the number of values.
@@ -54,7 +54,7 @@ pub fn query<'a>(raw: &'a [u8], out: &mut impl Sink<'a>) {
     }
 }
 
-/// `Cookie: a=1; b=2`.
+/// `Cookie: a=1; b=2`: each cookie's name (`cookies_names`) and value (`cookies`).
 pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
     for part in header.split(|&b| b == b';') {
         let part = part.trim_ascii();
@@ -62,6 +62,7 @@ pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &part[part.len()..]),
         };
+        out.push(Item::new(target::COOKIE_NAMES, name, name));
         out.push(Item::new(target::COOKIES, name, value));
     }
 }
@@ -71,6 +72,7 @@ pub enum BodyKind {
     UrlEncoded,
     Json,
     Multipart,
+    Xml,
     Other,
 }
 
@@ -81,6 +83,7 @@ pub fn body_kind(content_type: &[u8]) -> BodyKind {
         b"application/x-www-form-urlencoded" => BodyKind::UrlEncoded,
         b"multipart/form-data" => BodyKind::Multipart,
         m if m == b"application/json" || m.ends_with(b"+json") => BodyKind::Json,
+        m if m == b"application/xml" || m == b"text/xml" || m.ends_with(b"+xml") => BodyKind::Xml,
         _ => BodyKind::Other,
     }
 }
@@ -98,6 +101,7 @@ pub fn body<'a>(content_type: &[u8], body: &'a [u8], out: &mut impl Sink<'a>) {
         // Validated first without building anything (serde's IgnoredAny), then streamed.
         BodyKind::Json if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => json(body, out),
         BodyKind::Multipart if multipart(content_type, body, &mut *out) => {}
+        BodyKind::Xml if super::xml::xml(body, &mut *out) => {}
         _ => out.push(Item::new(target::BODY_VALUES, &b""[..], body)),
     }
 }
@@ -300,8 +304,9 @@ mod tests {
         assert!(v.contains(&(target::ARG_VALUES, "b".into(), "%27".into())));
         out.clear();
         cookies(b"sid=abc; theme=dark;bare", &mut out);
-        assert_eq!(values(&out)[1], (target::COOKIES, "theme".into(), "dark".into()));
-        assert_eq!(out.len(), 3);
+        assert_eq!(values(&out)[2], (target::COOKIE_NAMES, "theme".into(), "theme".into()));
+        assert_eq!(values(&out)[3], (target::COOKIES, "theme".into(), "dark".into()));
+        assert_eq!(out.len(), 6, "a name and a value per cookie");
     }
 
     #[test]

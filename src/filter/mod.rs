@@ -26,9 +26,11 @@ pub mod exclusions;
 pub mod extract;
 pub mod hygiene;
 pub mod ip;
+pub mod packs;
 pub mod rules;
 pub mod seclang;
 pub mod transform;
+pub mod xml;
 
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 
@@ -409,6 +411,7 @@ fn describe(item: &Item) -> String {
         target::ARG_NAMES => format!("args_names:{name}"),
         target::ARG_VALUES => format!("args:{name}"),
         target::COOKIES => format!("cookie:{name}"),
+        target::COOKIE_NAMES => format!("cookies_names:{name}"),
         target::HEADERS => format!("header:{name}"),
         target::BODY_NAMES => format!("body_names:{name}"),
         _ => format!("body:{name}"),

@@ -35,6 +35,9 @@ pub enum Transform {
     NormalizePath,
     /// Standard base64; a value that is not (whole) base64 becomes empty.
     Base64Decode,
+    /// JavaScript escapes: `\uXXXX`, `\u{X..}`, `\xHH`, octal `\NNN`, `\n \r \t \b \f \v \a`;
+    /// a backslash before any other byte is dropped (`\'` is `'`).
+    JsDecode,
 }
 
 impl Transform {
@@ -72,6 +75,7 @@ impl Transform {
             Transform::RemoveControls => !any(|&b| matches!(b, 0 | b'\t' | b'\r' | b'\n')),
             Transform::NormalizePath => !any(|&b| b == b'\\') && !input.windows(2).any(|w| w == b"//" || w == b"./"),
             Transform::Base64Decode => false,
+            Transform::JsDecode => !any(|&b| b == b'\\'),
         }
     }
 
@@ -91,6 +95,7 @@ impl Transform {
             }
             Transform::NormalizePath => normalize_path_to(input, BOUND),
             Transform::Base64Decode => base64_decode_to(input, BOUND).unwrap_or_default(),
+            Transform::JsDecode => js_decode_to(input, BOUND),
         };
         out.truncate(MAX_TRANSFORMED);
         Some(out)
@@ -111,6 +116,7 @@ impl Traits {
     const WHITESPACE: u8 = 16; // two ASCII whitespace in a row, or whitespace other than ' ', or 0x0b/0xa0
     const CONTROL: u8 = 32; // NUL, tab, CR, LF
     const PATH: u8 = 64; // \ or // or ./
+    const BACKSLASH: u8 = 128;
 
     pub fn of(value: &[u8]) -> Traits {
         let mut t = 0u8;
@@ -126,7 +132,7 @@ impl Traits {
                 0 => Self::CONTROL,
                 b'\t' | b'\r' | b'\n' => Self::CONTROL | Self::WHITESPACE,
                 0x0b | 0xa0 | 0x0c => Self::WHITESPACE,
-                b'\\' => Self::PATH,
+                b'\\' => Self::PATH | Self::BACKSLASH,
                 _ => 0,
             };
             if (ws && prev_ws) || ((prev == b'/' || prev == b'.') && b == b'/') {
@@ -149,6 +155,7 @@ impl Traits {
             Transform::RemoveControls => Self::CONTROL,
             Transform::NormalizePath => Self::PATH,
             Transform::Base64Decode => return false,
+            Transform::JsDecode => Self::BACKSLASH,
         };
         self.0 & flag == 0
     }
@@ -442,6 +449,99 @@ fn normalize_path_to(input: &[u8], max: usize) -> Vec<u8> {
     out
 }
 
+pub fn js_decode(input: &[u8]) -> Vec<u8> {
+    js_decode_to(input, usize::MAX)
+}
+
+/// The value of up to `max` hex digits at `at`, and how many there were.
+fn hex_run(input: &[u8], at: usize, max: usize) -> (u32, usize) {
+    let mut value = 0u32;
+    let mut len = 0;
+    while len < max {
+        match input.get(at + len).and_then(|&c| hex(c)) {
+            Some(d) => value = value << 4 | u32::from(d),
+            None => break,
+        }
+        len += 1;
+    }
+    (value, len)
+}
+
+fn js_decode_to(input: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len().min(max));
+    let mut i = 0;
+    while i < input.len() && out.len() < max {
+        let b = input[i];
+        let Some(&next) = input.get(i + 1).filter(|_| b == b'\\') else {
+            out.push(b);
+            i += 1;
+            continue;
+        };
+        match next {
+            b'u' if input.get(i + 2) == Some(&b'{') => {
+                let (cp, len) = hex_run(input, i + 3, 6);
+                if len > 0 && input.get(i + 3 + len) == Some(&b'}') {
+                    push_code_point(&mut out, cp);
+                    i += 4 + len;
+                } else {
+                    i += 2; // `\u` not followed by an escape: the `u` stays
+                    out.push(b'u');
+                }
+            }
+            b'u' => match hex_run(input, i + 2, 4) {
+                (mut cp, 4) => {
+                    i += 6;
+                    if (0xD800..0xDC00).contains(&cp) && input.get(i..i + 2) == Some(b"\\u") {
+                        if let (low @ 0xDC00..=0xDFFF, 4) = hex_run(input, i + 2, 4) {
+                            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                            i += 6;
+                        }
+                    }
+                    push_code_point(&mut out, cp);
+                }
+                _ => {
+                    out.push(b'u');
+                    i += 2;
+                }
+            },
+            b'x' => match hex_run(input, i + 2, 2) {
+                (v, 2) => {
+                    out.push(v as u8);
+                    i += 4;
+                }
+                _ => {
+                    out.push(b'x');
+                    i += 2;
+                }
+            },
+            b'0'..=b'7' => {
+                let mut v = 0u32;
+                let mut len = 0;
+                while len < 3 && matches!(input.get(i + 1 + len), Some(b'0'..=b'7')) && v * 8 + 7 <= 0xFF {
+                    v = v * 8 + u32::from(input[i + 1 + len] - b'0');
+                    len += 1;
+                }
+                out.push(v as u8);
+                i += 1 + len;
+            }
+            _ => {
+                out.push(match next {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'v' => 0x0b,
+                    b'a' => 0x07,
+                    other => other,
+                });
+                i += 2;
+            }
+        }
+    }
+    out
+}
+
 /// Strict standard base64 (padding optional); `None` unless the whole input is base64 of at
 /// least 8 characters.
 pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
@@ -492,6 +592,7 @@ mod tests {
             RemoveControls,
             NormalizePath,
             Base64Decode,
+            JsDecode,
         ];
         let alphabet = b"aZ %+&/-#.\\\t\r\n\x00\x0b\x0c\xa0'1";
         // Every string of up to 3 bytes over an alphabet holding each trigger byte, and a
@@ -554,6 +655,17 @@ mod tests {
     }
 
     #[test]
+    fn js_escapes_decode() {
+        assert_eq!(js_decode(br"\u003cscript\u003ealert(1)\u003c/script\u003e"), b"<script>alert(1)</script>");
+        assert_eq!(js_decode(br"\x3cimg\x20src=x\x3e \74\076 \u{3c}"), b"<img src=x> <> <");
+        assert_eq!(js_decode(br"a\nb\tc\'d\\e\/f\q"), b"a\nb\tc'd\\e/fq");
+        assert_eq!(js_decode("\\ud83d\\ude00 \\uff1c".as_bytes()), "\u{1F600} !".replace('!', "<").as_bytes());
+        assert_eq!(js_decode(br"\u12 \xZ \u{} \"), br"u12 xZ u{} \", "broken escapes keep their letter");
+        assert_eq!(js_decode(br"\0\400"), b"\x00\x200", "octal stops at 0xff");
+        assert_eq!(Transform::parse("js_decode"), Some(JsDecode));
+    }
+
+    #[test]
     fn comments_whitespace_path() {
         assert_eq!(remove_comments(b"un/**/ion sel/*x*/ect"), b"un ion sel ect");
         assert_eq!(remove_comments(b"/*!50000union*/ select -- rest"), b" union  select  ");
@@ -588,6 +700,7 @@ mod tests {
                 RemoveControls,
                 NormalizePath,
                 Base64Decode,
+                JsDecode,
             ] {
                 assert!(t.apply(&input).len() <= MAX_TRANSFORMED);
             }
@@ -595,13 +708,23 @@ mod tests {
         // Stopping early keeps exactly the prefix the whole transform would have kept.
         let long: Vec<u8> =
             b"a%41B &lt;x/**/y -- z\n./\\\\ \t".iter().copied().cycle().take(MAX_TRANSFORMED * 3).collect();
-        for t in [UrlDecode, HtmlDecode, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Lowercase] {
+        for t in [
+            UrlDecode,
+            HtmlDecode,
+            RemoveComments,
+            CompressWhitespace,
+            RemoveControls,
+            NormalizePath,
+            Lowercase,
+            JsDecode,
+        ] {
             let full = match t {
                 UrlDecode => url_decode(&long),
                 HtmlDecode => html_decode(&long),
                 RemoveComments => remove_comments(&long),
                 CompressWhitespace => compress_whitespace(&long),
                 NormalizePath => normalize_path(&long),
+                JsDecode => js_decode(&long),
                 RemoveControls => long.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).collect(),
                 _ => long.to_ascii_lowercase(),
             };
