@@ -54,6 +54,45 @@ pub fn query<'a>(raw: &'a [u8], out: &mut impl Sink<'a>) {
     }
 }
 
+/// Request headers not inspected by default (`shield_filter_inspect_headers all`): set by
+/// browsers and proxies to fixed grammars (content negotiation, caching, connection
+/// management, fetch metadata, client hints), or credentials (`Authorization`: a token is not
+/// application input, and should not land in an audit log). `Cookie` is inspected cookie by
+/// cookie instead.
+pub const NOISE_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-length",
+    "cookie",
+    "dnt",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "keep-alive",
+    "pragma",
+    "priority",
+    "proxy-authorization",
+    "sec-gpc",
+    "te",
+    "upgrade-insecure-requests",
+];
+
+/// Whether a header is one of [`NOISE_HEADERS`] or fetch metadata / client hints
+/// (`Sec-Fetch-*`, `Sec-CH-*`).
+pub fn noise_header(name: &[u8]) -> bool {
+    let prefixed = |p: &[u8]| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    prefixed(b"sec-fetch-")
+        || prefixed(b"sec-ch-")
+        || NOISE_HEADERS.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
 /// `Cookie: a=1; b=2`: each cookie's name (`cookies_names`) and value (`cookies`).
 pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
     for part in header.split(|&b| b == b';') {
@@ -292,6 +331,26 @@ mod tests {
             .iter()
             .map(|i| (i.target, String::from_utf8_lossy(&i.name).into(), String::from_utf8_lossy(&i.value).into()))
             .collect()
+    }
+
+    #[test]
+    fn noise_headers_are_the_listed_ones_in_any_case() {
+        for h in [
+            "Accept",
+            "ACCEPT-ENCODING",
+            "Authorization",
+            "Sec-Fetch-Site",
+            "sec-ch-ua-platform",
+            "Cookie",
+            "If-None-Match",
+        ] {
+            assert!(noise_header(h.as_bytes()), "{h}");
+        }
+        for h in
+            ["Content-Type", "X-Foo", "User-Agent", "Referer", "Host", "Origin", "X-Forwarded-For", "Sec-", "Acceptx"]
+        {
+            assert!(!noise_header(h.as_bytes()), "{h}");
+        }
     }
 
     #[test]

@@ -435,3 +435,5 @@ fn mask(fragment: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_packs;

@@ -385,6 +385,15 @@ const BUILTIN: &[Def] = &[
         r"^(?:https?|ftps?)://(?:\d{1,3}\.){3}\d{1,3}\b|^(?:https?|ftps?)://[^?#]*\?+$",
         "URL to a raw IP or ending in ?",
     ),
+    (
+        931120,
+        Family::Rfi,
+        CRITICAL,
+        1,
+        TEXT,
+        r"<!entity\s+(?:%\s*)?[\w.:-]+\s+(?:system|public)\b",
+        "XML external entity",
+    ),
     // --- PHP ---------------------------------------------------------------------------------
     (933100, Family::Php, CRITICAL, 1, TEXT, r"<\?(?:php\b|=)|\?>\s*$", "PHP open tag"),
     (
@@ -517,7 +526,7 @@ const BUILTIN: &[Def] = &[
         CRITICAL,
         1,
         TEXT,
-        r"\b(?:https?|ftps?|gopher|dict|file|ldaps?|tftp|smb|sftp|netdoc|jar|rtsp|telnet|ssh|redis|mysql|postgres(?:ql)?|mongodb)://(?:[^/?#@\s]*@)?(?:localhost|localtest\.me|127(?:\.\d{1,3}){1,3}|0(?:\.0){1,3}|0x7f[0-9a-fx.]*|2130706433|0177\.[0-7.]*|017700000001|0(?:[:/?#]|$)|\[(?:0{0,4}:){1,7}0{0,3}1?\]|\[::ffff:[0-9a-f.:]+\]|169\.254\.\d{1,3}\.\d{1,3}|[\w.-]+\.(?:nip\.io|sslip\.io|xip\.io|localhost)\b)|\b(?:gopher|dict|tftp|netdoc|ldaps?|jar):(?://|http)|\bfile:/{2,3}",
+        r"\b(?:https?|ftps?|gopher|dict|file|ldaps?|tftp|smb|sftp|netdoc|jar|rtsp|telnet|ssh|redis|mysql|postgres(?:ql)?|mongodb)://(?:[^/?#@\s]*@)?(?:(?:localhost|localtest\.me|127(?:\.\d{1,3}){1,3}|0(?:\.0){0,3}|0x7f[0-9a-fx.]*|2130706433|0177\.[0-7.]*|017700000001|\[(?:0{0,4}:){1,7}0{0,3}1?\]|\[::ffff:[0-9a-f.:]+\]|169\.254\.\d{1,3}\.\d{1,3})(?:[:/?#\\\s]|$)|[\w.-]+\.(?:nip\.io|sslip\.io|xip\.io|localhost)\b)|\b(?:gopher|dict|tftp|netdoc|ldaps?|jar):(?://|http)|\bfile:/{2,3}",
         "URL to the server itself or a dangerous scheme",
     ),
     (

@@ -296,14 +296,20 @@ fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -
     };
     inspection.push(Item::new(target::PATH, &b""[..], path));
     extract::query(query, &mut inspection);
+    // An empty list is `all`: every header but the noise (see extract::NOISE_HEADERS).
     let wanted = waf.inspect_headers.as_deref().unwrap_or_default();
     for h in headers(&r.headers_in.headers) {
         // SAFETY: live request header element, valid as long as the request.
         let (key, value) = unsafe { (&(*h).key, &(*h).value) };
+        let key = key.as_bytes();
         if is_header(h, b"cookie") {
             extract::cookies(value.as_bytes(), &mut inspection);
-        } else if wanted.iter().any(|w| key.as_bytes().eq_ignore_ascii_case(w.as_bytes())) {
-            inspection.push(Item::new(target::HEADERS, key.as_bytes(), value.as_bytes()));
+        } else if if wanted.is_empty() {
+            !extract::noise_header(key)
+        } else {
+            wanted.iter().any(|w| key.eq_ignore_ascii_case(w.as_bytes()))
+        } {
+            inspection.push(Item::new(target::HEADERS, key, value.as_bytes()));
         }
     }
     if !body.is_empty() {
