@@ -526,8 +526,8 @@ const BUILTIN: &[Def] = &[
         CRITICAL,
         1,
         TEXT,
-        r"\b(?:https?|ftps?|gopher|dict|file|ldaps?|tftp|smb|sftp|netdoc|jar|rtsp|telnet|ssh|redis|mysql|postgres(?:ql)?|mongodb)://(?:[^/?#@\s]*@)?(?:(?:localhost|localtest\.me|127(?:\.\d{1,3}){1,3}|0(?:\.0){0,3}|0x7f[0-9a-fx.]*|2130706433|0177\.[0-7.]*|017700000001|\[(?:0{0,4}:){1,7}0{0,3}1?\]|\[::ffff:[0-9a-f.:]+\]|169\.254\.\d{1,3}\.\d{1,3})(?:[:/?#\\\s]|$)|[\w.-]+\.(?:nip\.io|sslip\.io|xip\.io|localhost)\b)|\b(?:gopher|dict|tftp|netdoc|ldaps?|jar):(?://|http)|\bfile:/{2,3}",
-        "URL to the server itself or a dangerous scheme",
+        r"\b(?:https?|ftps?|gopher|dict|file|ldaps?|tftp|smb|sftp|netdoc|jar|rtsp|telnet|ssh|redis|mysql|postgres(?:ql)?|mongodb)://(?:[^/?#@\s]*@)?(?:(?:localtest\.me|0(?:\.0){0,3}|0x7f[0-9a-fx.]*|2130706433|0177\.[0-7.]*|017700000001|127\.\d{1,3}(?:\.\d{1,3})?|\[(?:0{0,4}:){1,7}0{0,3}\]|\[::ffff:[0-9a-f.:]+\]|\[(?:0{1,4}:){5}ffff:[0-9a-f.:]+\]|169\.254\.\d{1,3}\.\d{1,3})(?:[:/?#\\\s]|$)|(?:127(?:\.\d{1,3}){3}|0\.0\.0\.0|169\.254\.\d{1,3}\.\d{1,3})[.-](?:nip\.io|sslip\.io|xip\.io)\b)|\bhttps?://(?:[^/?#@\s]*@)?(?:localhost|127(?:\.\d{1,3}){3}|\[(?:0{0,4}:){1,7}0{0,3}1\])(?:[/?#\\\s]|$|:(?:22|23|25|1433|1521|2375|2376|2379|3306|5432|5984|6379|6443|8500|9200|9300|10250|10255|11211|15672|27017)\b)|\b(?:ftps?|smb|sftp|ssh|telnet|redis|mysql|postgres(?:ql)?|mongodb|rtsp)://(?:[^/?#@\s]*@)?(?:localhost|127(?:\.\d{1,3}){3}|\[(?:0{0,4}:){1,7}0{0,3}1\])|\b(?:gopher|dict|tftp|netdoc|ldaps?|jar):(?://|http)|\bfile:/{2,3}",
+        "URL to the server itself (its web ports or an internal service), obfuscated loopback, or a dangerous scheme",
     ),
     (
         934195,
@@ -535,8 +535,8 @@ const BUILTIN: &[Def] = &[
         CRITICAL,
         2,
         TEXT,
-        r"://(?:[^/?#@\s]*@)?(?:10(?:\.\d{1,3}){3}|192\.168(?:\.\d{1,3}){2}|172\.(?:1[6-9]|2\d|3[01])(?:\.\d{1,3}){2}|100\.(?:6[4-9]|[7-9]\d|1[01]\d|12[0-7])(?:\.\d{1,3}){2}|\[f[cd][0-9a-f]{2}:[^\]]*\]|\[fe80:[^\]]*\]|0x[0-9a-f]{8}\b|\d{8,10}(?:[:/?#]|$)|(?:0x[0-9a-f]{1,2}\.){3}|(?:0[0-7]{1,3}\.){3}|[\w.-]+\.(?:internal|local|localdomain|intranet|corp|lan|svc|cluster\.local)(?:[:/?#]|$))",
-        "URL to a private, internal or obfuscated address",
+        r"\bhttps?://(?:[^/?#@\s]*@)?(?:localhost|127(?:\.\d{1,3}){3}|\[(?:0{0,4}:){1,7}0{0,3}1\]|[\w.-]+\.localhost)(?:[:/?#\\\s]|$)|://(?:[^/?#@\s]*@)?(?:10(?:\.\d{1,3}){3}|192\.168(?:\.\d{1,3}){2}|172\.(?:1[6-9]|2\d|3[01])(?:\.\d{1,3}){2}|100\.(?:6[4-9]|[7-9]\d|1[01]\d|12[0-7])(?:\.\d{1,3}){2}|\[f[cd][0-9a-f]{2}:[^\]]*\]|\[fe80:[^\]]*\]|0x[0-9a-f]{8}\b|\d{8,10}(?:[:/?#]|$)|(?:0x[0-9a-f]{1,2}\.){3}|(?:0[0-7]{1,3}\.){3}|[\w.-]+\.(?:internal|local|localdomain|intranet|corp|lan|svc|cluster\.local)(?:[:/?#]|$))",
+        "URL to loopback (any port), a private, internal or obfuscated address",
     ),
     // --- Protocol -----------------------------------------------------------------------------
     (

@@ -118,7 +118,8 @@ fn server_side_request_forgery() {
             "http://[fd00:ec2::254]/latest/api/token",
             "http://0xa9fea9fe/",
             "http://localhost/admin",
-            "https://127.0.0.1:8443/",
+            "https://127.0.0.1/server-status",
+            "http://localhost:6379/",
             "http://127.1/",
             "http://[::1]:6379/",
             "http://0x7f000001/",
@@ -131,6 +132,8 @@ fn server_side_request_forgery() {
             "file:///etc/hostname",
             "url=jar:http://evil.example/a.jar!/",
             "http://127.0.0.1.nip.io/",
+            "http://[::]:80/",
+            "ftp://localhost:2121/",
             "http://[::ffff:127.0.0.1]/",
         ],
         &[
@@ -140,6 +143,10 @@ fn server_side_request_forgery() {
             "see page 127.0.0.1 of the manual",
             "the file path is /var/files",
             "https://cdn.example.net/img/169.jpg",
+            "http://localhost:3000/callback",
+            "http://127.0.0.1:51004/oauth2redirect",
+            "https://app.localhost/",
+            "https://myapp.nip.io/",
         ],
     );
     let e = engine(1);
@@ -274,4 +281,45 @@ fn xml_bodies_are_inspected_element_by_element() {
     // A broken document is inspected whole, as before.
     let v = inspect(b"application/xml", b"<a><b>1 AND SLEEP(5)</a>");
     assert!(v.matches.iter().any(|m| m.target == "body:"), "{v:?}");
+}
+
+/// (blocked, total) per payload list family and for the benign lists, at one paranoia level.
+fn corpus_rates(paranoia: u8) -> (std::collections::BTreeMap<String, (usize, usize)>, (usize, usize)) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/payloads");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.push(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/waf-eval-corpus/benign.txt").into());
+    let e = engine(paranoia);
+    let (mut families, mut benign) = (std::collections::BTreeMap::new(), (0, 0));
+    for path in files.iter().filter(|p| p.extension().is_some_and(|x| x == "txt")) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read(path).unwrap();
+        for line in text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()) {
+            let items = vec![Item::new(target::ARG_VALUES, b"q".to_vec(), line.to_vec())];
+            let hit = usize::from(e.inspect(&items, &Exclusions::default(), u32::MAX).score >= DEFAULT_THRESHOLD);
+            let slot = if name.starts_with("benign") {
+                &mut benign
+            } else {
+                families.entry(name.split("--").next().unwrap().to_string()).or_insert((0, 0))
+            };
+            slot.0 += hit;
+            slot.1 += 1;
+        }
+    }
+    (families, benign)
+}
+
+/// Paranoia 2 detects at least what 1 does in every payload family, and its false positives
+/// on the benign corpus stay bounded (they are the price of the level, measured here).
+#[test]
+fn paranoia_2_detects_more_at_a_bounded_false_positive_rate() {
+    let (f1, b1) = corpus_rates(1);
+    let (f2, b2) = corpus_rates(2);
+    for (family, (hit2, total)) in &f2 {
+        let hit1 = f1[family].0;
+        println!("{family:22} PL1 {hit1:>4}/{total}  PL2 {hit2:>4}/{total}");
+        assert!(*hit2 >= hit1, "{family}");
+    }
+    println!("benign false positives: PL1 {}/{}  PL2 {}/{}", b1.0, b1.1, b2.0, b2.1);
+    assert_eq!(b1.0, 0, "no false positive at PL1");
+    assert!(b2.0 * 100 <= b2.1 * 5, "PL2 false positives above 5%: {}/{}", b2.0, b2.1);
 }
