@@ -2,10 +2,11 @@
 //!
 //! - `transform`: decoders and normalisers (URL incl. `%uXXXX` and overlong UTF-8, HTML
 //!   entities, comments, whitespace, paths), total and bounded;
-//! - `rules`: the built-in rule packs and custom rules;
+//! - `rules`: rule types and custom rules; `packs`: the built-in rule packs (families,
+//!   pipelines, per-paranoia scoring);
 //! - `alphabet`: the fast path for plain words, derived from the compiled rules;
-//! - `extract`: request → inspected values (query, cookies, headers, urlencoded/JSON/multipart),
-//!   streamed to the engine without copying them;
+//! - `extract`: request → inspected values (query, cookie names and values, headers,
+//!   urlencoded/JSON/multipart; XML in `xml`), streamed to the engine without copying them;
 //! - `exclusions`: per-location false-positive tuning;
 //! - `hygiene`: limits and the cheap checks that run before any rule;
 //! - `ip`: CIDR allow/deny lists;
