@@ -442,6 +442,24 @@ const BUILTIN: &[Def] = &[
         r"%\{\s*[#(@]|#\{[^}]*[.(][^}]*\}|\$\{[^}]*(?:\.|\()[^}]*\}|#_memberaccess|@ognl",
         "expression language injection",
     ),
+    (
+        944115,
+        Family::Java,
+        CRITICAL,
+        1,
+        TEXT,
+        r"\bjava\..*\b(?:runtime|processbuilder)\b|\b(?:runtime|processbuilder)\b.*\bjava\.",
+        "Java process classes",
+    ),
+    (
+        944125,
+        Family::Java,
+        CRITICAL,
+        1,
+        TEXT,
+        r"\b(?:runtime|processbuilder)\b.*\b(?:clonetransformer|forclosure|instantiatefactory|instantiatetransformer|invokertransformer|prototypeclonefactory|prototypeserializationfactory|whileclosure|getproperty|filewriter|xmldecoder)\b|\b(?:clonetransformer|forclosure|instantiatefactory|instantiatetransformer|invokertransformer|prototypeclonefactory|prototypeserializationfactory|whileclosure|getproperty|filewriter|xmldecoder)\b.*\b(?:runtime|processbuilder)\b",
+        "Java deserialization gadget",
+    ),
     (944130, Family::Java, CRITICAL, 1, RAW, r"\xac\xed\x00\x05|ro0ab|rO0AB", "Java serialized object"),
     // --- Node.js ------------------------------------------------------------------------------
     (

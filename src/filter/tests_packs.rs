@@ -278,6 +278,13 @@ fn xml_bodies_are_inspected_element_by_element() {
 <comment>Great product, works as expected! Select the size from the list.</comment><qty>2</qty></order>"#;
     let v = inspect(b"application/xml", benign);
     assert_eq!(v.score, 0, "{v:?}");
+    // Element names are names, not markup: an RSS body with <link>, <image>, <body> passes (inspected
+    // whole, as before, 941130 took them for HTML tags).
+    let rss = b"<rss><channel><link>https://example.com/</link><image><url>https://example.com/a.png</url></image><body>Hi</body></channel></rss>";
+    assert_eq!(inspect(b"application/rss+xml", rss).score, 0);
+    let mut raw = Vec::new();
+    extract::body(b"application/octet-stream", rss, &mut raw);
+    assert!(e.inspect(&raw, &Exclusions::default(), u32::MAX).score >= DEFAULT_THRESHOLD, "the same bytes unparsed");
     // A broken document is inspected whole, as before.
     let v = inspect(b"application/xml", b"<a><b>1 AND SLEEP(5)</a>");
     assert!(v.matches.iter().any(|m| m.target == "body:"), "{v:?}");
@@ -322,4 +329,22 @@ fn paranoia_2_detects_more_at_a_bounded_false_positive_rate() {
     println!("benign false positives: PL1 {}/{}  PL2 {}/{}", b1.0, b1.1, b2.0, b2.1);
     assert_eq!(b1.0, 0, "no false positive at PL1");
     assert!(b2.0 * 100 <= b2.1 * 5, "PL2 false positives above 5%: {}/{}", b2.0, b2.1);
+}
+
+#[test]
+fn java_process_classes_and_gadgets_in_xml_bodies() {
+    let e = engine(1);
+    for body in [
+        &b"<xml><element attribute_name=\"attribute_value\">java.Runtime</element></xml>"[..],
+        b"<xml><l1><element a=\"v\">ProcessBuilder.evil.clonetransformer</element></l1></xml>",
+        b"<xml><element attribute_name=\"ProcessBuilder.evil.forclosure\">element_value</element></xml>",
+    ] {
+        let mut items = Vec::new();
+        extract::body(b"application/xml", body, &mut items);
+        let v = e.inspect(&items, &Exclusions::default(), u32::MAX);
+        assert!(v.matches.iter().any(|m| m.family == Family::Java), "{:?}: {v:?}", String::from_utf8_lossy(body));
+    }
+    for benign in ["the runtime of the film", "java is a language", "ProcessBuilder docs"] {
+        assert!(!blocked(&e, benign), "{benign}");
+    }
 }
