@@ -610,9 +610,18 @@ fn new_families_and_paranoia_2_through_nginx() {
         "/index.html?x=%5Cu003cscript%5Cu003ealert(1)",
         "/index.html?next=/home;jsessionid=ABCDEF123456",
         "/index.html?PHPSESSID=attacker",
+        "/index.html?laravel_session=eyJpdiI6IktmYw",
     ] {
         assert_eq!(status(nginx.port, attack), 403, "{attack}");
     }
+    // A session-id argument from another site's page is blocked, from the site's own page not
+    // (the test client sends Host: localhost).
+    let from = |referer: &str| {
+        http_request(nginx.port, "GET", "/index.html?PHPSESSID=abc123", &[("Referer", referer)], None).status
+    };
+    assert_eq!(from("https://evil.example/phish"), 403);
+    assert_eq!(from("https://localhost.evil.example/"), 403);
+    assert_eq!(from("http://localhost/shop?page=2"), 200);
     // Benign lookalikes pass at paranoia 1.
     for benign in ["/index.html?url=https://example.com/", "/index.html?q=Tom+%26+Jerry", "/index.html?q=select+a+size"]
     {

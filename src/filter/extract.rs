@@ -93,6 +93,24 @@ pub fn noise_header(name: &[u8]) -> bool {
         || NOISE_HEADERS.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
+/// Whether `referer` is a page of the site `host` names (`Host`, port included as sent): its
+/// authority (after `http(s)://` or `ftp(s)://`, up to `/ ? #`) is the host, or a subdomain of it.
+pub fn same_site_referer(referer: &[u8], host: &[u8]) -> bool {
+    let lower = referer.to_ascii_lowercase();
+    let Some(rest) = [&b"http://"[..], b"https://", b"ftp://", b"ftps://"].iter().find_map(|s| lower.strip_prefix(*s))
+    else {
+        return false;
+    };
+    let end = rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = host.trim_ascii().to_ascii_lowercase();
+    !host.is_empty()
+        && (authority == host.as_slice()
+            || (authority.len() > host.len()
+                && authority.ends_with(&host)
+                && authority[authority.len() - host.len() - 1] == b'.'))
+}
+
 /// `Cookie: a=1; b=2`: each cookie's name (`cookies_names`) and value (`cookies`).
 pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
     for part in header.split(|&b| b == b';') {
@@ -350,6 +368,24 @@ mod tests {
             ["Content-Type", "X-Foo", "User-Agent", "Referer", "Host", "Origin", "X-Forwarded-For", "Sec-", "Acceptx"]
         {
             assert!(!noise_header(h.as_bytes()), "{h}");
+        }
+    }
+
+    #[test]
+    fn same_site_referers() {
+        assert!(same_site_referer(b"https://shop.example.com/cart?x=1", b"shop.example.com"));
+        assert!(same_site_referer(b"HTTP://Shop.Example.com", b"shop.example.com"));
+        assert!(same_site_referer(b"https://www.example.com/", b"example.com"), "a subdomain");
+        assert!(same_site_referer(b"http://localhost:8080/a", b"localhost:8080"));
+        for (referer, host) in [
+            (&b"https://evilexample.com/"[..], &b"example.com"[..]),
+            (b"https://example.com.evil.net/", b"example.com"),
+            (b"https://evil.net/?u=https://example.com/", b"example.com"),
+            (b"example.com/page", b"example.com"),
+            (b"https://example.com/", b""),
+            (b"http://localhost:9999/", b"localhost:8080"),
+        ] {
+            assert!(!same_site_referer(referer, host), "{:?}", String::from_utf8_lossy(referer));
         }
     }
 

@@ -246,6 +246,7 @@ impl Engine {
             exclusions,
             stop_at,
             verdict: Verdict::default(),
+            same_site: false,
             steps: Vec::new(),
             values: Vec::new(),
         }
@@ -267,6 +268,8 @@ pub struct Inspection<'e> {
     exclusions: &'e Exclusions,
     stop_at: u32,
     verdict: Verdict,
+    /// The request came from a page of the same site (see [`Inspection::same_site_referer`]).
+    same_site: bool,
     /// The memo's buffers, reused by every item of the request (a fresh pair per item cost
     /// ~10% of a benign POST in reallocations).
     steps: Vec<Option<usize>>,
@@ -276,6 +279,14 @@ pub struct Inspection<'e> {
 impl<'e> Inspection<'e> {
     pub fn verdict(self) -> Verdict {
         self.verdict
+    }
+
+    /// The request's `Referer` is a page of its own site (see
+    /// [`extract::same_site_referer`]): the rules that only mean an attack when a request comes
+    /// from elsewhere or from nowhere ([`packs::OFF_SITE_ONLY`]: a session id passed as an
+    /// argument, which a site's own links may do) are skipped. Call before the first item.
+    pub fn same_site_referer(&mut self) {
+        self.same_site = true;
     }
 
     pub fn item(&mut self, item: &Item) {
@@ -307,16 +318,16 @@ impl<'e> Inspection<'e> {
         match fixed {
             Some((f, false)) => {
                 if let Some(scan) = f.scan.pick(plain) {
-                    score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+                    score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, &item.value, item);
                 }
             }
             Some((f, true)) => {
                 if let Some(scan) = f.without_lowercase.as_ref().and_then(|s| s.pick(plain)) {
-                    score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+                    score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, &item.value, item);
                 }
                 if let Some(scan) = f.with_lowercase.as_ref().and_then(|s| s.pick(plain)) {
                     let lower = memo.get(&[Transform::Lowercase]);
-                    score(engine, self.exclusions, &mut self.verdict, scan, lower, item);
+                    score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, lower, item);
                 }
             }
             None => {}
@@ -327,13 +338,22 @@ impl<'e> Inspection<'e> {
             }
             let Some(scan) = ps.scan.pick(plain) else { continue };
             let value = memo.get(&ps.transforms);
-            score(engine, self.exclusions, &mut self.verdict, scan, value, item);
+            score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, value, item);
         }
     }
 }
 
 /// Scores the rules of `scan` that match `value`.
-fn score(engine: &Engine, exclusions: &Exclusions, verdict: &mut Verdict, scan: &Scan, value: &[u8], item: &Item) {
+#[allow(clippy::too_many_arguments)]
+fn score(
+    engine: &Engine,
+    exclusions: &Exclusions,
+    same_site: bool,
+    verdict: &mut Verdict,
+    scan: &Scan,
+    value: &[u8],
+    item: &Item,
+) {
     // Most values match nothing: the early-exit scan decides that alone.
     if !scan.set.is_match(value) {
         return;
@@ -342,6 +362,9 @@ fn score(engine: &Engine, exclusions: &Exclusions, verdict: &mut Verdict, scan: 
         let index = scan.rules[k];
         let rule = &engine.rules[index];
         if rule.targets & item.target == 0 || exclusions.excludes(rule, item) {
+            continue;
+        }
+        if same_site && packs::OFF_SITE_ONLY.contains(&rule.id) {
             continue;
         }
         if verdict.matches.iter().any(|m| m.id == rule.id) {

@@ -516,7 +516,7 @@ const BUILTIN: &[Def] = &[
         CRITICAL,
         1,
         NAME,
-        r"^(?:jsessionid|phpsessid|aspsessionid[a-z]{0,8}|cfid|cftoken|asp\.net_sessionid)$",
+        r"^(?:jsessionid|jservsession|jwsession|phpsessid|phpsession|aspsessionid[a-z]{0,8}|asp\.net_sessionid|zend_session_id|play_session|weblogicsession|wlsession|rack\.session|laravel_session|(?:__(?:secure|host)-)?next-auth\.session-token|meteor_login_token|session[-_]?id|sails\.sid|shiny-token|_session_id|_flask_session|_rails_session|cfs?id|cftoken|connect\.sid|cakephp|ci_session|koa[.:]sess)$",
         "session id parameter name",
     ),
     (
@@ -525,7 +525,7 @@ const BUILTIN: &[Def] = &[
         CRITICAL,
         2,
         NAME,
-        r"^(?:sid|sessid|sess_id|sessionid|session_id|session-id|session)$",
+        r"^(?:sid|sessid|sess_id|session|sess)$",
         "generic session parameter name",
     ),
     // --- Server-side request forgery --------------------------------------------------------
@@ -593,6 +593,12 @@ pub fn builtin() -> Vec<Rule> {
         })
         .collect()
 }
+
+/// Rules that only mean an attack when the request does not come from a page of the same
+/// site (no `Referer`, or another site's): an argument named like a session id is how a
+/// session is fixed from a link elsewhere, and how PHP's `session.use_trans_sid` links within
+/// the site carry it (CRS 943110/943120).
+pub const OFF_SITE_ONLY: &[u32] = &[943120, 943121];
 
 /// Where a built-in rule looks: everywhere, except rules on URLs to internal hosts (a `Referer`
 /// or `Origin` of a site under development is `http://localhost:3000`) and on names.

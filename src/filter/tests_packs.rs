@@ -99,10 +99,22 @@ fn session_fixation() {
         &["cookies must be enabled; please retry", "my session expired, help", "jsessionid"],
     );
     let e = engine(1);
-    for name in ["PHPSESSID", "jsessionid", "ASPSESSIONIDQQGGGNCG"] {
+    let none = Exclusions::default();
+    for name in ["PHPSESSID", "jsessionid", "ASPSESSIONIDQQGGGNCG", "laravel_session", "connect.sid", "session_id"] {
         let v = verdict(&e, target::ARG_NAMES, name, name);
         assert!(v.matches.iter().any(|m| m.id == 943120), "{name}: {v:?}");
+        // From a page of the same site (PHP's trans_sid links), a session-id argument passes.
+        let mut same_site = e.start(&none, u32::MAX);
+        same_site.same_site_referer();
+        let item = Item::new(target::ARG_NAMES, name.as_bytes(), name.as_bytes());
+        same_site.item(&item);
+        assert_eq!(same_site.verdict().score, 0, "{name}");
     }
+    let mut same_site = e.start(&none, u32::MAX);
+    same_site.same_site_referer();
+    let item = Item::new(target::ARG_VALUES, &b"next"[..], &b"/a;jsessionid=0123456789"[..]);
+    same_site.item(&item);
+    assert!(same_site.verdict().score >= DEFAULT_THRESHOLD, "only the name rules depend on the Referer");
     assert!(!blocked_as(&e, target::ARG_NAMES, "session_note", "session_note"));
     assert!(!blocked_as(&e, target::ARG_VALUES, "q", "PHPSESSID"), "943120 looks at names only");
 }

@@ -289,6 +289,13 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
 fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -> Verdict {
     let stop_at = if waf.mode() == Mode::Detect { u32::MAX } else { waf.threshold() };
     let mut inspection = engine.start(&waf.exclusions, stop_at);
+    let header = |name: &[u8]| find_header(&r.headers_in.headers, name).map(|h| unsafe { (*h).value.as_bytes() });
+    // SAFETY (header): live request header elements.
+    if let (Some(referer), Some(host)) = (header(b"referer"), header(b"host")) {
+        if extract::same_site_referer(referer, host) {
+            inspection.same_site_referer();
+        }
+    }
     let raw = r.unparsed_uri.as_bytes();
     let (path, query) = match raw.iter().position(|&b| b == b'?') {
         Some(i) => (&raw[..i], &raw[i + 1..]),
