@@ -289,10 +289,10 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
 fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -> Verdict {
     let stop_at = if waf.mode() == Mode::Detect { u32::MAX } else { waf.threshold() };
     let mut inspection = engine.start(&waf.exclusions, stop_at);
-    let header = |name: &[u8]| find_header(&r.headers_in.headers, name).map(|h| unsafe { (*h).value.as_bytes() });
-    // SAFETY (header): live request header elements.
-    if let (Some(referer), Some(host)) = (header(b"referer"), header(b"host")) {
-        if extract::same_site_referer(referer, host) {
+    // SAFETY: nginx points these at the request's own header elements, or leaves them NULL.
+    let (referer, host) = unsafe { (r.headers_in.referer.as_ref(), r.headers_in.host.as_ref()) };
+    if let (Some(referer), Some(host)) = (referer, host) {
+        if extract::same_site_referer(referer.value.as_bytes(), host.value.as_bytes()) {
             inspection.same_site_referer();
         }
     }
