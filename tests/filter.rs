@@ -258,6 +258,7 @@ fn bad_filter_directives_fail_nginx_t() {
         ("shield_filter_exclude bogus=1;".to_string(), "invalid parameter"),
         ("shield_filter_allow 10.0.0.0/33;".to_string(), "invalid address"),
         ("shield_filter_limits uri=big;".to_string(), "invalid parameter"),
+        ("shield_filter_inspect_headers all X-Foo;".to_string(), "\"all\" cannot be combined with header names"),
     ];
     for (directive, expected) in cases {
         assert_config_error(&format!("{directive} {srv}"), expected);

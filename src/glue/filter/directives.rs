@@ -145,6 +145,8 @@ pub extern "C" fn set_inspect_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command
         // `all` (alone) is every header but the noise: an empty list.
         let list = if args == ["all"] {
             Vec::new()
+        } else if args.contains(&"all") {
+            return Err("\"all\" cannot be combined with header names".into());
         } else {
             args.iter().map(|h| parse::header_name(h).map(|h| h.to_ascii_lowercase())).collect::<Result<_, _>>()?
         };
