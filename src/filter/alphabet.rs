@@ -117,6 +117,14 @@ fn step(t: Transform, input: ByteSet) -> ByteSet {
                 input
             }
         }
+        // `\uXXXX`, `\xHH` and octal escapes can produce any byte.
+        Transform::JsDecode => {
+            if input.contains(b'\\') {
+                ByteSet::ALL
+            } else {
+                input
+            }
+        }
         // Anything base64 decodes to arbitrary bytes (plain words are base64 too).
         Transform::Base64Decode => {
             if input.any(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {

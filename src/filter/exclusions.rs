@@ -30,7 +30,7 @@ impl Exclusions {
                     };
                     let mask = match kind {
                         "args" | "arg" => target::ARG_VALUES | target::ARG_NAMES,
-                        "cookie" | "cookies" => target::COOKIES,
+                        "cookie" | "cookies" => target::COOKIES | target::COOKIE_NAMES,
                         "header" | "headers" => target::HEADERS,
                         "body" => target::BODY_VALUES | target::BODY_NAMES,
                         "path" => target::PATH,

@@ -1,5 +1,5 @@
 //! Turning a request into the values the engine inspects: query arguments, cookies, and
-//! bodies (urlencoded, JSON, multipart). Parsers never panic, run in time linear in their
+//! bodies (urlencoded, JSON, multipart, XML: see `xml`). Parsers never panic, run in time linear in their
 //! input, and hand each value to a [`Sink`] as they find it, borrowed from the input (only a
 //! JSON string with escapes, a multipart name and a JSON key path are copied, and dropped
 //! once inspected): every value is seen, and memory does not grow with the number of values.
@@ -54,7 +54,64 @@ pub fn query<'a>(raw: &'a [u8], out: &mut impl Sink<'a>) {
     }
 }
 
-/// `Cookie: a=1; b=2`.
+/// Request headers not inspected by default (`shield_filter_inspect_headers all`): set by
+/// browsers and proxies to fixed grammars (content negotiation, caching, connection
+/// management, fetch metadata, client hints), or credentials (`Authorization`: a token is not
+/// application input, and should not land in an audit log). `Cookie` is inspected cookie by
+/// cookie instead.
+pub const NOISE_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-length",
+    "cookie",
+    "dnt",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "keep-alive",
+    "pragma",
+    "priority",
+    "proxy-authorization",
+    "sec-gpc",
+    "te",
+    "upgrade-insecure-requests",
+];
+
+/// Whether a header is one of [`NOISE_HEADERS`] or fetch metadata / client hints
+/// (`Sec-Fetch-*`, `Sec-CH-*`).
+pub fn noise_header(name: &[u8]) -> bool {
+    let prefixed = |p: &[u8]| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    prefixed(b"sec-fetch-")
+        || prefixed(b"sec-ch-")
+        || NOISE_HEADERS.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Whether `referer` is a page of the site `host` names (`Host`, port included as sent): its
+/// authority (after `http(s)://` or `ftp(s)://`, up to `/ ? #`) is the host, or a subdomain of it.
+pub fn same_site_referer(referer: &[u8], host: &[u8]) -> bool {
+    let lower = referer.to_ascii_lowercase();
+    let Some(rest) = [&b"http://"[..], b"https://", b"ftp://", b"ftps://"].iter().find_map(|s| lower.strip_prefix(*s))
+    else {
+        return false;
+    };
+    let end = rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host = host.trim_ascii().to_ascii_lowercase();
+    !host.is_empty()
+        && (authority == host.as_slice()
+            || (authority.len() > host.len()
+                && authority.ends_with(&host)
+                && authority[authority.len() - host.len() - 1] == b'.'))
+}
+
+/// `Cookie: a=1; b=2`: each cookie's name (`cookies_names`) and value (`cookies`).
 pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
     for part in header.split(|&b| b == b';') {
         let part = part.trim_ascii();
@@ -62,6 +119,7 @@ pub fn cookies<'a>(header: &'a [u8], out: &mut impl Sink<'a>) {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &part[part.len()..]),
         };
+        out.push(Item::new(target::COOKIE_NAMES, name, name));
         out.push(Item::new(target::COOKIES, name, value));
     }
 }
@@ -71,6 +129,7 @@ pub enum BodyKind {
     UrlEncoded,
     Json,
     Multipart,
+    Xml,
     Other,
 }
 
@@ -81,6 +140,7 @@ pub fn body_kind(content_type: &[u8]) -> BodyKind {
         b"application/x-www-form-urlencoded" => BodyKind::UrlEncoded,
         b"multipart/form-data" => BodyKind::Multipart,
         m if m == b"application/json" || m.ends_with(b"+json") => BodyKind::Json,
+        m if m == b"application/xml" || m == b"text/xml" || m.ends_with(b"+xml") => BodyKind::Xml,
         _ => BodyKind::Other,
     }
 }
@@ -98,6 +158,7 @@ pub fn body<'a>(content_type: &[u8], body: &'a [u8], out: &mut impl Sink<'a>) {
         // Validated first without building anything (serde's IgnoredAny), then streamed.
         BodyKind::Json if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => json(body, out),
         BodyKind::Multipart if multipart(content_type, body, &mut *out) => {}
+        BodyKind::Xml if super::xml::xml(body, &mut *out) => {}
         _ => out.push(Item::new(target::BODY_VALUES, &b""[..], body)),
     }
 }
@@ -291,6 +352,44 @@ mod tests {
     }
 
     #[test]
+    fn noise_headers_are_the_listed_ones_in_any_case() {
+        for h in [
+            "Accept",
+            "ACCEPT-ENCODING",
+            "Authorization",
+            "Sec-Fetch-Site",
+            "sec-ch-ua-platform",
+            "Cookie",
+            "If-None-Match",
+        ] {
+            assert!(noise_header(h.as_bytes()), "{h}");
+        }
+        for h in
+            ["Content-Type", "X-Foo", "User-Agent", "Referer", "Host", "Origin", "X-Forwarded-For", "Sec-", "Acceptx"]
+        {
+            assert!(!noise_header(h.as_bytes()), "{h}");
+        }
+    }
+
+    #[test]
+    fn same_site_referers() {
+        assert!(same_site_referer(b"https://shop.example.com/cart?x=1", b"shop.example.com"));
+        assert!(same_site_referer(b"HTTP://Shop.Example.com", b"shop.example.com"));
+        assert!(same_site_referer(b"https://www.example.com/", b"example.com"), "a subdomain");
+        assert!(same_site_referer(b"http://localhost:8080/a", b"localhost:8080"));
+        for (referer, host) in [
+            (&b"https://evilexample.com/"[..], &b"example.com"[..]),
+            (b"https://example.com.evil.net/", b"example.com"),
+            (b"https://evil.net/?u=https://example.com/", b"example.com"),
+            (b"example.com/page", b"example.com"),
+            (b"https://example.com/", b""),
+            (b"http://localhost:9999/", b"localhost:8080"),
+        ] {
+            assert!(!same_site_referer(referer, host), "{:?}", String::from_utf8_lossy(referer));
+        }
+    }
+
+    #[test]
     fn query_and_cookies() {
         let mut out = Vec::new();
         query(b"a=1&flag&=x&b=%27", &mut out);
@@ -300,8 +399,9 @@ mod tests {
         assert!(v.contains(&(target::ARG_VALUES, "b".into(), "%27".into())));
         out.clear();
         cookies(b"sid=abc; theme=dark;bare", &mut out);
-        assert_eq!(values(&out)[1], (target::COOKIES, "theme".into(), "dark".into()));
-        assert_eq!(out.len(), 3);
+        assert_eq!(values(&out)[2], (target::COOKIE_NAMES, "theme".into(), "theme".into()));
+        assert_eq!(values(&out)[3], (target::COOKIES, "theme".into(), "dark".into()));
+        assert_eq!(out.len(), 6, "a name and a value per cookie");
     }
 
     #[test]

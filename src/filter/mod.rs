@@ -2,10 +2,11 @@
 //!
 //! - `transform`: decoders and normalisers (URL incl. `%uXXXX` and overlong UTF-8, HTML
 //!   entities, comments, whitespace, paths), total and bounded;
-//! - `rules`: the built-in rule packs and custom rules;
+//! - `rules`: rule types and custom rules; `packs`: the built-in rule packs (families,
+//!   pipelines, per-paranoia scoring);
 //! - `alphabet`: the fast path for plain words, derived from the compiled rules;
-//! - `extract`: request → inspected values (query, cookies, headers, urlencoded/JSON/multipart),
-//!   streamed to the engine without copying them;
+//! - `extract`: request → inspected values (query, cookie names and values, headers,
+//!   urlencoded/JSON/multipart; XML in `xml`), streamed to the engine without copying them;
 //! - `exclusions`: per-location false-positive tuning;
 //! - `hygiene`: limits and the cheap checks that run before any rule;
 //! - `ip`: CIDR allow/deny lists;
@@ -26,9 +27,13 @@ pub mod exclusions;
 pub mod extract;
 pub mod hygiene;
 pub mod ip;
+mod jsdecode;
+pub mod packs;
+mod packs_more;
 pub mod rules;
 pub mod seclang;
 pub mod transform;
+pub mod xml;
 
 use regex::bytes::{Regex, RegexSet, RegexSetBuilder};
 
@@ -243,6 +248,7 @@ impl Engine {
             exclusions,
             stop_at,
             verdict: Verdict::default(),
+            same_site: false,
             steps: Vec::new(),
             values: Vec::new(),
         }
@@ -264,6 +270,8 @@ pub struct Inspection<'e> {
     exclusions: &'e Exclusions,
     stop_at: u32,
     verdict: Verdict,
+    /// The request came from a page of the same site (see [`Inspection::same_site_referer`]).
+    same_site: bool,
     /// The memo's buffers, reused by every item of the request (a fresh pair per item cost
     /// ~10% of a benign POST in reallocations).
     steps: Vec<Option<usize>>,
@@ -273,6 +281,14 @@ pub struct Inspection<'e> {
 impl<'e> Inspection<'e> {
     pub fn verdict(self) -> Verdict {
         self.verdict
+    }
+
+    /// The request's `Referer` is a page of its own site (see
+    /// [`extract::same_site_referer`]): the rules that only mean an attack when a request comes
+    /// from elsewhere or from nowhere ([`packs::OFF_SITE_ONLY`]: a session id passed as an
+    /// argument, which a site's own links may do) are skipped. Call before the first item.
+    pub fn same_site_referer(&mut self) {
+        self.same_site = true;
     }
 
     pub fn item(&mut self, item: &Item) {
@@ -304,16 +320,16 @@ impl<'e> Inspection<'e> {
         match fixed {
             Some((f, false)) => {
                 if let Some(scan) = f.scan.pick(plain) {
-                    score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+                    score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, &item.value, item);
                 }
             }
             Some((f, true)) => {
                 if let Some(scan) = f.without_lowercase.as_ref().and_then(|s| s.pick(plain)) {
-                    score(engine, self.exclusions, &mut self.verdict, scan, &item.value, item);
+                    score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, &item.value, item);
                 }
                 if let Some(scan) = f.with_lowercase.as_ref().and_then(|s| s.pick(plain)) {
                     let lower = memo.get(&[Transform::Lowercase]);
-                    score(engine, self.exclusions, &mut self.verdict, scan, lower, item);
+                    score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, lower, item);
                 }
             }
             None => {}
@@ -324,13 +340,22 @@ impl<'e> Inspection<'e> {
             }
             let Some(scan) = ps.scan.pick(plain) else { continue };
             let value = memo.get(&ps.transforms);
-            score(engine, self.exclusions, &mut self.verdict, scan, value, item);
+            score(engine, self.exclusions, self.same_site, &mut self.verdict, scan, value, item);
         }
     }
 }
 
 /// Scores the rules of `scan` that match `value`.
-fn score(engine: &Engine, exclusions: &Exclusions, verdict: &mut Verdict, scan: &Scan, value: &[u8], item: &Item) {
+#[allow(clippy::too_many_arguments)]
+fn score(
+    engine: &Engine,
+    exclusions: &Exclusions,
+    same_site: bool,
+    verdict: &mut Verdict,
+    scan: &Scan,
+    value: &[u8],
+    item: &Item,
+) {
     // Most values match nothing: the early-exit scan decides that alone.
     if !scan.set.is_match(value) {
         return;
@@ -339,6 +364,9 @@ fn score(engine: &Engine, exclusions: &Exclusions, verdict: &mut Verdict, scan: 
         let index = scan.rules[k];
         let rule = &engine.rules[index];
         if rule.targets & item.target == 0 || exclusions.excludes(rule, item) {
+            continue;
+        }
+        if same_site && packs::OFF_SITE_ONLY.contains(&rule.id) {
             continue;
         }
         if verdict.matches.iter().any(|m| m.id == rule.id) {
@@ -409,6 +437,7 @@ fn describe(item: &Item) -> String {
         target::ARG_NAMES => format!("args_names:{name}"),
         target::ARG_VALUES => format!("args:{name}"),
         target::COOKIES => format!("cookie:{name}"),
+        target::COOKIE_NAMES => format!("cookies_names:{name}"),
         target::HEADERS => format!("header:{name}"),
         target::BODY_NAMES => format!("body_names:{name}"),
         _ => format!("body:{name}"),
@@ -432,3 +461,5 @@ fn mask(fragment: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_packs;

@@ -35,6 +35,9 @@ pub enum Transform {
     NormalizePath,
     /// Standard base64; a value that is not (whole) base64 becomes empty.
     Base64Decode,
+    /// JavaScript escapes: `\uXXXX`, `\u{X..}`, `\xHH`, octal `\NNN`, `\n \r \t \b \f \v \a`;
+    /// a backslash before any other byte is dropped (`\'` is `'`).
+    JsDecode,
 }
 
 impl Transform {
@@ -64,14 +67,18 @@ impl Transform {
             Transform::UrlDecode | Transform::UrlDecodeOnce => !any(|&b| b == b'%' || b == b'+'),
             Transform::HtmlDecode => !any(|&b| b == b'&'),
             Transform::Lowercase => !any(u8::is_ascii_uppercase),
-            Transform::RemoveComments => !any(|&b| b == b'/' || b == b'-' || b == b'#'),
+            // Exactly what starts a comment: a value without one is copied as it is.
+            Transform::RemoveComments => !any(|&b| b == b'#') && !input.windows(2).any(|w| w == b"/*" || w == b"--"),
             Transform::CompressWhitespace => {
                 !input.windows(2).any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
                     && !any(|&b| b != b' ' && (b.is_ascii_whitespace() || b == 0x0b || b == 0xa0))
             }
             Transform::RemoveControls => !any(|&b| matches!(b, 0 | b'\t' | b'\r' | b'\n')),
-            Transform::NormalizePath => !any(|&b| b == b'\\') && !input.windows(2).any(|w| w == b"//" || w == b"./"),
+            Transform::NormalizePath => {
+                !any(|&b| b == b'\\') && !input.windows(2).any(|w| w == b"//") && !input.windows(3).any(|w| w == b"/./")
+            }
             Transform::Base64Decode => false,
+            Transform::JsDecode => !any(|&b| b == b'\\'),
         }
     }
 
@@ -91,6 +98,7 @@ impl Transform {
             }
             Transform::NormalizePath => normalize_path_to(input, BOUND),
             Transform::Base64Decode => base64_decode_to(input, BOUND).unwrap_or_default(),
+            Transform::JsDecode => super::jsdecode::js_decode_to(input, BOUND),
         };
         out.truncate(MAX_TRANSFORMED);
         Some(out)
@@ -107,33 +115,39 @@ impl Traits {
     const URL: u8 = 1; // % or +
     const AMP: u8 = 2;
     const UPPER: u8 = 4;
-    const COMMENT: u8 = 8; // / - #
+    const COMMENT: u8 = 8; // /* -- #
     const WHITESPACE: u8 = 16; // two ASCII whitespace in a row, or whitespace other than ' ', or 0x0b/0xa0
     const CONTROL: u8 = 32; // NUL, tab, CR, LF
-    const PATH: u8 = 64; // \ or // or ./
+    const PATH: u8 = 64; // \ or // or /./
+    const BACKSLASH: u8 = 128;
 
     pub fn of(value: &[u8]) -> Traits {
         let mut t = 0u8;
         let mut prev_ws = false;
-        let mut prev = 0u8;
+        let (mut prev, mut prev2) = (0u8, 0u8);
         for &b in value {
             let ws = b.is_ascii_whitespace();
             t |= match b {
                 b'%' | b'+' => Self::URL,
                 b'&' => Self::AMP,
                 b'A'..=b'Z' => Self::UPPER,
-                b'/' | b'-' | b'#' => Self::COMMENT,
+                b'#' => Self::COMMENT,
+                b'*' if prev == b'/' => Self::COMMENT,
+                b'-' if prev == b'-' => Self::COMMENT,
                 0 => Self::CONTROL,
                 b'\t' | b'\r' | b'\n' => Self::CONTROL | Self::WHITESPACE,
                 0x0b | 0xa0 | 0x0c => Self::WHITESPACE,
-                b'\\' => Self::PATH,
+                b'\\' => Self::PATH | Self::BACKSLASH,
                 _ => 0,
             };
-            if (ws && prev_ws) || ((prev == b'/' || prev == b'.') && b == b'/') {
-                t |= if ws { Self::WHITESPACE } else { Self::PATH };
+            if ws && prev_ws {
+                t |= Self::WHITESPACE;
+            }
+            if b == b'/' && (prev == b'/' || (prev == b'.' && prev2 == b'/')) {
+                t |= Self::PATH;
             }
             prev_ws = ws;
-            prev = b;
+            (prev2, prev) = (prev, b);
         }
         Traits(t)
     }
@@ -149,6 +163,7 @@ impl Traits {
             Transform::RemoveControls => Self::CONTROL,
             Transform::NormalizePath => Self::PATH,
             Transform::Base64Decode => return false,
+            Transform::JsDecode => Self::BACKSLASH,
         };
         self.0 & flag == 0
     }
@@ -162,7 +177,7 @@ pub fn apply_all(pipeline: &[Transform], input: &[u8]) -> Vec<u8> {
     value
 }
 
-fn hex(b: u8) -> Option<u8> {
+pub(super) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -211,7 +226,7 @@ fn url_decode_to(input: &[u8], max: usize) -> Vec<u8> {
     out
 }
 
-fn push_code_point(out: &mut Vec<u8>, cp: u32) {
+pub(super) fn push_code_point(out: &mut Vec<u8>, cp: u32) {
     // Full-width forms (U+FF01..U+FF5E) are how `%uff0e%uff0e%u2215` smuggles `../`.
     let cp = match cp {
         0xFF01..=0xFF5E => cp - 0xFF01 + 0x21,
@@ -492,8 +507,9 @@ mod tests {
             RemoveControls,
             NormalizePath,
             Base64Decode,
+            JsDecode,
         ];
-        let alphabet = b"aZ %+&/-#.\\\t\r\n\x00\x0b\x0c\xa0'1";
+        let alphabet = b"aZ %+&/-#.*\\\t\r\n\x00\x0b\x0c\xa0'1";
         // Every string of up to 3 bytes over an alphabet holding each trigger byte, and a
         // fixed-seed sample of longer ones.
         let mut inputs: Vec<Vec<u8>> = vec![vec![]];
@@ -525,6 +541,10 @@ mod tests {
             let traits = Traits::of(v);
             for t in all {
                 assert_eq!(traits.unchanged_by(t), t.leaves_unchanged(v), "{t:?} on {v:?}");
+                // And the checks are sound: what they call unchanged, the transform returns as is.
+                if t.leaves_unchanged(v) {
+                    assert_eq!(&t.apply(v), v, "{t:?} changes {v:?}");
+                }
             }
         }
     }
@@ -588,6 +608,7 @@ mod tests {
                 RemoveControls,
                 NormalizePath,
                 Base64Decode,
+                JsDecode,
             ] {
                 assert!(t.apply(&input).len() <= MAX_TRANSFORMED);
             }
@@ -595,13 +616,23 @@ mod tests {
         // Stopping early keeps exactly the prefix the whole transform would have kept.
         let long: Vec<u8> =
             b"a%41B &lt;x/**/y -- z\n./\\\\ \t".iter().copied().cycle().take(MAX_TRANSFORMED * 3).collect();
-        for t in [UrlDecode, HtmlDecode, RemoveComments, CompressWhitespace, RemoveControls, NormalizePath, Lowercase] {
+        for t in [
+            UrlDecode,
+            HtmlDecode,
+            RemoveComments,
+            CompressWhitespace,
+            RemoveControls,
+            NormalizePath,
+            Lowercase,
+            JsDecode,
+        ] {
             let full = match t {
                 UrlDecode => url_decode(&long),
                 HtmlDecode => html_decode(&long),
                 RemoveComments => remove_comments(&long),
                 CompressWhitespace => compress_whitespace(&long),
                 NormalizePath => normalize_path(&long),
+                JsDecode => super::super::jsdecode::js_decode(&long),
                 RemoveControls => long.iter().copied().filter(|b| !matches!(b, 0 | b'\t' | b'\r' | b'\n')).collect(),
                 _ => long.to_ascii_lowercase(),
             };

@@ -18,13 +18,14 @@ fuzz_target!(|data: &[u8]| {
         transform::Transform::RemoveControls,
         transform::Transform::NormalizePath,
         transform::Transform::Base64Decode,
+        transform::Transform::JsDecode,
     ] {
         assert!(t.apply(data).len() <= transform::MAX_TRANSFORMED);
     }
     let _ = transform::has_invalid_percent(data);
     let _ = resp::decode(data);
     let mut items = Vec::new();
-    for ct in [&b"application/json"[..], b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", b"text/plain"] {
+    for ct in [&b"application/json"[..], b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", b"application/xml", b"text/plain"] {
         extract::body(ct, data, &mut items);
     }
     extract::query(data, &mut items);

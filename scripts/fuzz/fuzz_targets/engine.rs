@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
     extract::query(uri, &mut items);
     extract::body(b"application/json", body, &mut items);
     extract::body(b"multipart/form-data; boundary=--", body, &mut items);
+    extract::body(b"application/xml", body, &mut items);
+    extract::cookies(uri, &mut items);
     let first = engine.inspect(&items, &Exclusions::default(), u32::MAX);
     let second = engine.inspect(&items, &Exclusions::default(), u32::MAX);
     assert_eq!(first, second);

@@ -142,8 +142,14 @@ pub extern "C" fn set_audit_log(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, co
 
 pub extern "C" fn set_inspect_headers(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     directive(cf, cmd, conf, |_, lc: &mut LocConf, args| {
-        let list =
-            args.iter().map(|h| parse::header_name(h).map(|h| h.to_ascii_lowercase())).collect::<Result<_, _>>()?;
+        // `all` (alone) is every header but the noise: an empty list.
+        let list = if args == ["all"] {
+            Vec::new()
+        } else if args.contains(&"all") {
+            return Err("\"all\" cannot be combined with header names".into());
+        } else {
+            args.iter().map(|h| parse::header_name(h).map(|h| h.to_ascii_lowercase())).collect::<Result<_, _>>()?
+        };
         set_once(&mut lc.waf.inspect_headers, list)
     })
 }

@@ -289,6 +289,13 @@ fn hygiene(r: &ngx_http_request_t, waf: &WafLoc) -> Result<(), Hygiene> {
 fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -> Verdict {
     let stop_at = if waf.mode() == Mode::Detect { u32::MAX } else { waf.threshold() };
     let mut inspection = engine.start(&waf.exclusions, stop_at);
+    // SAFETY: nginx points these at the request's own header elements, or leaves them NULL.
+    let (referer, host) = unsafe { (r.headers_in.referer.as_ref(), r.headers_in.host.as_ref()) };
+    if let (Some(referer), Some(host)) = (referer, host) {
+        if extract::same_site_referer(referer.value.as_bytes(), host.value.as_bytes()) {
+            inspection.same_site_referer();
+        }
+    }
     let raw = r.unparsed_uri.as_bytes();
     let (path, query) = match raw.iter().position(|&b| b == b'?') {
         Some(i) => (&raw[..i], &raw[i + 1..]),
@@ -296,14 +303,20 @@ fn inspect(r: &ngx_http_request_t, waf: &WafLoc, engine: &Engine, body: &[u8]) -
     };
     inspection.push(Item::new(target::PATH, &b""[..], path));
     extract::query(query, &mut inspection);
+    // An empty list is `all`: every header but the noise (see extract::NOISE_HEADERS).
     let wanted = waf.inspect_headers.as_deref().unwrap_or_default();
     for h in headers(&r.headers_in.headers) {
         // SAFETY: live request header element, valid as long as the request.
         let (key, value) = unsafe { (&(*h).key, &(*h).value) };
+        let key = key.as_bytes();
         if is_header(h, b"cookie") {
             extract::cookies(value.as_bytes(), &mut inspection);
-        } else if wanted.iter().any(|w| key.as_bytes().eq_ignore_ascii_case(w.as_bytes())) {
-            inspection.push(Item::new(target::HEADERS, key.as_bytes(), value.as_bytes()));
+        } else if if wanted.is_empty() {
+            !extract::noise_header(key)
+        } else {
+            wanted.iter().any(|w| key.eq_ignore_ascii_case(w.as_bytes()))
+        } {
+            inspection.push(Item::new(target::HEADERS, key, value.as_bytes()));
         }
     }
     if !body.is_empty() {

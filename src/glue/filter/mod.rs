@@ -34,7 +34,6 @@ pub enum Mode {
     Detect,
 }
 
-const DEFAULT_HEADERS: &[&str] = &["user-agent", "referer", "x-forwarded-for", "x-original-url", "x-rewrite-url"];
 const DEFAULT_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 #[derive(Default)]
@@ -52,6 +51,7 @@ pub struct WafLoc {
     deny: Option<Vec<Cidr>>,
     scanners: Option<bool>,
     audit_log: Option<Option<audit::AuditLog>>,
+    /// `shield_filter_inspect_headers`: the names, or empty for `all` (the default).
     inspect_headers: Option<Vec<String>>,
     /// `shield_filter_secrules`: `Some(None)` is `off`.
     secrules: Option<Option<Rc<secrules::SecRules>>>,
@@ -94,7 +94,7 @@ impl WafLoc {
         }
         // Settled here, once, so requests read them without cloning or rebuilding.
         self.limits.get_or_insert_with(Limits::default);
-        self.inspect_headers.get_or_insert_with(|| DEFAULT_HEADERS.iter().map(|h| h.to_string()).collect());
+        self.inspect_headers.get_or_insert_with(Vec::new);
         self.scanners = self.scanners.or(prev.scanners);
         if self.audit_log.is_none() {
             self.audit_log = prev.audit_log;
