@@ -80,7 +80,12 @@ pub fn evaluate_profiled(set: &RuleSet, req: &Request, mut profile: Option<&mut 
         req,
         parsed: req.parse_headers(),
         phase: Phase::RequestHeaders,
-        collections: Map::default(),
+        // The CRS keeps ~100 TX variables: room for them up front, not a rehash every doubling.
+        collections: {
+            let mut c: Map<String, Map<String, Vec<u8>>> = Map::default();
+            c.insert("tx".to_string(), Map::with_capacity_and_hasher(256, Default::default()));
+            c
+        },
         matched_var: (String::new(), Vec::new()),
         matched_vars: Vec::new(),
         removed_ids: Vec::new(),
@@ -90,7 +95,7 @@ pub fn evaluate_profiled(set: &RuleSet, req: &Request, mut profile: Option<&mut 
         outcome: Outcome::default(),
         current: None,
         cache: Rc::default(),
-        memo: Map::default(),
+        memo: Map::with_capacity_and_hasher(256, Default::default()),
         gate_hits: Vec::new(),
     };
     for phase in [Phase::RequestHeaders, Phase::RequestBody] {
@@ -436,7 +441,10 @@ impl<'a> Transaction<'a> {
         let group = &self.set.gates[g];
         let cache = Rc::clone(&self.cache);
         let mut hits = vec![false; group.set.len()];
-        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        // The fast hasher, not SipHash: request values are not keys an attacker can flood a
+        // long-lived table with (the set lives for one gate group, bounded by the values).
+        let mut seen: std::collections::HashSet<&[u8], std::hash::BuildHasherDefault<FastHasher>> =
+            std::collections::HashSet::with_capacity_and_hasher(64, Default::default());
         for name in &group.collections {
             for (_, raw) in cache.get(name).map(Vec::as_slice).unwrap_or_default() {
                 if !seen.insert(raw.as_slice()) {
@@ -468,7 +476,20 @@ impl<'a> Transaction<'a> {
         if let Some((_, done)) = slot.iter().find(|(c, _)| c == chain) {
             return Rc::clone(done);
         }
-        let done: Rc<[u8]> = super::transforms::apply_all(chain, raw).into();
+        // The longest chain already computed for this value that starts this one (the CRS's
+        // chains share prefixes: t:none,t:urlDecodeUni,t:htmlEntityDecode,...): only the rest
+        // of the transformations run. (Each transformation reads only its input, so the
+        // prefix's result is exactly where the longer chain would be after it.)
+        let best = slot
+            .iter()
+            // (apply_all cuts its input at MAX_TRANSFORMED: a longer intermediate would differ.)
+            .filter(|(c, v)| c.len() < chain.len() && chain.starts_with(c) && v.len() <= MAX_TRANSFORMED)
+            .max_by_key(|(c, _)| c.len())
+            .map(|(c, v)| (c.len(), Rc::clone(v)));
+        let done: Rc<[u8]> = match best {
+            Some((n, from)) => super::transforms::apply_all(&chain[n..], &from).into(),
+            None => super::transforms::apply_all(chain, raw).into(),
+        };
         slot.push((chain.to_vec(), Rc::clone(&done)));
         done
     }
@@ -586,26 +607,43 @@ impl<'a> Transaction<'a> {
                 _ => Vec::new(),
             };
         }
-        self.collection(&coll)
-            .into_iter()
-            .find(|(k, _)| key.as_deref().is_none_or(|key| k.eq_ignore_ascii_case(key.as_bytes())))
-            .map(|(_, v)| v)
-            .unwrap_or_default()
+        let wanted = |k: &[u8]| key.as_deref().is_none_or(|key| k.eq_ignore_ascii_case(key.as_bytes()));
+        // `%{tx.anomaly_score}`: one lookup, not a copy of the whole collection (the CRS
+        // keeps ~100 TX variables and expands some in every rule's actions).
+        if let Some(stored) = stored_collection(&coll).and_then(|n| self.collections.get(n)) {
+            return match key.as_deref() {
+                Some(k) => stored.get(k).cloned().unwrap_or_default(),
+                None => stored.iter().next().map(|(_, v)| v.clone()).unwrap_or_default(),
+            };
+        }
+        // Request variables from the phase's cache, computed once.
+        if let Some(entries) = self.cache.get(coll.as_str()) {
+            return entries.iter().find(|(k, _)| wanted(k)).map(|(_, v)| v.clone()).unwrap_or_default();
+        }
+        self.collection(&coll).into_iter().find(|(k, _)| wanted(k)).map(|(_, v)| v).unwrap_or_default()
     }
 
     fn setvar(&mut self, sv: &SetVar) {
         match sv {
             SetVar::Assign { collection, key, value } => {
                 let (key, value) = (lossy(&self.expand(key)).to_ascii_lowercase(), self.expand(value));
-                self.collections.entry(collection.clone()).or_default().insert(key, value);
+                self.stored(collection).insert(key, value);
             }
             SetVar::Add { collection, key, value, negative } => {
                 let key = lossy(&self.expand(key)).to_ascii_lowercase();
                 let delta = atoi(&self.expand(value));
-                let c = self.collections.entry(collection.clone()).or_default();
+                let c = self.stored(collection);
                 let current = c.get(&key).map_or(0, |v| atoi(v));
                 let next = if *negative { current.saturating_sub(delta) } else { current.saturating_add(delta) };
-                c.insert(key, next.to_string().into_bytes());
+                match c.get_mut(&key) {
+                    Some(v) => {
+                        v.clear();
+                        v.extend_from_slice(next.to_string().as_bytes());
+                    }
+                    None => {
+                        c.insert(key, next.to_string().into_bytes());
+                    }
+                }
             }
             SetVar::Delete { collection, key } => {
                 let key = lossy(&self.expand(key)).to_ascii_lowercase();
@@ -614,6 +652,14 @@ impl<'a> Transaction<'a> {
                 }
             }
         }
+    }
+
+    /// A stored collection (TX, IP, ...), created on first use; no copy of its name each time.
+    fn stored(&mut self, collection: &str) -> &mut Map<String, Vec<u8>> {
+        if !self.collections.contains_key(collection) {
+            self.collections.insert(collection.to_string(), Map::default());
+        }
+        self.collections.get_mut(collection).expect("inserted above")
     }
 
     fn ctl(&mut self, ctl: &Ctl) {
