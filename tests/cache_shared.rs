@@ -231,12 +231,7 @@ fn calls(redis: &Redis, command: &str) -> u64 {
 fn local_copies_of_large_entries_follow_redis() {
     let origin = origin();
     let redis = Redis::start();
-    let http = format!(
-        "shield_redis redis://127.0.0.1:%%REDIS%% timeout=500ms;\n shield_cache_zone zone=c:1m max_entry=64k;\n \
-         server {{ listen 127.0.0.1:%%PORT%%; {LOCATIONS} }}"
-    );
-    let a = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
-    let b = Nginx::builder().var("ORIGIN", origin.port).var("REDIS", redis.port).http(&http).start();
+    let (a, b) = shared_pair(&origin, &redis);
     let first = get(a.port, "/mid", &[]);
     assert_eq!(first.header("X-Cache"), Some("MISS"));
     wait_stores(a.port, 1);

@@ -87,10 +87,8 @@ impl Redis {
         script: Option<&'static Script>,
         callback: Callback,
     ) -> Result<(), (RedisError, Callback)> {
-        match self {
-            Redis::One(c) => c.send(command, bound, script, callback),
-            Redis::Cluster(c) => c.send(crate::redis::cluster::slot(key), command, bound, script, callback),
-        }
+        let slot = if self.is_cluster() { crate::redis::cluster::slot(key) } else { 0 };
+        self.send_to_slot(slot, command, bound, script, callback)
     }
 
     /// `send`, for a command whose keys all live in cluster slot `slot`.
