@@ -131,6 +131,23 @@ fn lock_waiters_go_to_the_origin_when_nothing_is_stored_or_the_lock_times_out() 
     assert!(hits(&origin, "/slow") > 1, "waiters did not wait for ever");
 }
 
+/// Across nodes: a lock holder whose response is not stored releases the lock, and the other
+/// node's waiters (polling Redis: is the lock still held?) go to the origin at once, not after
+/// the lock's 20 s timeout.
+#[test]
+fn other_nodes_waiters_go_to_the_origin_when_the_holder_stores_nothing() {
+    let origin = origin();
+    let redis = Redis::start();
+    let (a, b) = shared_pair(&origin, &redis);
+    let started = std::time::Instant::now();
+    let results = storm(vec![a.port, b.port], "/locked/slow-no-store", 8, 8);
+    let took = started.elapsed();
+    assert!(results.iter().all(|(s, c, _)| *s == 200 && c == "MISS"), "{results:?}");
+    assert_eq!(hits(&origin, "/slow-no-store"), 8, "nothing was stored: each fetched");
+    // One 500 ms fetch per flight, a few flights in a row: far below the 20 s lock timeout.
+    assert!(took < Duration::from_secs(10), "the waiters waited for the lock's timeout: {took:?}");
+}
+
 #[test]
 fn a_stale_entry_answers_when_the_origin_fails_within_stale_if_error_or_use_stale() {
     let origin = origin();

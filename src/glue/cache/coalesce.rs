@@ -124,6 +124,29 @@ pub enum Acquired {
     Later(Rc<store::Waiter>),
 }
 
+/// Redis: asks whether the lock for `key` is still held (`EXISTS`); the reply is `Some` while
+/// it is. A poller of another node that sees it gone stops waiting at once (the holder stored
+/// the entry first, or stored nothing), instead of waiting for the lock's timeout. `None`
+/// without Redis (the zone's pollers read the zone).
+pub fn lock_held(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_request_t) -> Option<store::Found> {
+    if zone.backend(mcf) == Backend::Local {
+        return None;
+    }
+    let Some(client) = redis::client() else { return Some(store::Found::Now(None)) };
+    let name = keys::redis_name(&zone.name, &lock_key(key));
+    let mut cmd = Vec::with_capacity(96);
+    encode_command(&mut cmd, &[b"EXISTS", &name]);
+    let waiter = store::Waiter::new(r);
+    let callback = store::deliver_to(&waiter, |reply| match reply {
+        Reply::Integer(n) => Ok((n > 0).then(Vec::new)),
+        _ => Err(redis::RedisError::Protocol("EXISTS answered with no integer")),
+    });
+    Some(match client.send(&name, &cmd, Bound::SIMPLE, None, callback) {
+        Ok(()) => store::Found::Later(waiter),
+        Err(_) => store::Found::Now(None),
+    })
+}
+
 /// Tries to take the cross-worker lock for `key` for `timeout_ms`.
 pub fn acquire(mcf: &MainConf, zone: &CacheZone, key: &[u8], timeout_ms: u64, r: *mut ngx_http_request_t) -> Acquired {
     let lock = lock_key(key);

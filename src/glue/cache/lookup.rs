@@ -106,7 +106,17 @@ impl Lookup<'_> {
                     }
                 }
             }
-            Phase::Polling { key, why, since_ms, pending } => match pending {
+            Phase::Polling { key, why, since_ms, pending, lock } => match pending {
+                // The lock is still held: wait on (up to the timeout).
+                Some(w) if lock && bytes_of(self.mcf, self.zone, &w).is_some() => {
+                    w.request.set(ptr::null_mut());
+                    self.waited(key, why, since_ms)
+                }
+                // It is gone: the entry, once more, decides (then `polled` forwards).
+                Some(w) if lock => {
+                    w.request.set(ptr::null_mut());
+                    self.poll_entry(key, why, since_ms)
+                }
                 Some(w) => {
                     w.request.set(ptr::null_mut());
                     let bytes = bytes_of(self.mcf, self.zone, &w);
@@ -114,10 +124,11 @@ impl Lookup<'_> {
                 }
                 None => {
                     let rp = self.rp();
-                    match store::get(self.mcf, self.zone, &key, rp) {
-                        Found::Now(bytes) => self.polled(key, why, since_ms, bytes),
-                        Found::Later(w) => {
-                            self.c.phase = Phase::Polling { key, why, since_ms, pending: Some(w) };
+                    match coalesce::lock_held(self.mcf, self.zone, &key, rp) {
+                        None => self.poll_entry(key, why, since_ms),
+                        Some(Found::Now(_)) => self.poll_entry(key, why, since_ms),
+                        Some(Found::Later(w)) => {
+                            self.c.phase = Phase::Polling { key, why, since_ms, pending: Some(w), lock: true };
                             self.park(self.redis_wait_ms())
                         }
                     }
@@ -247,8 +258,29 @@ impl Lookup<'_> {
     }
 
     fn poll_later(&mut self, key: Vec<u8>, why: Forward, since_ms: u64) -> ngx_int_t {
-        self.c.phase = Phase::Polling { key, why, since_ms, pending: None };
+        self.c.phase = Phase::Polling { key, why, since_ms, pending: None, lock: false };
         self.park(coalesce::POLL_MS)
+    }
+
+    /// Looks for the leader's entry (Redis: the lock was found gone, or could not be asked).
+    fn poll_entry(&mut self, key: Vec<u8>, why: Forward, since_ms: u64) -> ngx_int_t {
+        let rp = self.rp();
+        match store::get(self.mcf, self.zone, &key, rp) {
+            Found::Now(bytes) => self.polled(key, why, since_ms, bytes),
+            Found::Later(w) => {
+                self.c.phase = Phase::Polling { key, why, since_ms, pending: Some(w), lock: false };
+                self.park(self.redis_wait_ms())
+            }
+        }
+    }
+
+    /// The lock is still held elsewhere: wait on, up to the lock's timeout.
+    fn waited(&mut self, key: Vec<u8>, why: Forward, since_ms: u64) -> ngx_int_t {
+        if now_ms().saturating_sub(since_ms) >= self.lc.lock_ms().unwrap_or(0) {
+            coalesce::end(self.c.zone_index, &key, Outcome::Go);
+            return self.forward(why, true);
+        }
+        self.poll_later(key, why, since_ms)
     }
 
     /// A poll's result: the leader's entry ends the flight; otherwise wait on, up to the
@@ -269,7 +301,9 @@ impl Lookup<'_> {
         }
         let waited = now_ms().saturating_sub(since_ms);
         let timeout = self.lc.lock_ms().unwrap_or(0);
-        let lock_gone = self.zone.backend(self.mcf) == Backend::Local && !coalesce::held_locally(self.zone, &key);
+        // Redis pollers look for the entry once the lock is gone (or could not be asked):
+        // no entry then means the holder stored nothing.
+        let lock_gone = self.zone.backend(self.mcf) != Backend::Local || !coalesce::held_locally(self.zone, &key);
         if waited >= timeout || lock_gone {
             coalesce::end(zi, &key, Outcome::Go);
             return self.forward(why, true);

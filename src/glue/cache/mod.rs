@@ -68,12 +68,14 @@ enum Phase {
         why: Forward,
     },
     /// The flight for `key` is this request's, another worker or node holds the lock: this
-    /// request polls for the entry (`pending`: a Redis GET is out).
+    /// request polls for the entry (`pending`: a Redis GET is out; with `lock`, the Redis
+    /// question whether the lock is still held, asked before the entry).
     Polling {
         key: Vec<u8>,
         why: Forward,
         since_ms: u64,
         pending: Option<Rc<store::Waiter>>,
+        lock: bool,
     },
     /// A purge's Redis DEL is out.
     Purging {
