@@ -5,7 +5,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::status::metrics::Registry;
+use crate::status::metrics::{Histogram, Registry};
 
 /// Header of the counters array in shared memory; the values follow it.
 #[repr(C)]
@@ -55,6 +55,14 @@ impl Default for MainConf {
 }
 
 impl MainConf {
+    /// Records one observation of `value` in a histogram (its bucket, sum and count).
+    pub fn observe(&self, histogram: &Histogram, value: u64) {
+        let (bucket, sum, count) = histogram.slots_for(value);
+        self.add(bucket, 1);
+        self.add(sum, value);
+        self.add(count, 1);
+    }
+
     /// Adds `n` to a counter; a no-op before the zone exists (never on a request path).
     pub fn add(&self, slot: usize, n: u64) {
         if self.shm.is_null() {

@@ -216,16 +216,8 @@ fn key_len(zone: &str, key: &[u8], suffix: &str) -> usize {
 }
 
 fn write_key(out: &mut Vec<u8>, zone: &str, key: &[u8], suffix: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"shield:{");
-    if printable(key) {
-        out.extend_from_slice(key);
-    } else {
-        out.push(b'x');
-        for &b in key {
-            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-        }
-    }
+    write_tag(out, key);
     out.extend_from_slice(b"}:");
     out.extend_from_slice(zone.as_bytes());
     out.extend_from_slice(suffix.as_bytes());
@@ -234,17 +226,26 @@ fn write_key(out: &mut Vec<u8>, zone: &str, key: &[u8], suffix: &str) {
 /// The Redis Cluster slot of every key [`redis_key`] names for this client key: that of its
 /// hash tag, computed on the tag as encoded, without building it.
 pub fn key_slot(key: &[u8]) -> u16 {
-    use crate::redis::cluster::slot_of_parts;
+    use crate::redis::cluster::slot_of_tag;
+    if printable(key) {
+        return slot_of_tag(key);
+    }
+    let mut tag = Vec::with_capacity(1 + 2 * key.len());
+    write_tag(&mut tag, key);
+    slot_of_tag(&tag)
+}
+
+/// The hash tag of a client key: the key itself when printable, else `x` and its hex.
+fn write_tag(out: &mut Vec<u8>, key: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     if printable(key) {
-        return slot_of_parts([key]);
+        out.extend_from_slice(key);
+    } else {
+        out.push(b'x');
+        for &b in key {
+            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
     }
-    let mut hex = Vec::with_capacity(1 + 2 * key.len());
-    hex.push(b'x');
-    for &b in key {
-        hex.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-    }
-    slot_of_parts([hex.as_slice()])
 }
 
 /// Appends one RESP bulk string holding the decimal `v`.

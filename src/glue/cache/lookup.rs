@@ -18,7 +18,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use super::coalesce::{self, Acquired, Leadership, Outcome};
 use super::directives::{Backend, CacheLoc, CacheZone};
-use super::store::{self, Found};
+use super::store::{self, now_ms, Found};
 use super::{CacheCtx, Phase};
 use crate::cache::control::RequestControl;
 use crate::cache::entry::{self, Entry, ResponseEntry};
@@ -107,15 +107,14 @@ impl Lookup<'_> {
                 }
             }
             Phase::Polling { key, why, since_ms, pending, lock } => match pending {
-                // The lock is still held: wait on (up to the timeout).
-                Some(w) if lock && bytes_of(self.mcf, self.zone, &w).is_some() => {
-                    w.request.set(ptr::null_mut());
-                    self.waited(key, why, since_ms)
-                }
-                // It is gone: the entry, once more, decides (then `polled` forwards).
+                // The answer whether the lock is still held: if so, wait on (up to the
+                // timeout); if it is gone, the entry, once more, decides (`polled` forwards).
                 Some(w) if lock => {
                     w.request.set(ptr::null_mut());
-                    self.poll_entry(key, why, since_ms)
+                    match bytes_of(self.mcf, self.zone, &w) {
+                        Some(_) => self.waited(key, why, since_ms),
+                        None => self.poll_entry(key, why, since_ms),
+                    }
                 }
                 Some(w) => {
                     w.request.set(ptr::null_mut());
@@ -125,8 +124,7 @@ impl Lookup<'_> {
                 None => {
                     let rp = self.rp();
                     match coalesce::lock_held(self.mcf, self.zone, &key, rp) {
-                        None => self.poll_entry(key, why, since_ms),
-                        Some(Found::Now(_)) => self.poll_entry(key, why, since_ms),
+                        None | Some(Found::Now(_)) => self.poll_entry(key, why, since_ms),
                         Some(Found::Later(w)) => {
                             self.c.phase = Phase::Polling { key, why, since_ms, pending: Some(w), lock: true };
                             self.park(self.redis_wait_ms())
@@ -370,11 +368,6 @@ impl Lookup<'_> {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
-    unsafe { ngx::ffi::ngx_current_msec as u64 }
 }
 
 /// Values of a request header (all of its lines), in the request pool.

@@ -135,7 +135,7 @@ fn unstamped(mut value: Vec<u8>) -> Option<Vec<u8>> {
 }
 
 /// The worker's monotonic clock, in ms.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     // SAFETY: nginx updates ngx_current_msec on the worker's only thread.
     unsafe { ngx::ffi::ngx_current_msec as u64 }
 }
@@ -144,7 +144,7 @@ pub fn now() -> i64 {
     ngx::ffi::ngx_timeofday().sec
 }
 
-pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_request_t) -> Found {
+pub fn get(mcf: &'static MainConf, zone: &'static CacheZone, key: &[u8], r: *mut ngx_http_request_t) -> Found {
     if zone.backend(mcf) == Backend::Local {
         return Found::Now(shm::get(zone, key, now()));
     }
@@ -154,11 +154,9 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
     // A local copy: its entry and stamp.
     let copy = shm::get(zone, &copy_name, now()).filter(|c| c.len() > STAMP);
     let waiter = Waiter::new(r);
-    let zone_ptr: *const CacheZone = zone;
     let keep_copy = move |value: &[u8]| {
         if value.len() >= LOCAL_COPY_MIN + STAMP {
-            // SAFETY: zones live in the main configuration, as long as the worker's requests.
-            shm::put(unsafe { &*zone_ptr }, &copy_name, value, now() + LOCAL_COPY_SECS);
+            shm::put(zone, &copy_name, value, now() + LOCAL_COPY_SECS);
         }
     };
     let (cmd, script) = match &copy {
@@ -184,17 +182,9 @@ pub fn get(mcf: &MainConf, zone: &CacheZone, key: &[u8], r: *mut ngx_http_reques
         _ => Err(RedisError::Protocol("GET answered with neither a bulk nor nil")),
     });
     let sent_ms = now_ms();
-    let (latency, metrics): (*const crate::status::metrics::Histogram, *const MainConf) =
-        (&zone.slots.redis_latency, mcf);
     let callback: Box<dyn FnOnce(Result<Reply, RedisError>)> = Box::new(move |reply| {
         if reply.is_ok() {
-            // SAFETY: the zone's slots and the main configuration outlive the worker's requests.
-            let (latency, mcf) = unsafe { (&*latency, &*metrics) };
-            let ms = now_ms().saturating_sub(sent_ms);
-            let (bucket, sum, count) = latency.slots_for(ms);
-            mcf.add(bucket, 1);
-            mcf.add(sum, ms);
-            mcf.add(count, 1);
+            mcf.observe(&zone.slots.redis_latency, now_ms().saturating_sub(sent_ms));
         }
         deliver(reply)
     });

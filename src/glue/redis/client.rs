@@ -151,7 +151,7 @@ fn set_timer(ev: &mut ngx_event_t, ms: ngx_msec_t) {
     }
 }
 
-fn clear_timer(ev: &mut ngx_event_t) {
+pub(super) fn clear_timer(ev: &mut ngx_event_t) {
     if ev.timer_set() != 0 {
         // SAFETY: as above; the timer is armed.
         unsafe { ngx_del_timer(ev) };

@@ -21,7 +21,7 @@ use std::rc::Rc;
 use ngx::ffi::{ngx_event_t, ngx_post_event, ngx_posted_events, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
-use super::client::{cycle_log, now, Callback, Resend, Resent};
+use super::client::{clear_timer, cycle_log, now, Callback, Resend, Resent};
 use super::{Client, RedisError, SocketAddress, Target};
 use crate::glue::util::guard;
 use crate::limit::script::Script;
@@ -173,7 +173,7 @@ impl Cluster {
         script: Option<&'static Script>,
         callback: Callback,
     ) -> Result<(), (RedisError, Callback)> {
-        self.send_at(slot, command, bound, script, callback, Resent { slot, ..Resent::default() })
+        self.send_at(slot, command, bound, script, callback, Resent::default())
     }
 
     fn send_at(
@@ -350,12 +350,8 @@ impl Cluster {
         }
         drop(core::mem::take(&mut self.retries));
         drop(core::mem::take(&mut *self.inbox.borrow_mut()));
-        for ev in [&mut self.refresh_ev, &mut self.retry_ev] {
-            if ev.timer_set() != 0 {
-                // SAFETY: the timer is armed, the event is ours.
-                unsafe { ngx::ffi::ngx_del_timer(&mut **ev) };
-            }
-        }
+        clear_timer(&mut self.refresh_ev);
+        clear_timer(&mut self.retry_ev);
         if self.work_ev.posted() != 0 {
             // SAFETY: the event is in the posted queue.
             unsafe { ngx::ffi::ngx_delete_posted_event(&mut *self.work_ev) };

@@ -175,12 +175,7 @@ pub fn init_process(mcf: &'static MainConf) {
         let mut client = Client::new(target);
         if let Some(slots) = &mcf.redis.slots {
             let (latency, errors) = (slots.latency.clone(), slots.errors);
-            client.on_latency = Some(Box::new(move |ms| {
-                let (bucket, sum, count) = latency.slots_for(ms);
-                mcf.add(bucket, 1);
-                mcf.add(sum, ms);
-                mcf.add(count, 1);
-            }));
+            client.on_latency = Some(Box::new(move |ms| mcf.observe(&latency, ms)));
             client.on_error = Some(Box::new(move |_| mcf.add(errors, 1)));
         }
         client
