@@ -12,6 +12,7 @@ use ngx::ffi::{
     ngx_http_complex_value, ngx_http_complex_value_t, ngx_http_request_t, ngx_list_part_t, ngx_list_push, ngx_list_t,
     ngx_log_t, ngx_palloc, ngx_pcalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_OK,
 };
+use ngx::ffi::{ngx_event_t, ngx_post_event, ngx_posted_events};
 use ngx::ffi::{ngx_int_t, NGX_ERROR};
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
@@ -257,4 +258,46 @@ pub fn send_body(r: &mut ngx_http_request_t, status: usize, content_type: &'stat
         *out = ngx::ffi::ngx_chain_t { buf: b, next: ptr::null_mut() };
         ngx::ffi::ngx_http_output_filter(rp, out)
     }
+}
+
+// --- work run after the current event ---------------------------------------------------
+
+/// Work to run from a posted event: what follows a Redis reply (the next command, a store after
+/// its tags, a refund) runs after the reply's callback, never inside it (the client that
+/// called back must not be re-entered).
+pub type Job = Box<dyn FnOnce()>;
+
+static mut QUEUE: Vec<Job> = Vec::new();
+static mut EVENT: Option<Box<ngx_event_t>> = None;
+
+/// Runs `job` from a posted event, after the current event (a Redis reply) is handled.
+pub fn later(job: Job) {
+    // SAFETY: nginx workers are single-threaded; the event is boxed (its address stays) and
+    // leaked with the worker; posted events run on this thread.
+    unsafe {
+        (*ptr::addr_of_mut!(QUEUE)).push(job);
+        let ev = (*ptr::addr_of_mut!(EVENT)).get_or_insert_with(|| {
+            let mut ev: Box<ngx_event_t> = Box::new(core::mem::zeroed());
+            ev.handler = Some(run_later);
+            ev.log = (*ngx::ffi::ngx_cycle).log;
+            ev
+        });
+        if ev.posted() == 0 {
+            ngx_post_event(&mut **ev, ptr::addr_of_mut!(ngx_posted_events));
+        }
+    }
+}
+
+extern "C" fn run_later(ev: *mut ngx_event_t) {
+    // SAFETY: the event's log is the cycle's.
+    guard(unsafe { (*ev).log }, "deferred work", (), || loop {
+        // SAFETY: as in `later`.
+        let jobs = unsafe { core::mem::take(&mut *ptr::addr_of_mut!(QUEUE)) };
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs {
+            job();
+        }
+    })
 }

@@ -13,15 +13,14 @@
 //! - **The zone**: a node per tag listing its entries' keys and expiries (`shm::put_tagged`).
 //!
 //! Work that follows a Redis reply (the store after the tags, the drops after the sets
-//! answered) is queued with [`later`] and runs from a posted event: a reply's callback runs
+//! answered) is queued with `glue::util::later` and runs from a posted event: a reply's callback runs
 //! inside the client, which must not be re-entered.
 
 use core::ffi::{c_char, c_void};
-use core::ptr;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_command_t, ngx_conf_t, ngx_event_t, ngx_post_event, ngx_posted_events};
+use ngx::ffi::{ngx_command_t, ngx_conf_t};
 
 use super::coalesce::{Leadership, Outcome};
 use super::directives::{Backend, CacheZone, TagsHeader};
@@ -30,7 +29,7 @@ use super::{shm, Plan};
 use crate::cache::keys;
 use crate::cache::tags::{self, Limits};
 use crate::glue::redis::{self, RedisError};
-use crate::glue::util::{directive, guard, set_once};
+use crate::glue::util::{directive, later, set_once};
 use crate::glue::{LocConf, MainConf};
 use crate::limit::script::Script;
 use crate::parse::{self, ConfError};
@@ -85,19 +84,14 @@ struct Scripts {
     soft: Script,
 }
 
-static mut SCRIPTS: Option<&'static Scripts> = None;
-
+/// Made on first use, as `store.rs`'s check script is.
 fn scripts() -> &'static Scripts {
-    // SAFETY: nginx workers are single-threaded; set once, then only read.
-    unsafe {
-        (*ptr::addr_of_mut!(SCRIPTS)).get_or_insert_with(|| {
-            Box::leak(Box::new(Scripts {
-                add: Script::new(ADD_SCRIPT),
-                members: Script::new(MEMBERS_SCRIPT),
-                soft: Script::new(SOFT_PURGE_SCRIPT),
-            }))
-        })
-    }
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        add: Script::new(ADD_SCRIPT),
+        members: Script::new(MEMBERS_SCRIPT),
+        soft: Script::new(SOFT_PURGE_SCRIPT),
+    })
 }
 
 pub fn soft_script() -> &'static Script {
@@ -127,45 +121,6 @@ pub extern "C" fn set_tags_header(cf: *mut ngx_conf_t, cmd: *mut ngx_command_t, 
             }
         }
         set_once(&mut lc.response_cache.tags, Some(TagsHeader { name, limits }))
-    })
-}
-
-// --- work run after the current Redis callbacks ---------------------------------------------
-
-type Job = Box<dyn FnOnce()>;
-
-static mut QUEUE: Vec<Job> = Vec::new();
-static mut EVENT: Option<Box<ngx_event_t>> = None;
-
-/// Runs `job` from a posted event, after the current event (a Redis reply) is handled.
-pub fn later(job: Job) {
-    // SAFETY: nginx workers are single-threaded; the event is boxed (its address stays) and
-    // leaked with the worker; posted events run on this thread.
-    unsafe {
-        (*ptr::addr_of_mut!(QUEUE)).push(job);
-        let ev = (*ptr::addr_of_mut!(EVENT)).get_or_insert_with(|| {
-            let mut ev: Box<ngx_event_t> = Box::new(core::mem::zeroed());
-            ev.handler = Some(run_later);
-            ev.log = (*ngx::ffi::ngx_cycle).log;
-            ev
-        });
-        if ev.posted() == 0 {
-            ngx_post_event(&mut **ev, ptr::addr_of_mut!(ngx_posted_events));
-        }
-    }
-}
-
-extern "C" fn run_later(ev: *mut ngx_event_t) {
-    // SAFETY: the event's log is the cycle's.
-    guard(unsafe { (*ev).log }, "cache deferred work", (), || loop {
-        // SAFETY: as in `later`.
-        let jobs = unsafe { core::mem::take(&mut *ptr::addr_of_mut!(QUEUE)) };
-        if jobs.is_empty() {
-            break;
-        }
-        for job in jobs {
-            job();
-        }
     })
 }
 

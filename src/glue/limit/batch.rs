@@ -15,7 +15,7 @@ use super::directives::is_redis;
 use super::park::Waiter;
 use super::zone::{now_us, Applied};
 use crate::glue::redis::{self, RedisError};
-use crate::glue::util::guard;
+use crate::glue::util::{guard, later};
 use crate::glue::MainConf;
 use crate::limit::cluster::{self, Part, PartAnswer};
 use crate::limit::script::{self, BanKey, Batch, BatchError, LimitKey, LimitReply, RedisClock, Script};
@@ -42,9 +42,6 @@ pub(super) struct Worker {
     by_slot: HashMap<u16, usize>,
     /// Requests in `batches`.
     queued: usize,
-    /// Refunds to send (REFUND_SCRIPT, by slot): sent with the next batches, never from
-    /// inside a reply's callback.
-    refunds: Vec<(u16, Vec<u8>)>,
     /// Posted when the batch gets its first request: sends the batch once the event loop
     /// has handled everything that is ready now. (Holding batches back while one is out, to
     /// make them larger, measured slower: Redis idles while nginx waits.)
@@ -101,18 +98,21 @@ impl Joint {
             }
         }
         let combined = cluster::combine(&self.parts, &got, self.limits.len());
-        if !combined.refund.is_empty() {
-            if let Some(w) = worker() {
-                for &i in &combined.refund {
-                    let part = &self.parts[i];
-                    let (keys, args) =
-                        cluster::refund_args(part.limits.iter().zip(&got[i].after).map(|(&l, after)| {
-                            let (zone, key, limit) = &self.limits[l];
-                            cluster::Refund { zone, key, limit: *limit, after: *after }
-                        }));
-                    w.refunds.push((part.slot, w.refund_script.evalsha(&keys, &args)));
-                }
-                post_batch(w);
+        if let Some(w) = worker() {
+            for &i in &combined.refund {
+                let part = &self.parts[i];
+                let (keys, args) = cluster::refund_args(part.limits.iter().zip(&got[i].after).map(|(&l, after)| {
+                    let (zone, key, limit) = &self.limits[l];
+                    cluster::Refund { zone, key, limit: *limit, after: *after }
+                }));
+                let (slot, script) = (part.slot, w.refund_script);
+                let evalsha = script.evalsha(&keys, &args);
+                // Sent after this reply's callback, never from inside it.
+                later(Box::new(move || {
+                    if let Some(c) = redis::client() {
+                        let _ = c.send_to_slot(slot, &evalsha, Bound::SIMPLE, Some(script), Box::new(|_| {}));
+                    }
+                }));
             }
         }
         self.waiter.deliver(Ok(combined.reply));
@@ -143,7 +143,6 @@ pub fn init_process() {
             batches: Vec::new(),
             by_slot: HashMap::new(),
             queued: 0,
-            refunds: Vec::new(),
             batch_ev,
             header_buf: Vec::with_capacity(256),
             clocks: Rc::default(),
@@ -235,19 +234,15 @@ fn post_batch(w: &mut Worker) {
     }
 }
 
-/// Sends every pending batch as one EVALSHA each (pipelined, per node on a cluster), and the
-/// pending refunds; each reply is split among its batch's requests.
+/// Sends every pending batch as one EVALSHA each (pipelined, per node on a cluster); each
+/// reply is split among its batch's requests.
 fn send_batches(w: &mut Worker) {
     let batches = core::mem::take(&mut w.batches);
     w.by_slot.clear();
     w.queued = 0;
-    let refunds = core::mem::take(&mut w.refunds);
     let Some(client) = redis::client() else { return };
     for b in batches {
         send_batch(w, client, b);
-    }
-    for (slot, evalsha) in refunds {
-        let _ = client.send_to_slot(slot, &evalsha, Bound::SIMPLE, Some(w.refund_script), Box::new(|_| {}));
     }
 }
 

@@ -10,20 +10,18 @@
 //!   to the importing node, once; `-TRYAGAIN` (a multi-key command meeting a half-migrated
 //!   slot) sends again after [`TRYAGAIN_MS`]. A command that got a redirection was not
 //!   executed, so following it never applies it twice. At most [`MAX_HOPS`] per command.
-//! - Hooks of the node clients only record what happened (an inbox) and post an event; the
-//!   map and the clients change from that event, never from inside a client's own callback.
+//! - Hooks of the node clients only queue what happened (`glue::util::later`); the map and
+//!   the clients change from that posted work, never from inside a client's own callback.
 
 use core::ptr;
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
 
-use ngx::ffi::{ngx_event_t, ngx_post_event, ngx_posted_events, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::ffi::{ngx_event_t, NGX_LOG_NOTICE, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
 use super::client::{clear_timer, cycle_log, now, Callback, Resend, Resent};
 use super::{Client, RedisError, SocketAddress, Target};
-use crate::glue::util::guard;
+use crate::glue::util::{guard, later};
 use crate::limit::script::Script;
 use crate::redis::cluster::{self, Redirect, SlotMap};
 use crate::redis::resp::{Bound, Reply};
@@ -35,16 +33,6 @@ const REFRESH_SOON_MS: u64 = 100;
 const TRYAGAIN_MS: u64 = 10;
 pub const MAX_HOPS: u8 = 5;
 
-/// What node clients report, handled from the cluster's posted event.
-#[derive(Default)]
-struct Inbox {
-    resends: Vec<Resend>,
-    /// The answer to `CLUSTER SLOTS` and the node that gave it.
-    slots: Option<(usize, Result<Reply, RedisError>)>,
-    /// A node's connection failed: the map may be stale.
-    node_failed: bool,
-}
-
 pub struct Cluster {
     /// Credentials, timeout and TLS of every node's connection.
     template: Target,
@@ -55,8 +43,6 @@ pub struct Cluster {
     clients: Vec<Box<Client>>,
     /// Creates a node's client with the worker's hooks (metrics).
     make: Box<dyn Fn(Target) -> Box<Client>>,
-    inbox: Rc<RefCell<Inbox>>,
-    work_ev: Box<ngx_event_t>,
     refresh_ev: Box<ngx_event_t>,
     retry_ev: Box<ngx_event_t>,
     retries: Vec<Resend>,
@@ -85,8 +71,6 @@ impl Cluster {
             map: SlotMap::default(),
             clients: Vec::new(),
             make,
-            inbox: Rc::default(),
-            work_ev: event(ptr::null_mut(), work_handler),
             refresh_ev: event(ptr::null_mut(), refresh_handler),
             retry_ev: event(ptr::null_mut(), retry_handler),
             retries: Vec::new(),
@@ -96,7 +80,7 @@ impl Cluster {
             reported: (0, 0),
         });
         let this: *mut Cluster = &mut *c;
-        for ev in [&mut c.work_ev, &mut c.refresh_ev, &mut c.retry_ev] {
+        for ev in [&mut c.refresh_ev, &mut c.retry_ev] {
             ev.data = this.cast();
         }
         // A graceful shutdown waits for timers, but not for the periodic refresh.
@@ -117,21 +101,16 @@ impl Cluster {
             target.name = format!("cluster node {addr}");
             target.seeds.clear();
             let mut client = (self.make)(target);
-            let inbox = self.inbox.clone();
-            let work: *mut ngx_event_t = &mut *self.work_ev;
-            client.on_redirect = Some(Box::new(move |r| {
-                inbox.borrow_mut().resends.push(r);
-                post(work);
-            }));
+            let this: *mut Cluster = self;
+            client.on_redirect = Some(Box::new(move |r| later_on(this, move |c| c.follow(r))));
             let counted = client.on_error.take();
-            let inbox = self.inbox.clone();
             client.on_error = Some(Box::new(move |e| {
                 if let Some(count) = &counted {
                     count(e);
                 }
                 if !matches!(e, RedisError::Server(_)) {
-                    inbox.borrow_mut().node_failed = true;
-                    post(work);
+                    // A node's connection failed: the map may be stale.
+                    later_on(this, Cluster::refresh_soon);
                 }
             }));
             self.clients.push(client);
@@ -208,12 +187,8 @@ impl Cluster {
             if !self.clients[i].available() && step + 1 < n {
                 continue;
             }
-            let inbox = self.inbox.clone();
-            let work: *mut ngx_event_t = &mut *self.work_ev;
-            let callback: Callback = Box::new(move |reply| {
-                inbox.borrow_mut().slots = Some((i, reply));
-                post(work);
-            });
+            let this: *mut Cluster = self;
+            let callback: Callback = Box::new(move |reply| later_on(this, move |c| c.on_slots(i, reply)));
             if self.clients[i].send(&cluster::slots_query(), cluster::SLOTS_REPLY, None, callback).is_ok() {
                 self.asked = i;
                 self.refreshing = true;
@@ -277,22 +252,6 @@ impl Cluster {
         }
     }
 
-    fn work(&mut self) {
-        let (resends, slots, failed) = {
-            let mut inbox = self.inbox.borrow_mut();
-            (core::mem::take(&mut inbox.resends), inbox.slots.take(), core::mem::take(&mut inbox.node_failed))
-        };
-        if let Some((node, reply)) = slots {
-            self.on_slots(node, reply);
-        }
-        if failed {
-            self.refresh_soon();
-        }
-        for r in resends {
-            self.follow(r);
-        }
-    }
-
     /// Sends a redirected command where the redirection says.
     fn follow(&mut self, r: Resend) {
         if r.hops >= MAX_HOPS {
@@ -349,33 +308,21 @@ impl Cluster {
             c.shutdown();
         }
         drop(core::mem::take(&mut self.retries));
-        drop(core::mem::take(&mut *self.inbox.borrow_mut()));
         clear_timer(&mut self.refresh_ev);
         clear_timer(&mut self.retry_ev);
-        if self.work_ev.posted() != 0 {
-            // SAFETY: the event is in the posted queue.
-            unsafe { ngx::ffi::ngx_delete_posted_event(&mut *self.work_ev) };
-        }
     }
 }
 
-fn post(ev: *mut ngx_event_t) {
-    // SAFETY: ev is the cluster's boxed work event, alive as long as the worker; posted events
-    // run on this thread.
-    unsafe {
-        if (*ev).posted() == 0 {
-            ngx_post_event(ev, ptr::addr_of_mut!(ngx_posted_events));
-        }
-    }
+/// Runs `f` on the cluster after the current client callback (`glue::util::later`).
+fn later_on(this: *mut Cluster, f: impl FnOnce(&mut Cluster) + 'static) {
+    // SAFETY: the cluster is boxed and lives as long as the worker; the work runs on this
+    // thread, outside any of its clients' callbacks.
+    later(Box::new(move || f(unsafe { &mut *this })));
 }
 
 fn cluster_of(ev: *mut ngx_event_t) -> &'static mut Cluster {
     // SAFETY: the cluster's events carry the boxed cluster, which lives as long as the worker.
     unsafe { &mut *(*ev).data.cast::<Cluster>() }
-}
-
-extern "C" fn work_handler(ev: *mut ngx_event_t) {
-    guard(cycle_log(), "redis cluster", (), || cluster_of(ev).work())
 }
 
 extern "C" fn refresh_handler(ev: *mut ngx_event_t) {
